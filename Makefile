@@ -1,0 +1,60 @@
+# scseg developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (or .../cu124) to choose a build
+TORCH_INDEX ?=
+RUNS ?= runs
+PORT ?= 6006
+PYTEST_ARGS ?=
+
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow lint format demo tb summary clean
+
+help: ## list the commands
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(TORCH_STAMP): | $(VENV)/bin/python
+	$(VPY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+	touch $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
+	$(VPY) -m pip install -q -e ".[dev,report]"
+	touch $@
+
+install: $(STAMP) ## create .venv, install torch ($(TORCH_SPEC)) then scseg editable with dev extras (idempotent)
+
+test: install ## run the fast test suite (installs first if needed)
+	$(VPY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: install ## run the slow tests too (each states its time budget)
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install ## ruff check
+	$(VENV)/bin/ruff check scseg tests scripts
+
+format: install ## ruff format + autofix
+	$(VENV)/bin/ruff check --fix scseg tests scripts
+	$(VENV)/bin/ruff format scseg tests scripts
+
+summary: install ## parameters, multiply-adds and SE overhead of every arch x SE variant
+	$(VPY) -m scseg.models.summary
+
+demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)
+	bash scripts/demo.sh $(RUNS)
+
+tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)
+
+clean: ## remove caches and build leftovers (keeps .venv and runs)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
