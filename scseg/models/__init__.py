@@ -1,1 +1,68 @@
-"""Neural networks and SE blocks."""
+"""Networks and SE blocks. ``create_model`` is the registry every config and command goes through."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from torch import nn
+
+from scseg.models.fcdensenet import PRESETS as FCDENSENET_PRESETS
+from scseg.models.fcdensenet import FCDenseNet
+from scseg.models.sdnet import SDNet
+from scseg.models.se import AGGREGATIONS, SE_VARIANTS, create_se
+from scseg.models.unet import UNet
+
+
+def _fcdensenet_builder(preset: str | None) -> Callable[..., nn.Module]:
+    def build(**kwargs) -> nn.Module:
+        merged = {**(FCDENSENET_PRESETS[preset] if preset else {}), **kwargs}
+        return FCDenseNet(**merged)
+
+    return build
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "unet": UNet,
+    "sdnet": SDNet,
+    "fcdensenet": _fcdensenet_builder(None),
+    **{name: _fcdensenet_builder(name) for name in FCDENSENET_PRESETS},
+}
+
+
+def create_model(
+    arch: str,
+    num_classes: int,
+    in_channels: int = 1,
+    se: str = "none",
+    se_reduction: int = 2,
+    se_aggregation: str = "add",
+    se_in_bottleneck: bool = False,
+    **arch_kwargs,
+) -> nn.Module:
+    """Build a 2D segmentation network that returns logits ``(N, num_classes, H, W)``.
+
+    ``arch`` is a key of :data:`ARCHITECTURES`; ``arch_kwargs`` are that architecture's own keyword arguments
+    (see its docstring). Presets (``fcdensenet56/67/103``) fix layer counts and growth rate; explicit
+    ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
+    # Validate the SE settings once, up front, so the error names the setting rather than a block.
+    create_se(se, 64, reduction=1, aggregation=se_aggregation)
+    se_factory = functools.partial(create_se, se, spatial_dims=2, reduction=se_reduction, aggregation=se_aggregation)
+    return ARCHITECTURES[arch](
+        in_channels=in_channels,
+        num_classes=num_classes,
+        se_factory=se_factory,
+        se_in_bottleneck=se_in_bottleneck,
+        **arch_kwargs,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm running statistics are buffers and do not count)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["AGGREGATIONS", "ARCHITECTURES", "SE_VARIANTS", "count_parameters", "create_model", "create_se"]

@@ -1,0 +1,116 @@
+"""Parameter and compute table of every architecture x SE variant (``python -m scseg.models.summary``).
+
+Multiply-adds are counted with forward hooks on convolutions, transposed convolutions and linear layers
+(one multiply-add per weight use), plus one multiply per element for every SE gating product. Norms,
+activations and pooling are left out, as is usual for such tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from scseg.models import ARCHITECTURES, SE_VARIANTS, count_parameters, create_model
+from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE
+
+
+def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass on a zero tensor of ``input_shape`` (N, C, H, W)."""
+    total = 0
+
+    def conv_hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.ConvTranspose2d):
+            # Every input element is multiplied by every kernel weight of its group.
+            total += inputs[0].numel() * module.out_channels // module.groups * module.weight[0, 0].numel()
+        elif isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            per_output = module.in_channels // module.groups * module.weight[0, 0].numel()
+            total += output.numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    def gate_hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        nonlocal total
+        # x * gate for cSE / sSE; scSE multiplies twice (or once more for its aggregation).
+        total += inputs[0].numel() * (2 if isinstance(module, ConcurrentSE) else 1)
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
+            handles.append(module.register_forward_hook(conv_hook))
+        if isinstance(module, ConcurrentSE) or (
+            isinstance(module, (ChannelSE, SpatialSE)) and not _inside_concurrent(model, module)
+        ):
+            handles.append(module.register_forward_hook(gate_hook))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def _inside_concurrent(model: nn.Module, module: nn.Module) -> bool:
+    return any(isinstance(parent, ConcurrentSE) and module in (parent.cse, parent.sse) for parent in model.modules())
+
+
+def summary_rows(
+    archs: Iterable[str], num_classes: int = 28, in_channels: int = 1, size: int = 256, aggregation: str = "add"
+) -> list[dict]:
+    """One row per arch x SE variant: parameters, multiply-adds, and overhead relative to ``none``."""
+    rows = []
+    for arch in archs:
+        base_params = base_macs = 0
+        for se in SE_VARIANTS:
+            model = create_model(arch, num_classes, in_channels=in_channels, se=se, se_aggregation=aggregation)
+            params = count_parameters(model)
+            macs = count_multiply_adds(model, (1, in_channels, size, size))
+            if se == "none":
+                base_params, base_macs = params, macs
+            rows.append(
+                dict(
+                    arch=arch,
+                    se=se,
+                    params=params,
+                    gmacs=macs / 1e9,
+                    param_overhead_pct=100.0 * (params - base_params) / base_params,
+                    mac_overhead_pct=100.0 * (macs - base_macs) / base_macs,
+                )
+            )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'arch':<14} {'se':<5} {'params':>11} {'GMACs':>8} {'+params %':>9} {'+MACs %':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['arch']:<14} {r['se']:<5} {r['params']:>11,} {r['gmacs']:>8.2f} "
+            f"{r['param_overhead_pct']:>9.2f} {r['mac_overhead_pct']:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default=",".join(ARCHITECTURES), help="comma-separated architectures")
+    parser.add_argument("--num-classes", type=int, default=28)
+    parser.add_argument("--in-channels", type=int, default=1)
+    parser.add_argument("--size", type=int, default=256, help="slice height and width")
+    parser.add_argument("--aggregation", default="add", help="scSE aggregation")
+    args = parser.parse_args(argv)
+    rows = summary_rows(args.archs.split(","), args.num_classes, args.in_channels, args.size, args.aggregation)
+    print(
+        f"Paper-default widths, {args.in_channels} input channel(s), {args.num_classes} classes, "
+        f"one {args.size}x{args.size} slice, scSE aggregation '{args.aggregation}', SE reduction 2."
+    )
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The three architectures: shapes on odd sizes, gradients, parameter counts, determinism, registry errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scseg.models import ARCHITECTURES, SE_VARIANTS, count_parameters, create_model
+from scseg.models.blocks import max_unpool2d_deterministic
+from scseg.models.se import ConcurrentSE
+
+SMALL = {"unet": dict(filters=8), "sdnet": dict(filters=8), "fcdensenet": dict(growth_rate=4, first_filters=8)}
+
+
+@pytest.mark.parametrize("arch", list(SMALL))
+@pytest.mark.parametrize("se", SE_VARIANTS)
+def test_odd_size_shape_gradients_finite(arch, se):
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=5, in_channels=3, se=se, se_in_bottleneck=True, **SMALL[arch])
+    x = torch.randn(2, 3, 97, 131)
+    logits = model(x)
+    assert logits.shape == (2, 5, 97, 131)
+    assert torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("arch", list(SMALL))
+def test_none_adds_zero_parameters_and_se_instances_are_distinct(arch):
+    base = count_parameters(create_model(arch, 4, **SMALL[arch]))
+    plain = count_parameters(create_model(arch, 4, se="none", **SMALL[arch]))
+    assert base == plain
+    model = create_model(arch, 4, se="scse", se_in_bottleneck=True, **SMALL[arch])
+    blocks = [m for m in model.modules() if isinstance(m, ConcurrentSE)]
+    assert len(blocks) == 9 if arch != "fcdensenet" else len(blocks) == 2 * 4 + 1
+    assert len({id(b) for b in blocks}) == len(blocks)
+    weights = [b.cse.fc1.weight for b in blocks]
+    assert len({w.data_ptr() for w in weights}) == len(weights)
+
+
+def test_unet_paper_parameter_counts():
+    # Derived by hand: encoders 104,384 + 3 x 205,184, bottleneck 205,184, decoders 4 x 307,584, classifier 1,820.
+    assert count_parameters(create_model("unet", 28)) == 2_157_276
+    assert count_parameters(create_model("unet", 28, se="scse")) == 2_157_276 + 8 * 4_257
+    assert count_parameters(create_model("unet", 28, se="scse", se_in_bottleneck=True)) == 2_157_276 + 9 * 4_257
+
+
+def test_sdnet_parameter_count():
+    # 7x7 convs with bias + BN: encoder 1: 3,328; encoders 2-4 and bottleneck: 200,896 each;
+    # decoders (128 -> 64): 401,600 each; classifier 64*28+28.
+    expected = 3_328 + 4 * 200_896 + 4 * 401_600 + 1_820
+    assert expected == 2_415_132
+    assert count_parameters(create_model("sdnet", 28)) == expected
+    assert count_parameters(create_model("sdnet", 28, se="scse")) == expected + 8 * 4_257
+
+
+@pytest.mark.parametrize(
+    "preset, reference", [("fcdensenet56", 1_376_795), ("fcdensenet67", 3_463_243), ("fcdensenet103", 9_322_091)]
+)
+def test_fcdensenet_presets_match_reference_counts(preset, reference):
+    n = count_parameters(create_model(preset, num_classes=11, in_channels=3))
+    assert abs(n - reference) / reference < 0.01
+    assert n == reference  # exact with biases on every convolution
+
+
+def test_preset_kwargs_can_be_overridden():
+    a = create_model("fcdensenet56", 11, in_channels=3, growth_rate=8)
+    assert count_parameters(a) < 1_376_795
+
+
+def test_sdnet_deterministic_forward_backward():
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        results = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = create_model("sdnet", 3, se="scse", filters=4)
+            x = torch.randn(1, 1, 37, 45)
+            out = model(x)
+            out.sum().backward()
+            results.append((out.detach(), model.classifier.weight.grad.clone()))
+        torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+        torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=0)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def test_deterministic_unpool_matches_torch():
+    x = torch.randn(2, 3, 9, 11)
+    pooled, idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
+    ours = max_unpool2d_deterministic(pooled, idx, (9, 11))
+    theirs = torch.nn.functional.max_unpool2d(pooled, idx, 2, output_size=(9, 11))
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_too_small_input_names_the_minimum():
+    model = create_model("unet", 2, filters=4)
+    with pytest.raises(ValueError, match="at least 16 x 16"):
+        model(torch.zeros(1, 1, 8, 40))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(arch="vnet"), "registered: " + ", ".join(ARCHITECTURES)),
+        (dict(arch="unet", se="sce"), "none, cse, sse, scse"),
+        (dict(arch="unet", se_aggregation="avg"), "add, max, mul, concat"),
+        (dict(arch="unet", upsampling="pixelshuffle"), "nearest, bilinear, transposed"),
+        (dict(arch="unet", norm="layer"), "batch, instance, group, none"),
+    ],
+)
+def test_bad_names_fail_with_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_model(num_classes=3, **kwargs)
+
+
+@pytest.mark.parametrize("upsampling", ["bilinear", "transposed"])
+def test_unet_upsampling_options(upsampling):
+    model = create_model("unet", 3, filters=4, upsampling=upsampling)
+    assert model(torch.zeros(1, 1, 33, 47)).shape == (1, 3, 33, 47)
+
+
+def test_summary_table_prints(capsys):
+    from scseg.models.summary import main
+
+    main(["--archs", "unet", "--size", "64"])
+    out = capsys.readouterr().out
+    assert "2,157,276" in out and "scse" in out

@@ -1,0 +1,139 @@
+"""SE blocks: gate semantics, aggregation formulas, gradients, factory errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scseg.models import create_se
+from scseg.models.se import AGGREGATIONS, SE_VARIANTS, ChannelSE, ConcurrentSE, SpatialSE
+
+
+def _signed_input(dims: int = 2, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 6, 5, 7) if dims == 2 else (2, 6, 3, 4, 5)
+    return torch.randn(shape, generator=g, dtype=dtype)
+
+
+def test_none_is_parameter_free_identity():
+    block = create_se("none", 16)
+    x = _signed_input()
+    assert sum(p.numel() for p in block.parameters()) == 0
+    assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize("name", SE_VARIANTS)
+def test_factory_returns_new_instance_every_call(name):
+    a, b = create_se(name, 8), create_se(name, 8)
+    assert a is not b
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert pa is not pb
+
+
+def test_cse_gate_constant_over_space():
+    block = ChannelSE(6, reduction=2)
+    x = _signed_input()
+    gate = block.gate(x)
+    assert gate.shape == (2, 6, 1, 1)
+    assert torch.all((gate > 0) & (gate < 1))
+    torch.testing.assert_close(block(x), x * gate)
+    # Two spatially different inputs with the same channel means get the same gate.
+    shuffled = x.flatten(2)[:, :, torch.randperm(35)].reshape_as(x)
+    torch.testing.assert_close(block.gate(shuffled), gate)
+
+
+def test_sse_gate_constant_over_channels():
+    block = SpatialSE(6)
+    x = _signed_input()
+    gate = block.gate(x)
+    assert gate.shape == (2, 1, 5, 7)
+    torch.testing.assert_close(block(x), x * gate)
+
+
+def test_cse_matches_formula():
+    block = ChannelSE(6, reduction=2)
+    x = _signed_input()
+    z = x.mean(dim=(2, 3))
+    expected = torch.sigmoid(block.fc2(torch.relu(block.fc1(z))))[:, :, None, None]
+    torch.testing.assert_close(block.gate(x), expected)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_aggregation_matches_formula(aggregation):
+    torch.manual_seed(0)
+    block = ConcurrentSE(6, reduction=2, aggregation=aggregation)
+    x = _signed_input()
+    xc = x * block.cse.gate(x)
+    xs = x * block.sse.gate(x)
+    expected = {
+        "add": xc + xs,
+        "max": torch.maximum(xc, xs),
+        "mul": xc * xs,
+        "concat": block.fuse(torch.cat([xc, xs], dim=1)) if aggregation == "concat" else None,
+    }[aggregation]
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_max_is_not_x_times_max_gate_on_signed_input():
+    block = ConcurrentSE(6, aggregation="max")
+    x = _signed_input()
+    naive = x * torch.maximum(block.cse.gate(x), block.sse.gate(x))
+    assert not torch.allclose(block(x), naive)
+
+
+def test_aggregations_differ():
+    x = _signed_input()
+    outputs = []
+    for aggregation in AGGREGATIONS:
+        torch.manual_seed(0)
+        outputs.append(ConcurrentSE(6, aggregation=aggregation)(x))
+    for i in range(len(outputs)):
+        for j in range(i + 1, len(outputs)):
+            assert not torch.allclose(outputs[i], outputs[j]), (AGGREGATIONS[i], AGGREGATIONS[j])
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_gradcheck_scse(aggregation):
+    torch.manual_seed(0)
+    block = ConcurrentSE(4, reduction=2, aggregation=aggregation).double()
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x,))
+
+
+@pytest.mark.parametrize("name", ["cse", "sse"])
+def test_gradcheck_single(name):
+    torch.manual_seed(0)
+    block = create_se(name, 4).double()
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x,))
+
+
+@pytest.mark.parametrize("name", ["cse", "sse", "scse"])
+def test_3d_blocks_on_5d_input(name):
+    block = create_se(name, 6, spatial_dims=3)
+    x = _signed_input(dims=3)
+    y = block(x)
+    assert y.shape == x.shape
+    if name == "cse":
+        assert block.gate(x).shape == (2, 6, 1, 1, 1)
+    if name == "sse":
+        assert block.gate(x).shape == (2, 1, 3, 4, 5)
+
+
+def test_scse_parameter_count_paper_width():
+    # cSE: 64*32+32 + 32*64+64 = 4192; sSE: 64+1 = 65.
+    assert sum(p.numel() for p in create_se("scse", 64).parameters()) == 4257
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="sce", channels=8), "none, cse, sse, scse"),
+        (dict(name="scse", channels=8, aggregation="avg"), "add, max, mul, concat"),
+        (dict(name="cse", channels=2, reduction=4), "channels // reduction >= 1"),
+        (dict(name="scse", channels=8, spatial_dims=4), "spatial_dims must be 2 or 3"),
+    ],
+)
+def test_bad_arguments_fail_with_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_se(**kwargs)
