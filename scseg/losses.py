@@ -1,0 +1,263 @@
+"""Training losses: pixel-weighted cross-entropy (class and boundary weights), soft Dice, and their sum.
+
+The paper trains with weighted cross-entropy plus soft Dice. Every loss here takes raw logits ``(N, K, H, W)``
+and integer labels ``(N, H, W)`` (int64, values ``0..K-1``) and applies the softmax itself, exactly once. The
+authors' reference code had three bugs that this module makes impossible:
+
+- integer class weights (integer division zeroed most of them): class weights must be floating point;
+- the pixel weight map multiplied *after* the mean (no per-pixel effect): weights multiply each pixel's NLL
+  before any reduction;
+- a double softmax in the Dice loss: the Dice loss takes logits and normalises them once, internally.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOSS_NAMES = ("ce", "dice", "ce_dice")
+ABSENT_CLASS_RULES = ("exclude", "include")
+
+
+def _check_inputs(logits: Tensor, labels: Tensor, loss_name: str) -> int:
+    """Validate the loss contract and return the class count K; errors name the loss and what was expected."""
+    if logits.ndim != 4:
+        raise ValueError(f"{loss_name}: logits must have shape (N, K, H, W); got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{loss_name}: logits must be floating point; got dtype {logits.dtype}")
+    if labels.ndim != 3:
+        raise ValueError(f"{loss_name}: labels must have shape (N, H, W); got shape {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"{loss_name}: labels must be int64 class indices; got dtype {labels.dtype}")
+    n, k, h, w = logits.shape
+    if tuple(labels.shape) != (n, h, w):
+        raise ValueError(
+            f"{loss_name}: labels shape {tuple(labels.shape)} does not match logits shape {tuple(logits.shape)}; "
+            f"expected labels of shape {(n, h, w)}"
+        )
+    if k < 2:
+        raise ValueError(f"{loss_name}: logits need at least 2 classes for a softmax; got K={k}")
+    if labels.numel():
+        low, high = torch.aminmax(labels)
+        if int(low) < 0 or int(high) >= k:
+            raise ValueError(
+                f"{loss_name}: label values must lie in 0..{k - 1} (K={k} classes); "
+                f"got values in {int(low)}..{int(high)}"
+            )
+    return k
+
+
+def _as_class_weights(class_weights: Tensor | Sequence[float] | None, owner: str) -> Tensor | None:
+    """Class weights as a 1-D float tensor; integer weights are refused (the reference-code integer-division bug)."""
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights if isinstance(class_weights, Tensor) else list(class_weights))
+    if not weights.is_floating_point():
+        raise TypeError(
+            f"{owner}: class_weights must be floating point (integer weights are how the reference code "
+            f"zeroed them by integer division); got dtype {weights.dtype}"
+        )
+    if weights.ndim != 1 or weights.numel() < 2:
+        raise ValueError(
+            f"{owner}: class_weights must be a 1-D tensor of K >= 2 values; got shape {tuple(weights.shape)}"
+        )
+    if not torch.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"{owner}: class_weights must be finite and non-negative; got {weights.tolist()}")
+    return weights.detach().clone().float()
+
+
+def boundary_map(labels: Tensor, width: int = 1) -> Tensor:
+    """Pixels whose ``(2*width+1)``-square neighbourhood holds another label: a bool map ``(N, H, W)``.
+
+    Computed on the fly from the (augmented) integer label map with max-pooling: a pixel is on a boundary when
+    the maximum and the minimum label in its window differ. The image border is not a boundary (pooling pads
+    with -inf, which neither the max nor the min of the window can pick up).
+    """
+    if width < 1:
+        raise ValueError(f"boundary_width must be >= 1 pixel; got {width}")
+    if labels.ndim != 3:
+        raise ValueError(f"boundary_map: labels must have shape (N, H, W); got shape {tuple(labels.shape)}")
+    as_float = labels.unsqueeze(1).float()
+    kernel = 2 * width + 1
+    window_max = F.max_pool2d(as_float, kernel_size=kernel, stride=1, padding=width)
+    window_min = -F.max_pool2d(-as_float, kernel_size=kernel, stride=1, padding=width)
+    return (window_max != window_min).squeeze(1)
+
+
+class WeightedCrossEntropy(nn.Module):
+    """Pixel-wise weighted cross-entropy (the paper's weighted CE term).
+
+    Per-pixel weight ``w(x) = class_weights[label(x)] * (1 + boundary_weight * is_boundary(x))`` where
+    ``is_boundary`` comes from :func:`boundary_map` with ``boundary_width``. ``class_weights=None`` means all 1.
+
+    Normalisation: the loss is the plain mean over all pixels of ``w(x) * nll(x)``, as in the paper's
+    formulation. (torch's ``F.cross_entropy(weight=...)`` instead divides by the sum of weights, which cancels
+    a global rescaling of the weights; here rescaling the weights rescales the loss.)
+    """
+
+    def __init__(
+        self,
+        class_weights: Tensor | Sequence[float] | None = None,
+        boundary_weight: float = 0.0,
+        boundary_width: int = 1,
+    ) -> None:
+        super().__init__()
+        if boundary_weight < 0:
+            raise ValueError(f"WeightedCrossEntropy: boundary_weight must be >= 0; got {boundary_weight}")
+        if boundary_width < 1:
+            raise ValueError(f"WeightedCrossEntropy: boundary_width must be >= 1 pixel; got {boundary_width}")
+        self.boundary_weight = float(boundary_weight)
+        self.boundary_width = int(boundary_width)
+        self.register_buffer("class_weights", _as_class_weights(class_weights, "WeightedCrossEntropy"))
+
+    def pixel_weights(self, labels: Tensor) -> Tensor:
+        """The per-pixel weight map ``(N, H, W)`` float32 for these labels."""
+        if self.class_weights is not None:
+            weights = self.class_weights.to(labels.device)[labels]
+        else:
+            weights = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
+        if self.boundary_weight > 0:
+            weights = weights * (1.0 + self.boundary_weight * boundary_map(labels, self.boundary_width).float())
+        return weights
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        k = _check_inputs(logits, labels, "WeightedCrossEntropy")
+        if self.class_weights is not None and self.class_weights.numel() != k:
+            raise ValueError(
+                f"WeightedCrossEntropy: {self.class_weights.numel()} class weights for logits with K={k} classes"
+            )
+        nll = F.cross_entropy(logits.float(), labels, reduction="none")
+        return (self.pixel_weights(labels) * nll).mean()
+
+
+class SoftDiceLoss(nn.Module):
+    """Multi-class soft Dice loss on softmax probabilities, computed from logits (softmax applied once, inside).
+
+    For each class k, over the whole batch (sums over N, H, W) with probabilities p and one-hot reference g:
+    ``dice_k = (2 * sum(p*g) + smooth) / (sum(p) + sum(g) + smooth)``; the loss is ``1 - mean_k dice_k``.
+    Do not pass probabilities: the loss would softmax them a second time (the reference code's bug).
+
+    Classes absent from the batch reference (``absent_classes``):
+
+    - ``"exclude"`` (default): a class with no reference pixel in the batch is left out of the mean. Its
+      predicted mass is still penalised by the cross-entropy term and, through the softmax, by the lower
+      overlap of the classes that are present. If no class is left (e.g. an all-background batch with
+      ``include_background=False``) the loss is 0 (with a zero gradient).
+    - ``"include"``: every class enters the mean; an absent class scores ``smooth / (sum(p) + smooth)``,
+      i.e. loss 0 when it is also not predicted and close to 1 when predicted mass is large.
+
+    ``include_background=False`` (default) leaves class 0 out of the mean; it dominates the pixel count.
+    """
+
+    def __init__(self, smooth: float = 1.0, include_background: bool = False, absent_classes: str = "exclude") -> None:
+        super().__init__()
+        if smooth < 0:
+            raise ValueError(f"SoftDiceLoss: smooth must be >= 0; got {smooth}")
+        if absent_classes not in ABSENT_CLASS_RULES:
+            raise ValueError(
+                f"SoftDiceLoss: unknown absent_classes rule {absent_classes!r}; "
+                f"choices: {', '.join(ABSENT_CLASS_RULES)}"
+            )
+        self.smooth = float(smooth)
+        self.include_background = bool(include_background)
+        self.absent_classes = absent_classes
+
+    def per_class_dice(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft Dice per class ``(K,)`` and the bool mask ``(K,)`` of classes present in the batch reference."""
+        k = _check_inputs(logits, labels, "SoftDiceLoss")
+        probs = torch.softmax(logits.float(), dim=1)
+        one_hot = F.one_hot(labels, k).permute(0, 3, 1, 2).to(probs.dtype)
+        intersection = (probs * one_hot).sum(dim=(0, 2, 3))
+        pred_mass = probs.sum(dim=(0, 2, 3))
+        ref_mass = one_hot.sum(dim=(0, 2, 3))
+        denominator = pred_mass + ref_mass + self.smooth
+        # smooth == 0 and a class absent from both: define its Dice as 1 (nothing to get wrong).
+        ratio = (2 * intersection + self.smooth) / denominator.clamp_min(1e-12)
+        dice = torch.where(denominator > 0, ratio, torch.ones_like(denominator))
+        return dice, ref_mass > 0
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        dice, present = self.per_class_dice(logits, labels)
+        keep = torch.ones_like(present)
+        if not self.include_background:
+            keep[0] = False
+        if self.absent_classes == "exclude":
+            keep = keep & present
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        return 1.0 - dice[keep].mean()
+
+
+class CombinedLoss(nn.Module):
+    """The paper's loss: ``ce_weight * WeightedCrossEntropy + dice_weight * SoftDiceLoss``.
+
+    ``components(logits, labels)`` returns the weighted total and both unweighted terms for logging.
+    """
+
+    def __init__(
+        self,
+        ce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        class_weights: Tensor | Sequence[float] | None = None,
+        boundary_weight: float = 0.0,
+        boundary_width: int = 1,
+        smooth: float = 1.0,
+        include_background: bool = False,
+        absent_classes: str = "exclude",
+    ) -> None:
+        super().__init__()
+        if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
+            raise ValueError(
+                f"CombinedLoss: ce_weight and dice_weight must be >= 0 and not both 0; got {ce_weight}, {dice_weight}"
+            )
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+        self.ce = WeightedCrossEntropy(class_weights, boundary_weight, boundary_width)
+        self.dice = SoftDiceLoss(smooth, include_background, absent_classes)
+
+    def components(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``{"loss": weighted total, "ce": CE term, "dice": Dice term}`` (terms unweighted)."""
+        ce = self.ce(logits, labels)
+        dice = self.dice(logits, labels)
+        return {"loss": self.ce_weight * ce + self.dice_weight * dice, "ce": ce, "dice": dice}
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return self.components(logits, labels)["loss"]
+
+
+def create_loss(name: str, class_weights: Tensor | Sequence[float] | None = None, **kwargs) -> nn.Module:
+    """Build a loss by config name: ``"ce"`` (weighted CE), ``"dice"`` (soft Dice) or ``"ce_dice"`` (combined).
+
+    ``kwargs`` are the chosen class's constructor arguments; unknown ones raise a ValueError listing the
+    accepted ones. Class weights belong to the CE term, so ``"dice"`` refuses them.
+    """
+    classes: dict[str, type[nn.Module]] = {"ce": WeightedCrossEntropy, "dice": SoftDiceLoss, "ce_dice": CombinedLoss}
+    if name not in classes:
+        raise ValueError(f"unknown loss {name!r}; choices: {', '.join(LOSS_NAMES)}")
+    cls = classes[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "class_weights")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"loss {name!r} does not accept {', '.join(unknown)}; accepted arguments: {', '.join(accepted)}"
+        )
+    if name == "dice":
+        if class_weights is not None:
+            raise ValueError("loss 'dice' does not use class_weights (they weight the cross-entropy term); pass None")
+        return cls(**kwargs)
+    return cls(class_weights=class_weights, **kwargs)
+
+
+__all__ = [
+    "ABSENT_CLASS_RULES",
+    "LOSS_NAMES",
+    "CombinedLoss",
+    "SoftDiceLoss",
+    "WeightedCrossEntropy",
+    "boundary_map",
+    "create_loss",
+]

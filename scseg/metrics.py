@@ -1,0 +1,248 @@
+"""Volumetric segmentation metrics: per-class confusion counts from one bincount, Dice from counts, tables.
+
+The paper reports Dice per structure on each test VOLUME, then mean and standard deviation over volumes.
+Everything here is pure numpy on whole integer label volumes (never slices). Counts are additive, so shards
+of a volume or of a test set (DDP ranks) are merged by summing counts (:func:`merge_counts`), and Dice is
+only ever computed from counts.
+
+Dice convention: ``2TP / (2TP + FP + FN)``; NaN only when ``TP + FP + FN = 0`` (class absent from both
+reference and prediction); a prediction on an empty reference scores 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ROW_KEYS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
+COUNT_FIELDS = ("tp", "fp", "fn", "n_ref", "n_pred")
+
+AVERAGING = (
+    "Dice per subject and class = 2TP / (2TP + FP + FN) over the whole volume; NaN when the class is absent "
+    "from both reference and prediction, 0 when only one of them has it. per_class: mean and sample std "
+    "(ddof=1) of that class's Dice over subjects, ignoring NaN (n_nan counts the subjects skipped; std is NaN "
+    "with fewer than 2 values). fg_dice_per_subject: mean over foreground classes (class_id > 0) of the "
+    "subject's Dice, ignoring NaN. fg_mean, fg_std: mean and sample std (ddof=1) of fg_dice_per_subject over "
+    "subjects, ignoring NaN."
+)
+
+
+def _check_label_volume(array: np.ndarray, name: str, num_classes: int) -> None:
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise ValueError(f"{name} must be an integer label volume; got dtype {array.dtype}")
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{name} values must lie in 0..{num_classes - 1} (num_classes={num_classes}); got {low}..{high}"
+            )
+
+
+def confusion_counts(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:
+    """The ``(K, K)`` int64 confusion matrix (rows: reference class, columns: predicted class), one bincount."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+    reference = np.asarray(reference)
+    prediction = np.asarray(prediction)
+    if reference.shape != prediction.shape:
+        raise ValueError(
+            f"reference shape {reference.shape} and prediction shape {prediction.shape} differ; "
+            "they must be the same volume"
+        )
+    _check_label_volume(reference, "reference", num_classes)
+    _check_label_volume(prediction, "prediction", num_classes)
+    flat = reference.ravel().astype(np.int64) * num_classes + prediction.ravel().astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Per-class voxel counts of one volume (or a sum of volumes): arrays of shape ``(K,)``, int64."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    n_ref: np.ndarray
+    n_pred: np.ndarray
+
+    def __post_init__(self) -> None:
+        arrays = {name: np.asarray(getattr(self, name), dtype=np.int64) for name in COUNT_FIELDS}
+        shapes = {arr.shape for arr in arrays.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(f"ClassCounts fields must be 1-D arrays of equal length; got shapes {shapes}")
+        if any((arr < 0).any() for arr in arrays.values()):
+            raise ValueError("ClassCounts must be non-negative")
+        if not (np.array_equal(arrays["n_ref"], arrays["tp"] + arrays["fn"])
+                and np.array_equal(arrays["n_pred"], arrays["tp"] + arrays["fp"])):
+            raise ValueError("inconsistent ClassCounts: need n_ref = tp + fn and n_pred = tp + fp")
+        for name, arr in arrays.items():
+            object.__setattr__(self, name, arr)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.tp.shape[0])
+
+    @classmethod
+    def from_confusion(cls, confusion: np.ndarray) -> ClassCounts:
+        """Counts from a ``(K, K)`` confusion matrix (rows: reference, columns: prediction)."""
+        confusion = np.asarray(confusion, dtype=np.int64)
+        if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+            raise ValueError(f"confusion matrix must be square (K, K); got shape {confusion.shape}")
+        tp = np.diag(confusion).copy()
+        n_ref = confusion.sum(axis=1)
+        n_pred = confusion.sum(axis=0)
+        return cls(tp=tp, fp=n_pred - tp, fn=n_ref - tp, n_ref=n_ref, n_pred=n_pred)
+
+    def to_array(self) -> np.ndarray:
+        """A ``(5, K)`` int64 array (rows in :data:`COUNT_FIELDS` order), e.g. for a DDP all-reduce."""
+        return np.stack([getattr(self, name) for name in COUNT_FIELDS])
+
+    as_array = to_array  # alias used by evaluation and the trainer
+
+    def tp_fp_fn(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tp, fp, fn)``, the arguments of :func:`dice_from_counts`."""
+        return self.tp, self.fp, self.fn
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> ClassCounts:
+        """Inverse of :meth:`to_array`."""
+        array = np.asarray(array)
+        if array.ndim != 2 or array.shape[0] != len(COUNT_FIELDS):
+            raise ValueError(f"expected a ({len(COUNT_FIELDS)}, K) counts array; got shape {array.shape}")
+        return cls(**{name: array[i] for i, name in enumerate(COUNT_FIELDS)})
+
+    def dice(self) -> np.ndarray:
+        """Dice per class from these counts (see :func:`dice_from_counts`)."""
+        return dice_from_counts(self.tp, self.fp, self.fn)
+
+
+def class_counts(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -> ClassCounts:
+    """Per-class TP, FP, FN, n_ref, n_pred of a volume, from one pass (see :func:`confusion_counts`)."""
+    return ClassCounts.from_confusion(confusion_counts(reference, prediction, num_classes))
+
+
+def merge_counts(counts: Iterable[ClassCounts]) -> ClassCounts:
+    """Sum counts over shards (slabs of one volume, DDP ranks); all must have the same class count."""
+    items = list(counts)
+    if not items:
+        raise ValueError("merge_counts needs at least one ClassCounts")
+    sizes = {c.num_classes for c in items}
+    if len(sizes) != 1:
+        raise ValueError(f"cannot merge counts with different class counts: {sorted(sizes)}")
+    return ClassCounts.from_array(np.sum([c.to_array() for c in items], axis=0))
+
+
+def dice_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """``2TP / (2TP + FP + FN)`` per class, float64; NaN exactly where ``TP + FP + FN = 0``."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+def per_case_rows(subject_id: str, counts: ClassCounts, class_names: Sequence[str]) -> list[dict]:
+    """One table row per class for one subject, keys :data:`ROW_KEYS`, plain Python values (dice may be NaN)."""
+    if len(class_names) != counts.num_classes:
+        raise ValueError(
+            f"{len(class_names)} class names for counts of {counts.num_classes} classes (subject {subject_id!r})"
+        )
+    dice = counts.dice()
+    return [
+        {
+            "subject": str(subject_id),
+            "class_id": k,
+            "class_name": str(class_names[k]),
+            "tp": int(counts.tp[k]),
+            "fp": int(counts.fp[k]),
+            "fn": int(counts.fn[k]),
+            "n_ref": int(counts.n_ref[k]),
+            "n_pred": int(counts.n_pred[k]),
+            "dice": float(dice[k]),
+        }
+        for k in range(counts.num_classes)
+    ]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if not math.isnan(v)]
+    mean = float(np.mean(finite)) if finite else math.nan
+    std = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+    return mean, std
+
+
+def _dice_table(
+    rows_or_counts: Sequence[Mapping] | Mapping[str, ClassCounts], class_names: Sequence[str]
+) -> dict[str, list[float]]:
+    """``{subject: [dice per class]}`` in subject order of appearance, validated against ``class_names``."""
+    if isinstance(rows_or_counts, Mapping):
+        rows = [row for sid, c in rows_or_counts.items() for row in per_case_rows(sid, c, class_names)]
+    else:
+        rows = list(rows_or_counts)
+    table: dict[str, list[float]] = {}
+    seen: dict[str, set[int]] = {}
+    for row in rows:
+        missing = [key for key in ROW_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"table row {row!r} lacks keys {missing}; rows come from per_case_rows")
+        subject, k = str(row["subject"]), int(row["class_id"])
+        if not 0 <= k < len(class_names) or row["class_name"] != class_names[k]:
+            raise ValueError(
+                f"row of subject {subject!r} has class {k} {row['class_name']!r}; "
+                f"expected one of the {len(class_names)} class names {list(class_names)}"
+            )
+        if k in seen.setdefault(subject, set()):
+            raise ValueError(f"subject {subject!r} has two rows for class {k} {row['class_name']!r}")
+        seen[subject].add(k)
+        table.setdefault(subject, [math.nan] * len(class_names))[k] = float(row["dice"])
+    for subject, classes in seen.items():
+        if len(classes) != len(class_names):
+            absent = [class_names[k] for k in range(len(class_names)) if k not in classes]
+            raise ValueError(f"subject {subject!r} has no rows for classes {absent}; expected one row per class")
+    return table
+
+
+def summarize(
+    rows_or_counts: Sequence[Mapping] | Mapping[str, ClassCounts], class_names: Sequence[str], split: str
+) -> dict:
+    """The ``summary.json`` payload of one split: per-class and foreground Dice statistics over subjects.
+
+    ``rows_or_counts`` is either the rows of :func:`per_case_rows` for all subjects or ``{subject: ClassCounts}``.
+    Keys: split, subjects (ids in order of appearance), per_class ``{name: {mean, std, n_nan}}``,
+    fg_dice_per_subject, fg_mean, fg_std, averaging (the rules, in words: :data:`AVERAGING`).
+    """
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class names must be unique; got {list(class_names)}")
+    table = _dice_table(rows_or_counts, class_names)
+    per_class = {}
+    for k, name in enumerate(class_names):
+        values = [dice[k] for dice in table.values()]
+        mean, std = _mean_std(values)
+        per_class[name] = {"mean": mean, "std": std, "n_nan": sum(math.isnan(v) for v in values)}
+    fg_per_subject = {subject: _mean_std(dice[1:])[0] for subject, dice in table.items()}
+    fg_mean, fg_std = _mean_std(list(fg_per_subject.values()))
+    return {
+        "split": split,
+        "subjects": list(table),
+        "per_class": per_class,
+        "fg_dice_per_subject": fg_per_subject,
+        "fg_mean": fg_mean,
+        "fg_std": fg_std,
+        "averaging": AVERAGING,
+    }
+
+
+__all__ = [
+    "AVERAGING",
+    "COUNT_FIELDS",
+    "ROW_KEYS",
+    "ClassCounts",
+    "class_counts",
+    "confusion_counts",
+    "dice_from_counts",
+    "merge_counts",
+    "per_case_rows",
+    "summarize",
+]
