@@ -1,0 +1,156 @@
+"""Start-up validation of a composed config: unknown keys and wrong types fail at once, naming the key.
+
+Hydra composes whatever YAML it is given; a typo such as ``trainer.max_epoch=5`` would otherwise be silently
+ignored. Each group is checked against a schema: the model group against the architecture's own keyword
+arguments (so the YAML and the constructor can never drift apart), the others against dataclasses below.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+from omegaconf import DictConfig, OmegaConf
+
+from scseg.models import AGGREGATIONS, ARCHITECTURES, SE_VARIANTS
+from scseg.models.fcdensenet import FCDenseNet
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing or of the wrong type; the message names the key."""
+
+
+@dataclass
+class SESchema:
+    name: str
+    reduction: int
+    aggregation: str
+    in_bottleneck: bool
+
+
+@dataclass
+class TrainerSchema:
+    device: str
+    max_epochs: int
+    iters_per_epoch: int | None
+    val_every: int
+    early_stopping_patience: int | None
+    grad_clip_norm: float | None
+    amp: bool
+    amp_dtype: str
+    compile: bool
+    channels_last: bool
+    deterministic: bool
+    num_threads: int | None
+    progress_bar: Any
+    eval_batch_size: int
+    distributed: bool
+    backend: str
+
+
+@dataclass
+class LoggerSchema:
+    enabled: bool
+    image_slices: int
+    log_every_n_steps: int
+
+
+@dataclass
+class RootSchema:
+    experiment_name: str
+    seed: int
+    resume: str
+    test_split: str
+
+
+_CHOICES = {
+    "se.name": SE_VARIANTS,
+    "se.aggregation": AGGREGATIONS,
+    "trainer.amp_dtype": ("bfloat16", "float16"),
+    "resume": ("auto", "never", "must"),
+    "test_split": ("train", "val", "test"),
+}
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> None:
+    text = str(annotation)
+    if value is None:
+        if "None" not in text and annotation is not Any:
+            raise ConfigError(f"config key '{key}' must not be null (expected {text})")
+        return
+    if annotation is Any:
+        return
+    expected = [t for t in (bool, int, float, str) if t.__name__ in text.replace("NoneType", "")]
+    ok = any(
+        isinstance(value, t) and not (t in (int, float) and isinstance(value, bool) and bool not in expected)
+        for t in expected
+    )
+    if float in expected and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"config key '{key}' has {type(value).__name__} value {value!r}; expected {text}")
+
+
+def _check_node(prefix: str, node: dict, schema: type) -> None:
+    hints = get_type_hints(schema)
+    names = {f.name for f in fields(schema)}
+    for key in node:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys: {', '.join(sorted(names))}")
+    for name in names:
+        if name not in node:
+            raise ConfigError(f"missing config key '{prefix}{name}'")
+        _check_type(prefix + name, node[name], hints[name])
+
+
+def _check_model(node: dict) -> None:
+    arch = node.get("arch")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch is {arch!r}; registered architectures: {', '.join(ARCHITECTURES)}")
+    target = FCDenseNet if arch.startswith("fcdensenet") else ARCHITECTURES[arch]
+    params = inspect.signature(target.__init__).parameters
+    reserved = {"self", "in_channels", "num_classes", "se_factory", "se_in_bottleneck"}
+    valid = sorted(set(params) - reserved)
+    for key, value in node.items():
+        if key == "arch":
+            continue
+        if key not in valid:
+            raise ConfigError(f"unknown config key 'model.{key}' for arch {arch!r}; valid keys: {', '.join(valid)}")
+        default = params[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"config key 'model.{key}' must be a boolean, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"config key 'model.{key}' must be a number, got {value!r}")
+            if isinstance(default, int) and isinstance(value, float):
+                raise ConfigError(f"config key 'model.{key}' must be an integer, got {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"config key 'model.{key}' must be a string, got {value!r}")
+        if isinstance(default, (tuple, list)) and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key 'model.{key}' must be a list, got {value!r}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first unknown, missing or mistyped key of ``cfg``."""
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # interpolation errors name the key themselves
+        raise ConfigError(f"config does not resolve: {exc}") from exc
+    root = {k: container.get(k) for k in (f.name for f in fields(RootSchema))}
+    _check_node("", root, RootSchema)
+    for group, schema in (("se", SESchema), ("trainer", TrainerSchema), ("logger", LoggerSchema)):
+        if group not in container:
+            raise ConfigError(f"missing config group '{group}'")
+        _check_node(f"{group}.", container[group], schema)
+    _check_model(container["model"])
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' is {value!r}; valid choices: {', '.join(choices)}")
+    for group in ("optimizer", "scheduler"):
+        if "_target_" not in container.get(group, {}):
+            raise ConfigError(f"config group '{group}' needs a _target_ (a class path) and _partial_: true")
+    for group in ("data", "loss", "paths"):
+        if group not in container:
+            raise ConfigError(f"missing config group '{group}'")

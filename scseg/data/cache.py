@@ -1,0 +1,227 @@
+"""Content-keyed, atomically written cache of preprocessed subjects, and the class statistics built on it.
+
+Why this module exists: preprocessing a volume takes seconds, training reads its slices thousands of
+times. Each subject is stored once as .npy files (memory-mapped on read) plus a meta JSON, in
+`$SCSEG_CACHE` (else `~/.cache/scseg`), never next to the data. The folder name is a hash of the raw
+files (path, size, mtime_ns), every preprocessing setting, the label map and `PREPROCESS_VERSION`, so a
+changed setting or a touched file can never be served stale. Entries are written into a temporary
+folder beside the target and `os.rename`d into place whole; when two processes race, the loser discards
+its copy, so nobody ever reads a half-written entry.
+
+Class statistics: each entry's meta holds its per-class voxel counts and the voxel counts of the slices
+containing each class (computed at preprocessing), so the training-set statistics are a cached sum.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from scseg.data.errors import DataError
+from scseg.data.preprocess import (
+    PREPROCESS_VERSION,
+    PreprocessedSubject,
+    PreprocessMeta,
+    PreprocessSettings,
+    preprocess_subject,
+)
+
+if TYPE_CHECKING:
+    from scseg.data.label_map import LabelMap
+    from scseg.data.layouts import Case
+
+CACHE_ENV = "SCSEG_CACHE"
+IMAGE_FILE = "image.npy"
+LABEL_FILE = "label.npy"
+META_FILE = "meta.json"
+SUBJECTS_DIR = "subjects"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir` if given, else $SCSEG_CACHE, else ~/.cache/scseg (user-expanded, absolute)."""
+    if cache_dir is None or str(cache_dir) == "":
+        cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scseg"
+    return Path(cache_dir).expanduser().resolve()
+
+
+def file_fingerprint(path: str | os.PathLike) -> list[Any]:
+    """(resolved path, size, mtime_ns): changes when the file is replaced or touched."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as err:
+        raise DataError(f"{p}: cannot read the file ({err.strerror}); expected an existing image/label file") from err
+    return [str(p.resolve()), int(st.st_size), int(st.st_mtime_ns)]
+
+
+def label_map_fingerprint(label_map: LabelMap) -> dict[str, Any]:
+    """The parts of a LabelMap that change the mapped labels, in a stable JSON-able form."""
+    return {
+        "class_names": list(label_map.class_names),
+        "raw_to_class": sorted((int(k), int(v)) for k, v in label_map.raw_to_class.items()),
+        "unknown": str(label_map.unknown),
+    }
+
+
+def cache_key(
+    case: Case, settings: PreprocessSettings, label_map: LabelMap, allow_4d_channels: bool = False
+) -> str:
+    """Hash of the raw files, every preprocessing setting, the label map and PREPROCESS_VERSION."""
+    payload = {
+        "version": PREPROCESS_VERSION,
+        "images": [file_fingerprint(p) for p in case.image_paths],
+        "label": None if case.label_path is None else file_fingerprint(case.label_path),
+        "settings": settings.to_dict(),
+        "label_map": label_map_fingerprint(label_map),
+        "allow_4d_channels": bool(allow_4d_channels),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Memory-map an entry's image and (if present) label."""
+    image = np.load(path / IMAGE_FILE, mmap_mode="r")
+    label_file = path / LABEL_FILE
+    label = np.load(label_file, mmap_mode="r") if label_file.exists() else None
+    return image, label
+
+
+def load_entry(path: Path) -> PreprocessedSubject:
+    """Read a complete cache entry (arrays memory-mapped)."""
+    try:
+        meta = PreprocessMeta.from_dict(json.loads((path / META_FILE).read_text()))
+        image, label = load_arrays(path)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise DataError(f"{path}: unreadable cache entry ({err}); delete this folder to rebuild it") from err
+    return PreprocessedSubject(id=meta.id, image=image, label=label, meta=meta, path=path)
+
+
+def write_entry(subject: PreprocessedSubject, target: Path) -> Path:
+    """Write `subject` to `target` atomically: a temporary sibling folder renamed into place whole.
+
+    If `target` appeared meanwhile (another process won the race), our copy is discarded.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        np.save(tmp / IMAGE_FILE, np.ascontiguousarray(subject.image, dtype=np.float32))
+        if subject.label is not None:
+            np.save(tmp / LABEL_FILE, np.ascontiguousarray(subject.label))
+        (tmp / META_FILE).write_text(json.dumps(subject.meta.to_dict(), indent=1))
+        try:
+            os.rename(tmp, target)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "subject"
+
+
+class SubjectCache:
+    """Prepare-once, memory-map-after access to preprocessed subjects under one cache root."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None,
+        settings: PreprocessSettings,
+        label_map: LabelMap,
+        allow_4d_channels: bool = False,
+    ) -> None:
+        self.root = cache_root(root)
+        self.settings = settings
+        self.label_map = label_map
+        self.allow_4d_channels = allow_4d_channels
+
+    def entry_path(self, case: Case) -> Path:
+        key = cache_key(case, self.settings, self.label_map, self.allow_4d_channels)
+        return self.root / SUBJECTS_DIR / f"{_safe_name(case.id)}-{key}"
+
+    def get(self, case: Case) -> PreprocessedSubject:
+        """The cached subject; reads and preprocesses it first if the entry does not exist."""
+        path = self.entry_path(case)
+        if not path.is_dir():
+            from scseg.data.io import read_subject
+
+            subject = read_subject(case, allow_4d_channels=self.allow_4d_channels)
+            write_entry(preprocess_subject(subject, self.settings, self.label_map), path)
+        return load_entry(path)
+
+
+@dataclass(frozen=True)
+class ClassStatistics:
+    """Summed per-class counts over a set of subjects (see preprocess.class_statistics)."""
+
+    class_names: tuple[str, ...]
+    voxels: np.ndarray  # int64 (K,)
+    slice_voxels: np.ndarray  # int64 (K,)
+
+    def weights(self) -> np.ndarray:
+        return median_frequency_weights(self.voxels, self.slice_voxels, self.class_names)
+
+
+def class_statistics_of(subjects: Sequence[PreprocessedSubject], class_names: Sequence[str]) -> ClassStatistics:
+    """Sum the per-subject statistics cached in each entry's meta; every subject must have a label."""
+    k = len(class_names)
+    voxels = np.zeros(k, dtype=np.int64)
+    slice_voxels = np.zeros(k, dtype=np.int64)
+    for s in subjects:
+        m = s.meta
+        if m.class_voxels is None or m.class_slice_voxels is None:
+            raise DataError(f"subject {s.id}: has no label, so it cannot contribute class statistics")
+        if len(m.class_voxels) != k:
+            raise DataError(f"subject {s.id}: statistics for {len(m.class_voxels)} classes, expected {k}")
+        voxels += np.asarray(m.class_voxels, dtype=np.int64)
+        slice_voxels += np.asarray(m.class_slice_voxels, dtype=np.int64)
+    return ClassStatistics(tuple(class_names), voxels, slice_voxels)
+
+
+def median_frequency_weights(
+    voxels: Sequence[int] | np.ndarray,
+    slice_voxels: Sequence[int] | np.ndarray,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Median-frequency class weights (Eigen & Fergus): w_c = median_k(f_k) / f_c, float64.
+
+    f_c = voxels of class c / voxels of the slices that contain c. The median runs over the classes
+    present; an absent class gets weight 0 and a warning naming it.
+    """
+    v = np.asarray(voxels, dtype=np.float64)
+    sv = np.asarray(slice_voxels, dtype=np.float64)
+    if v.shape != sv.shape or v.ndim != 1:
+        raise ValueError(f"median_frequency_weights: shapes {v.shape} and {sv.shape} differ or are not 1-D")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(v.size)]
+    present = v > 0
+    if np.any(present & (sv <= 0)):
+        raise ValueError("median_frequency_weights: a class with voxels has no slice voxels")
+    weights = np.zeros_like(v)
+    if not present.any():
+        raise DataError("class weights: no class occurs in the training labels")
+    freq = v[present] / sv[present]
+    weights[present] = np.median(freq) / freq
+    absent = [names[i] for i in np.flatnonzero(~present)]
+    if absent:
+        warnings.warn(
+            f"class weights: classes absent from the training labels get weight 0: {', '.join(absent)}",
+            stacklevel=2,
+        )
+    return weights

@@ -1,0 +1,249 @@
+"""The one object the trainer, evaluator and predictor ask for data.
+
+Why this module exists: it turns the composed `data` config node into splits of cached, preprocessed
+subjects, the training slice dataset (with augmentation), class names and weights, evaluation views,
+and the way back from a prediction in the preprocessed grid to the file's own grid. Nothing above it
+needs to know about layouts, label maps, caching or geometry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from scseg.data.augment import build_augmentation
+from scseg.data.cache import ClassStatistics, SubjectCache, class_statistics_of
+from scseg.data.errors import DataError
+from scseg.data.preprocess import PreprocessedSubject, PreprocessSettings, invert_to_canonical
+from scseg.data.slices import SliceDataset, SubjectSlices
+
+if TYPE_CHECKING:
+    from scseg.data.io import Geometry
+    from scseg.data.layouts import Case
+
+SPLITS = ("train", "val", "test")
+
+
+def _get(cfg: Mapping, key: str, default: Any = None) -> Any:
+    value = cfg.get(key, default) if isinstance(cfg, Mapping) or hasattr(cfg, "get") else default
+    return default if value is None else value
+
+
+def case_id_from_path(path: str | os.PathLike) -> str:
+    """File name without the image extension (.nii.gz, .nii, .mgz, .mgh)."""
+    name = Path(path).name
+    return re.sub(r"(\.nii\.gz|\.nii|\.mgz|\.mgh)$", "", name) or name
+
+
+class DataModule:
+    """Splits, cached subjects, datasets, class weights and inverse geometry for one `data` config.
+
+    `cfg_data` is the composed `data` node (see `scseg.data.config.compose_data_config`); `seed` drives
+    every random draw of the training slices (with the epoch and item index).
+    """
+
+    def __init__(self, cfg_data: Mapping, seed: int = 0) -> None:
+        from scseg.data.label_map import load_label_map
+
+        self.cfg = cfg_data
+        self.seed = int(seed)
+        if "label_map" not in cfg_data or cfg_data.get("label_map") is None:
+            raise DataError("data.label_map: missing; every dataset config must select a label map")
+        if "layout" not in cfg_data or cfg_data.get("layout") is None:
+            raise DataError("data.layout: missing; every dataset config must describe its file layout")
+        self.label_map = load_label_map(cfg_data["label_map"])
+        self.settings = PreprocessSettings.from_config(cfg_data)
+        slices = _get(cfg_data, "slices", {})
+        self.axis = str(_get(slices, "axis", "axial"))
+        self.context = int(_get(slices, "context", 0))
+        self.min_foreground = float(_get(slices, "min_foreground", 0.0))
+        self.foreground_oversample = float(_get(slices, "foreground_oversample", 0.0))
+        self.normalize = str(_get(cfg_data, "normalize", "zscore"))
+        self.allow_4d_channels = bool(_get(cfg_data, "allow_4d_channels", False))
+        self.augment_cfg = cfg_data.get("augment")
+        build_augmentation(self.augment_cfg)  # fail early on a bad augmentation config
+        loader = _get(cfg_data, "loader", {})
+        self.batch_size = int(_get(loader, "batch_size", 8))
+        self.num_workers = int(_get(loader, "num_workers", 0))
+        self.pin_memory = bool(_get(loader, "pin_memory", False))
+        self._cache = SubjectCache(cfg_data.get("cache_dir"), self.settings, self.label_map, self.allow_4d_channels)
+        self._splits: dict[str, list[Case]] | None = None
+        self._loaded: dict[Path, PreprocessedSubject] = {}
+
+    # ---- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(_get(self.cfg, "name", "data"))
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_map.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.label_map.class_names)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._cache.root
+
+    @property
+    def modalities(self) -> int:
+        """Image channels per slice before 2.5D context (prepares the first subject when 4D is allowed)."""
+        cases = self.cases("train") or self.cases("test")
+        if not cases:
+            raise DataError(f"data.layout of {self.name!r}: no cases in any split")
+        if not self.allow_4d_channels:
+            return len(cases[0].image_paths)
+        return int(self.subject(cases[0]).image.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        """Network input channels = (2 * context + 1) * modalities."""
+        return (2 * self.context + 1) * self.modalities
+
+    # ---- splits and subjects ----------------------------------------------------------------------
+    def _load_splits(self) -> dict[str, list[Case]]:
+        if self._splits is None:
+            from scseg.data.layouts import load_layout, split_validation
+
+            splits = {k: list(v) for k, v in load_layout(self.cfg["layout"]).items()}
+            unknown = set(splits) - set(SPLITS)
+            if unknown:
+                raise DataError(f"data.layout: unknown splits {sorted(unknown)}; expected {SPLITS}")
+            splits.setdefault("train", [])
+            splits.setdefault("test", [])
+            n_val = int(_get(self.cfg, "val_subjects", 0))
+            if "val" not in splits:
+                if n_val > 0:
+                    splits["train"], splits["val"] = split_validation(
+                        splits["train"], n_val, int(_get(self.cfg, "val_seed", 0))
+                    )
+                else:
+                    splits["val"] = []
+            self._splits = splits
+        return self._splits
+
+    def cases(self, split: str) -> list[Case]:
+        """The raw cases of `split` ("train", "val" or "test")."""
+        if split not in SPLITS:
+            raise DataError(f"split {split!r}: expected one of {SPLITS}")
+        return list(self._load_splits()[split])
+
+    def subject(self, case: Case) -> PreprocessedSubject:
+        """One case, preprocessed and cached on first use (memory-mapped)."""
+        path = self._cache.entry_path(case)
+        if path not in self._loaded:
+            self._loaded[path] = self._cache.get(case)
+        return self._loaded[path]
+
+    def prepare(self) -> None:
+        """Read, preprocess and cache every subject of every split (idempotent; cheap when cached)."""
+        for split in SPLITS:
+            for case in self.cases(split):
+                self.subject(case)
+
+    def subjects(self, split: str) -> list[PreprocessedSubject]:
+        """Preprocessed (memory-mapped) subjects of `split`, prepared on first use."""
+        return [self.subject(c) for c in self.cases(split)]
+
+    # ---- training ------------------------------------------------------------------------------
+    def train_dataset(self) -> SliceDataset:
+        """Augmented training slices of the train split (reproducible per seed, epoch and index)."""
+        subjects = self.subjects("train")
+        if not subjects:
+            raise DataError(f"data.layout of {self.name!r}: the train split is empty")
+        return SliceDataset(
+            subjects,
+            axis=self.axis,
+            context=self.context,
+            augment=build_augmentation(self.augment_cfg),
+            normalize=self.normalize,
+            seed=self.seed,
+            min_foreground=self.min_foreground,
+            foreground_oversample=self.foreground_oversample,
+        )
+
+    def train_loader(self, dataset: SliceDataset | None = None, epoch: int = 0) -> DataLoader:
+        """A single-process DataLoader for `epoch`: order and augmentation derive from (seed, epoch).
+
+        (For DDP use a DistributedSampler with set_epoch instead; call dataset.set_epoch as well.)
+        """
+        dataset = dataset if dataset is not None else self.train_dataset()
+        dataset.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(epoch))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+            persistent_workers=False,
+        )
+
+    def class_statistics(self) -> ClassStatistics:
+        """Summed per-class voxel / slice-voxel counts of the training subjects (cached per subject)."""
+        return class_statistics_of(self.subjects("train"), self.class_names)
+
+    def class_weights(self) -> torch.Tensor:
+        """Median-frequency class weights of the training split, float32 (K,)."""
+        return torch.as_tensor(self.class_statistics().weights(), dtype=torch.float32)
+
+    # ---- evaluation and prediction ---------------------------------------------------------------
+    def eval_slices(self, subject: PreprocessedSubject) -> SubjectSlices:
+        """The subject's slices in order, normalised, without augmentation."""
+        return SubjectSlices(subject, axis=self.axis, context=self.context, normalize=self.normalize)
+
+    def geometry(self, subject: PreprocessedSubject) -> Geometry:
+        """The file grid of the subject (for io.write_label / io.to_original)."""
+        return subject.meta.to_geometry()
+
+    def to_canonical(self, subject: PreprocessedSubject, pred: np.ndarray) -> np.ndarray:
+        """Prediction in the preprocessed grid -> the subject's canonical grid."""
+        return invert_to_canonical(pred, subject.meta)
+
+    def to_original(self, subject: PreprocessedSubject, pred: np.ndarray) -> np.ndarray:
+        """Prediction in the preprocessed grid -> label volume in the image file's own grid."""
+        from scseg.data.io import to_original
+
+        return to_original(invert_to_canonical(pred, subject.meta), self.geometry(subject))
+
+    def reference(self, subject: PreprocessedSubject) -> np.ndarray:
+        """The label-MAPPED reference in the file's own grid (re-read from the label file)."""
+        from scseg.data.io import read_subject, to_original
+        from scseg.data.layouts import Case
+
+        meta = subject.meta
+        if meta.label_path is None:
+            raise DataError(f"subject {subject.id}: has no label file, so there is no reference")
+        case = Case(id=meta.id, image_paths=tuple(Path(p) for p in meta.image_paths), label_path=Path(meta.label_path))
+        raw = read_subject(case, allow_4d_channels=self.allow_4d_channels)
+        assert raw.label is not None
+        mapped = np.asarray(self.label_map.apply(raw.label, meta.label_path))
+        return to_original(mapped, raw.geometry)
+
+    def prepare_images(self, paths: Sequence[str | os.PathLike], case_id: str | None = None) -> PreprocessedSubject:
+        """Preprocess (and cache) an unlabeled image (one path per modality) for prediction.
+
+        Use `eval_slices` on the result, `stack_slices`, then `to_original` and io.write_label with
+        `geometry`.
+        """
+        from scseg.data.layouts import Case
+
+        if not paths:
+            raise DataError("prepare_images: no image paths given")
+        image_paths = tuple(Path(p) for p in paths)
+        for p in image_paths:
+            if not p.is_file():
+                raise DataError(f"{p}: image file not found")
+        case = Case(id=case_id or case_id_from_path(image_paths[0]), image_paths=image_paths, label_path=None)
+        return self.subject(case)

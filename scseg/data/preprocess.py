@@ -1,0 +1,482 @@
+"""Per-subject preprocessing (resample, scale to [0, 1], map labels, crop, pad) and its exact inverse.
+
+Why this module exists: the network sees cropped, padded, possibly resampled volumes, but Dice is
+computed in the file's own grid. Every geometric step taken here is recorded in `PreprocessMeta` so that
+`invert_to_canonical` can put a prediction back voxel for voxel (then `io.to_original` restores the file's
+orientation). The crop box is computed from the IMAGE only, so the same crop is available at prediction
+time when there is no label; with a label we check that no labelled voxel falls outside it.
+
+Order of operations (canonical RAS+ volumes from `io.read_subject`):
+  1. optional resampling to `target_spacing` (linear for the image, nearest for the label);
+  2. intensity scaling to [0, 1] per modality with per-subject statistics (`percentile` / `minmax` /
+     `ct_window`); z-score normalisation happens later, after augmentation (see `augment.normalize_image`);
+  3. label mapping raw ids -> class indices (`LabelMap.apply`);
+  4. crop to the bounding box of the image foreground (any modality > `foreground_threshold` after
+     scaling) plus `crop_margin` voxels, clipped to the volume, along all three axes;
+  5. zero padding of the two in-plane axes (those other than the slice axis) to `pad_size`, centred.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scseg.data.errors import DataError
+
+if TYPE_CHECKING:
+    from scseg.data.io import Geometry, Subject
+    from scseg.data.label_map import LabelMap
+
+# Bump whenever the preprocessing code changes what it writes: it is part of every cache key.
+PREPROCESS_VERSION = 1
+
+AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+INTENSITY_MODES = ("percentile", "minmax", "ct_window")
+
+
+def axis_index(axis: str | int) -> int:
+    """Slice axis name ('axial' = canonical Z, 'coronal' = Y, 'sagittal' = X) -> array axis of (X, Y, Z)."""
+    if isinstance(axis, int) and axis in (0, 1, 2):
+        return axis
+    if axis not in AXES:
+        raise DataError(f"data.slices.axis: unknown axis {axis!r}; expected one of {sorted(AXES)}")
+    return AXES[axis]
+
+
+def in_plane_axes(axis: str | int) -> tuple[int, int]:
+    """The two volume axes that span a slice, in array order."""
+    a = axis_index(axis)
+    first, second = (i for i in range(3) if i != a)
+    return first, second
+
+
+@dataclass(frozen=True)
+class IntensitySettings:
+    """How the raw image is scaled to [0, 1] (statistics per subject and per modality)."""
+
+    mode: str = "percentile"  # percentile | minmax | ct_window
+    percentiles: tuple[float, float] = (0.5, 99.5)  # for `percentile`: clip to these, then min-max
+    window: tuple[float, float] = (-160.0, 240.0)  # for `ct_window`: [lo, hi] in HU
+
+    def __post_init__(self) -> None:
+        if self.mode not in INTENSITY_MODES:
+            raise DataError(
+                f"data.preprocess.intensity.mode: unknown mode {self.mode!r}; expected one of {INTENSITY_MODES}"
+            )
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise DataError(
+                f"data.preprocess.intensity.percentiles: expected 0 <= low < high <= 100, got {self.percentiles}"
+            )
+        if not self.window[0] < self.window[1]:
+            raise DataError(f"data.preprocess.intensity.window: expected [lo, hi] with lo < hi, got {self.window}")
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Every knob of preprocessing; all of it goes into the cache key."""
+
+    axis: str = "axial"  # slice axis: decides which two axes are padded and how class statistics count slices
+    target_spacing: tuple[float, float, float] | None = None  # mm, canonical (X, Y, Z); None = keep
+    crop_margin: int = 8  # voxels added on each side of the image-foreground bounding box
+    foreground_threshold: float = 0.05  # on the [0, 1]-scaled image: any modality above it is foreground
+    pad_size: tuple[int, int] | None = None  # in-plane size (H, W) after padding; None = no padding
+    intensity: IntensitySettings = field(default_factory=IntensitySettings)
+
+    def __post_init__(self) -> None:
+        axis_index(self.axis)
+        if self.target_spacing is not None and (
+            len(self.target_spacing) != 3 or any(s <= 0 for s in self.target_spacing)
+        ):
+            raise DataError(
+                f"data.preprocess.target_spacing: expected null or three positive numbers (mm), "
+                f"got {self.target_spacing}"
+            )
+        if self.crop_margin < 0:
+            raise DataError(f"data.preprocess.crop_margin: expected >= 0 voxels, got {self.crop_margin}")
+        if self.pad_size is not None and (len(self.pad_size) != 2 or any(s < 1 for s in self.pad_size)):
+            raise DataError(f"data.preprocess.pad_size: expected null or [H, W] > 0, got {self.pad_size}")
+
+    @classmethod
+    def from_config(cls, cfg_data: Mapping) -> PreprocessSettings:
+        """Read `data.preprocess` and `data.slices.axis` from the composed data config."""
+        pre = _to_plain(cfg_data.get("preprocess") or {})
+        slices = _to_plain(cfg_data.get("slices") or {})
+        known = {"target_spacing", "crop_margin", "foreground_threshold", "pad_size", "intensity"}
+        unknown = set(pre) - known
+        if unknown:
+            raise DataError(f"data.preprocess: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        inten = dict(pre.get("intensity") or {})
+        unknown = set(inten) - {"mode", "percentiles", "window"}
+        if unknown:
+            raise DataError(
+                f"data.preprocess.intensity: unknown keys {sorted(unknown)}; expected mode, percentiles, window"
+            )
+        intensity = IntensitySettings(
+            mode=str(inten.get("mode", IntensitySettings.mode)),
+            percentiles=_floats(inten.get("percentiles", IntensitySettings.percentiles), 2, "percentiles"),
+            window=_floats(inten.get("window", IntensitySettings.window), 2, "window"),
+        )
+        ts = pre.get("target_spacing")
+        pad = pre.get("pad_size")
+        return cls(
+            axis=str(slices.get("axis", cls.axis)),
+            target_spacing=None if ts is None else _floats(ts, 3, "target_spacing"),
+            crop_margin=int(pre.get("crop_margin", cls.crop_margin)),
+            foreground_threshold=float(pre.get("foreground_threshold", cls.foreground_threshold)),
+            pad_size=None if pad is None else tuple(int(v) for v in _seq(pad, 2, "pad_size")),  # type: ignore
+            intensity=intensity,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-normalised (tuples as lists), so it equals itself after a round trip through meta.json."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _to_plain(value: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+def _seq(value: Any, n: int, name: str) -> Sequence:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value] * n
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != n:
+        raise DataError(f"data.preprocess.{name}: expected {n} numbers, got {value!r}")
+    return value
+
+
+def _floats(value: Any, n: int, name: str) -> tuple:
+    return tuple(float(v) for v in _seq(value, n, name))
+
+
+@dataclass
+class PreprocessMeta:
+    """Everything needed to invert preprocessing and to weight classes; stored as JSON in the cache."""
+
+    id: str
+    settings: dict[str, Any]
+    version: int
+    canonical_shape: tuple[int, int, int]  # shape of io's canonical volume (before resampling)
+    canonical_spacing: tuple[float, float, float]
+    resampled_shape: tuple[int, int, int]  # equals canonical_shape without resampling
+    spacing: tuple[float, float, float]  # spacing of the preprocessed grid
+    crop: tuple[tuple[int, int], ...]  # [start, stop) per axis in the resampled grid
+    pad: tuple[tuple[int, int], ...]  # (before, after) per axis
+    shape: tuple[int, int, int]  # preprocessed spatial shape
+    modalities: int
+    intensity_range: tuple[tuple[float, float], ...]  # raw (lo, hi) mapped to (0, 1), per modality
+    norm_mean: tuple[float, ...]  # per modality, scaled image inside the foreground mask
+    norm_std: tuple[float, ...]
+    geometry: dict[str, Any]  # io.Geometry fields (affine, shape, ornt_to_canonical) as lists
+    image_paths: tuple[str, ...]
+    label_path: str | None
+    num_classes: int
+    class_voxels: tuple[int, ...] | None = None  # per class voxel count (None without label)
+    class_slice_voxels: tuple[int, ...] | None = None  # per class: voxels of the slices containing it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessMeta:
+        def tup(v: Any) -> Any:
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: (v if k in ("settings", "geometry") else tup(v)) for k, v in d.items() if k in names}
+        return cls(**kwargs)
+
+    @property
+    def has_label(self) -> bool:
+        return self.class_voxels is not None
+
+    def to_geometry(self) -> Geometry:
+        """Rebuild io.Geometry (for io.to_original / io.write_label) without re-reading the file."""
+        from scseg.data.io import Geometry
+
+        g = self.geometry
+        return Geometry(
+            affine=np.asarray(g["affine"], dtype=np.float64),
+            shape=tuple(int(s) for s in g["shape"]),
+            ornt_to_canonical=np.asarray(g["ornt_to_canonical"], dtype=np.float64),
+        )
+
+
+@dataclass
+class PreprocessedSubject:
+    """A preprocessed subject: image (M, X, Y, Z) float32 in [0, 1], label (X, Y, Z) class indices or None.
+
+    Arrays are memory-mapped when loaded from the cache (`path` is the cache entry); pickling such a
+    subject (DataLoader workers) sends only the path and re-maps the files on the other side.
+    """
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    meta: PreprocessMeta
+    path: Path | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["image"] = None
+            state["label"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.path is not None and self.image is None:
+            from scseg.data.cache import load_arrays
+
+            self.image, self.label = load_arrays(self.path)
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    """Smallest dtype the cache and cv2 both handle: uint8 up to 256 classes, else int16."""
+    if num_classes <= 256:
+        return np.dtype(np.uint8)
+    if num_classes <= 32768:
+        return np.dtype(np.int16)
+    raise DataError(f"label map: {num_classes} classes is more than the supported 32768")
+
+
+def resampled_shape(
+    shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
+) -> tuple[int, int, int]:
+    """Grid size that covers the same extent at the target spacing."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True))  # type: ignore
+
+
+def resample_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(M, X, Y, Z) float -> (M, *shape) by trilinear interpolation (cell-centre aligned)."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=False)
+    return out[0].numpy()
+
+
+def resample_label(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(X, Y, Z) integer -> shape by nearest neighbour (cell-centre aligned 'nearest-exact')."""
+    if tuple(label.shape) == tuple(shape):
+        return np.array(label, copy=True)
+    if np.abs(label).max(initial=0) >= 2**24:
+        raise DataError("resample_label: label ids >= 2**24 cannot be resampled exactly")
+    t = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="nearest-exact")
+    return out[0, 0].numpy().round().astype(label.dtype)
+
+
+def scale_intensity(
+    image: np.ndarray, settings: IntensitySettings, subject_id: str = "?"
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Scale each modality of (M, X, Y, Z) to [0, 1]; returns the scaled image and the raw (lo, hi) used."""
+    out = np.empty(image.shape, dtype=np.float32)
+    ranges: list[tuple[float, float]] = []
+    for m in range(image.shape[0]):
+        x = image[m]
+        if not np.isfinite(x).all():
+            raise DataError(f"subject {subject_id}: modality {m} contains NaN or infinite values")
+        if settings.mode == "percentile":
+            lo, hi = (float(v) for v in np.percentile(x, settings.percentiles))
+        elif settings.mode == "minmax":
+            lo, hi = float(x.min()), float(x.max())
+        else:
+            lo, hi = settings.window
+        if not hi > lo:
+            raise DataError(
+                f"subject {subject_id}: modality {m} has no intensity range to scale "
+                f"({settings.mode}: lo={lo}, hi={hi}); is the image constant?"
+            )
+        out[m] = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+        ranges.append((lo, hi))
+    return out, ranges
+
+
+def foreground_mask(image01: np.ndarray, threshold: float) -> np.ndarray:
+    """Image-derived foreground: any modality of the [0, 1]-scaled image above `threshold`."""
+    return (image01 > threshold).any(axis=0)
+
+
+def crop_box(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], ...]:
+    """Bounding box [start, stop) of `mask` grown by `margin` and clipped; whole volume if mask is empty."""
+    if not mask.any():
+        return tuple((0, n) for n in mask.shape)
+    box = []
+    for ax in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != ax)
+        hits = np.flatnonzero(mask.any(axis=other))
+        box.append((max(0, int(hits[0]) - margin), min(mask.shape[ax], int(hits[-1]) + 1 + margin)))
+    return tuple(box)
+
+
+def class_statistics(label: np.ndarray, num_classes: int, axis: str | int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: voxel count, and the voxel count of the slices (along `axis`) that contain the class.
+
+    Both int64 arrays of length K; the inputs of the median-frequency weights (see cache.class_weights).
+    """
+    a = axis_index(axis)
+    lab = np.moveaxis(np.asarray(label), a, 0).reshape(label.shape[a], -1).astype(np.int64)
+    if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
+        raise DataError(f"class_statistics: label values outside 0..{num_classes - 1}")
+    n_slices, area = lab.shape
+    per_slice = np.bincount(
+        (np.arange(n_slices, dtype=np.int64)[:, None] * num_classes + lab).ravel(),
+        minlength=n_slices * num_classes,
+    ).reshape(n_slices, num_classes)
+    voxels = per_slice.sum(axis=0)
+    slice_voxels = (per_slice > 0).sum(axis=0).astype(np.int64) * area
+    return voxels.astype(np.int64), slice_voxels
+
+
+def _geometry_dict(geometry: Any) -> dict[str, Any]:
+    return {
+        "affine": np.asarray(geometry.affine, dtype=np.float64).tolist(),
+        "shape": [int(s) for s in geometry.shape],
+        "ornt_to_canonical": np.asarray(geometry.ornt_to_canonical).tolist(),
+    }
+
+
+def preprocess_subject(
+    subject: Subject, settings: PreprocessSettings, label_map: LabelMap
+) -> PreprocessedSubject:
+    """Run steps 1-5 (module docstring) on one subject read by io; label may be None (prediction)."""
+    image = np.asarray(subject.image)
+    if image.ndim != 4:
+        raise DataError(f"subject {subject.id}: expected image (M, X, Y, Z), got shape {image.shape}")
+    canonical_shape = tuple(int(s) for s in image.shape[1:])
+    spacing = tuple(float(s) for s in subject.spacing)
+    label_src = str(subject.label_path) if subject.label_path is not None else subject.id
+    raw_label = None if subject.label is None else np.asarray(subject.label)
+    if raw_label is not None and tuple(raw_label.shape) != canonical_shape:
+        raise DataError(
+            f"{label_src}: label shape {tuple(raw_label.shape)} differs from image shape {canonical_shape}"
+        )
+
+    # 1. resampling
+    shape = canonical_shape
+    new_spacing = spacing
+    if settings.target_spacing is not None:
+        shape = resampled_shape(canonical_shape, spacing, settings.target_spacing)
+        if shape != canonical_shape:
+            image = resample_image(image, shape)
+            if raw_label is not None:
+                raw_label = resample_label(raw_label, shape)
+        new_spacing = tuple(s * n / m for s, n, m in zip(spacing, canonical_shape, shape, strict=True))
+
+    # 2. intensity scaling, 3. label mapping
+    image01, ranges = scale_intensity(image, settings.intensity, subject.id)
+    dtype = label_dtype(label_map.num_classes)
+    label = None
+    if raw_label is not None:
+        label = np.asarray(label_map.apply(raw_label, label_src)).astype(dtype)
+
+    # 4. crop to the image foreground
+    mask = foreground_mask(image01, settings.foreground_threshold)
+    box = crop_box(mask, settings.crop_margin)
+    sl = tuple(slice(a, b) for a, b in box)
+    if label is not None:
+        total = int(np.count_nonzero(label))
+        inside = int(np.count_nonzero(label[sl]))
+        if inside != total:
+            raise DataError(
+                f"{label_src}: {total - inside} labelled voxels lie outside the image-foreground crop box "
+                f"{[list(b) for b in box]} of subject {subject.id}; lower data.preprocess.foreground_threshold "
+                f"(now {settings.foreground_threshold}) or raise data.preprocess.crop_margin "
+                f"(now {settings.crop_margin})"
+            )
+        label = label[sl]
+    image01 = image01[(slice(None), *sl)]
+    mask = mask[sl]
+
+    # 5. pad the in-plane axes
+    pad = [(0, 0), (0, 0), (0, 0)]
+    if settings.pad_size is not None:
+        cropped = image01.shape[1:]
+        planes = in_plane_axes(settings.axis)
+        needed = [max(settings.pad_size[i], cropped[ax]) for i, ax in enumerate(planes)]
+        if any(cropped[ax] > settings.pad_size[i] for i, ax in enumerate(planes)):
+            raise DataError(
+                f"subject {subject.id}: cropped in-plane size {[cropped[ax] for ax in planes]} exceeds "
+                f"data.preprocess.pad_size {list(settings.pad_size)}; a pad_size of at least {needed} is needed"
+            )
+        for i, ax in enumerate(planes):
+            extra = settings.pad_size[i] - cropped[ax]
+            pad[ax] = (extra // 2, extra - extra // 2)
+        image01 = np.pad(image01, [(0, 0), *pad])
+        mask = np.pad(mask, pad)
+        if label is not None:
+            label = np.pad(label, pad)
+
+    # normalisation statistics (applied after augmentation, in the dataset)
+    means, stds = [], []
+    for m in range(image01.shape[0]):
+        values = image01[m][mask] if mask.any() else image01[m].ravel()
+        means.append(float(values.mean()))
+        std = float(values.std())
+        stds.append(std if std > 1e-6 else 1.0)
+
+    voxels = slice_voxels = None
+    if label is not None:
+        v, s = class_statistics(label, label_map.num_classes, settings.axis)
+        voxels, slice_voxels = tuple(int(x) for x in v), tuple(int(x) for x in s)
+
+    meta = PreprocessMeta(
+        id=subject.id,
+        settings=settings.to_dict(),
+        version=PREPROCESS_VERSION,
+        canonical_shape=canonical_shape,  # type: ignore[arg-type]
+        canonical_spacing=spacing,  # type: ignore[arg-type]
+        resampled_shape=shape,  # type: ignore[arg-type]
+        spacing=new_spacing,  # type: ignore[arg-type]
+        crop=tuple(box),
+        pad=tuple(tuple(p) for p in pad),
+        shape=tuple(int(s) for s in image01.shape[1:]),  # type: ignore[arg-type]
+        modalities=int(image01.shape[0]),
+        intensity_range=tuple(ranges),
+        norm_mean=tuple(means),
+        norm_std=tuple(stds),
+        geometry=_geometry_dict(subject.geometry),
+        image_paths=tuple(str(p) for p in subject.image_paths),
+        label_path=None if subject.label_path is None else str(subject.label_path),
+        num_classes=label_map.num_classes,
+        class_voxels=voxels,
+        class_slice_voxels=slice_voxels,
+    )
+    return PreprocessedSubject(
+        id=subject.id, image=np.ascontiguousarray(image01, dtype=np.float32), label=label, meta=meta
+    )
+
+
+def invert_to_canonical(pred_volume: np.ndarray, meta: PreprocessMeta) -> np.ndarray:
+    """Undo padding, cropping and resampling (nearest) of a label volume in the preprocessed grid.
+
+    Returns an array of the subject's canonical shape (background 0 outside the crop); pass it to
+    `io.to_original(array, meta.to_geometry())` for the file's own grid.
+    """
+    pred = np.asarray(pred_volume)
+    if tuple(pred.shape) != tuple(meta.shape):
+        raise DataError(
+            f"subject {meta.id}: prediction shape {tuple(pred.shape)} differs from the preprocessed shape "
+            f"{tuple(meta.shape)}"
+        )
+    unpad = tuple(slice(b, n - a) for (b, a), n in zip(meta.pad, pred.shape, strict=True))
+    pred = pred[unpad]
+    full = np.zeros(tuple(meta.resampled_shape), dtype=pred.dtype)
+    full[tuple(slice(a, b) for a, b in meta.crop)] = pred
+    if tuple(meta.resampled_shape) != tuple(meta.canonical_shape):
+        full = resample_label(full, meta.canonical_shape)
+    return full

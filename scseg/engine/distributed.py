@@ -1,0 +1,77 @@
+"""Distributed data parallel helpers: process-group setup under torchrun, rank checks, count reduction.
+
+Everything degrades to a single process when ``WORLD_SIZE`` is unset, so the trainer has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_distributed(backend: str, device: str) -> DistContext:
+    """Join the process group torchrun describes in the environment; a no-op for one process."""
+    if not launched_by_torchrun():
+        return DistContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(ctx.local_rank)
+    return ctx
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def broadcast_object(obj: object, ctx: DistContext) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not ctx.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(array: np.ndarray, ctx: DistContext) -> np.ndarray:
+    """Element-wise sum over ranks of an integer or float array (exact for integer counts)."""
+    if not ctx.enabled:
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float64 if array.dtype.kind == "f" else torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.numpy().astype(array.dtype)
+
+
+def shard(items: list, ctx: DistContext) -> list:
+    """This rank's share of ``items`` (round robin), used to split evaluation subjects."""
+    return items[ctx.rank :: ctx.world_size]
+
+
+def cleanup(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,314 @@
+"""One training run from a composed config to a finished run folder.
+
+    config -> validate -> run folder (hash name, lock, resume decision, status.json) -> data module
+           -> model -> Trainer.fit -> best checkpoint on the test split -> per_case.csv + summary.json
+
+The Hydra face (``scseg.train``) only composes the config and calls :func:`run_training`; tests call it directly.
+Only rank 0 touches the run folder; other ranks train and evaluate their share.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import scseg
+from scseg.config_check import validate_config
+from scseg.engine import checkpoint as ckpt
+from scseg.engine import run_dir as rd
+from scseg.engine.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
+from scseg.engine.tb_logging import RunLogger
+from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
+from scseg.evaluation import counts_to_rows
+from scseg.metrics import summarize
+from scseg.models import count_parameters, create_model
+
+# Execution details that never change the trained weights beyond floating-point noise, on top of run_dir's list.
+HASH_EXCLUDE = rd.DEFAULT_HASH_EXCLUDE + ("data.cache_dir", "trainer.num_threads", "trainer.eval_batch_size")
+PER_CASE_COLUMNS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    state: str  # done | skipped | failed
+    summary: dict | None = None
+    error: str | None = None
+
+
+def identity(cfg: DictConfig) -> tuple[str, str]:
+    """(config hash, run folder name). Settings that cannot change the result are normalised away first:
+    the scSE aggregation when the variant is not scSE, so an aggregation sweep over cSE trains once."""
+    canonical = cfg.copy()  # interpolations stay as text, so machine-specific paths never enter the hash
+    if str(cfg.se.name) != "scse":
+        OmegaConf.update(canonical, "se.aggregation", None)
+    digest = rd.config_hash(canonical, exclude=HASH_EXCLUDE)
+    se = str(cfg.se.name)
+    aggregation = str(cfg.se.aggregation) if se == "scse" else None
+    return digest, rd.run_name(str(cfg.model.arch), se, aggregation, int(cfg.seed), rd.short_hash(digest))
+
+
+def run_folder(cfg: DictConfig) -> Path:
+    _, name = identity(cfg)
+    return Path(str(cfg.paths.runs_dir)) / str(cfg.experiment_name) / name
+
+
+def reset_run_folder(folder: Path) -> None:
+    """Remove what an earlier attempt of this run left (checkpoints, events, tables); keep the lock file."""
+    import shutil
+
+    for child in folder.iterdir():
+        if child.name == rd.LOCK_FILE:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn.Module:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    arch = kwargs.pop("arch")
+    return create_model(
+        arch,
+        num_classes,
+        in_channels=in_channels,
+        se=str(cfg.se.name),
+        se_reduction=int(cfg.se.reduction),
+        se_aggregation=str(cfg.se.aggregation),
+        se_in_bottleneck=bool(cfg.se.in_bottleneck),
+        **kwargs,
+    )
+
+
+def build_datamodule(cfg: DictConfig):
+    from scseg.data.datamodule import DataModule
+
+    return DataModule(cfg.data, seed=int(cfg.seed))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_per_case(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PER_CASE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: ("" if isinstance(row[k], float) and np.isnan(row[k]) else row[k]) for k in PER_CASE_COLUMNS}
+            )
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(scseg.__file__).parents[1], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_metadata(device: torch.device, wall_time_s: float) -> dict:
+    return {
+        "scseg_version": scseg.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": torch.get_num_threads(),
+        "wall_time_s": round(wall_time_s, 2),
+    }
+
+
+def write_config_snapshot(folder: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """``.hydra/config.yaml`` (resolved) and ``overrides.yaml`` in the run folder, as Hydra itself would."""
+    hydra_dir = folder / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    _atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+
+
+def evaluate_and_report(
+    trainer: Trainer,
+    cfg: DictConfig,
+    folder: Path | None,
+    checkpoint: Path | None,
+    digest: str,
+    n_params: int,
+    started: float,
+) -> dict:
+    """Evaluate ``trainer.model`` on the test split; rank 0 writes per_case.csv and summary.json."""
+    split = str(cfg.test_split)
+    counts = trainer.evaluate_counts(split)
+    rows = counts_to_rows(counts, trainer.dm.class_names)
+    summary = summarize(rows, list(trainer.dm.class_names), split)
+    summary.update(
+        arch=str(cfg.model.arch),
+        se=str(cfg.se.name),
+        aggregation=str(cfg.se.aggregation) if cfg.se.name == "scse" else None,
+        seed=int(cfg.seed),
+        config_hash=digest,
+        n_params=n_params,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        best_epoch=trainer.state.best_epoch,
+        best_val_dice=trainer.state.best_metric,
+        experiment=str(cfg.experiment_name),
+        **run_metadata(trainer.device, time.perf_counter() - started),
+    )
+    if folder is not None and trainer.dist.is_main:
+        write_per_case(folder / "per_case.csv", rows)
+        _atomic_write_text(folder / "summary.json", json.dumps(_json_safe(summary), indent=2))
+    return summary
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _progress_wanted(setting: Any, multirun: bool) -> bool:
+    if setting in (True, "true"):
+        return True
+    if setting in (False, "false"):
+        return False
+    return not multirun and os.isatty(2)
+
+
+def run_training(
+    cfg: DictConfig, overrides: list[str] | None = None, multirun: bool = False, stop_after_epoch: int | None = None
+) -> RunResult:
+    """Train, test and report one config. Failures are recorded in status.json and re-raised."""
+    validate_config(cfg)
+    started = time.perf_counter()
+    dist = (
+        init_distributed(str(cfg.trainer.backend), str(cfg.trainer.device))
+        if cfg.trainer.distributed
+        else DistContext()
+    )
+    digest, _ = identity(cfg)
+    folder = run_folder(cfg)
+    lock = None
+    try:
+        decision = "fresh"
+        if dist.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = rd.RunLock(folder)
+            lock.acquire()
+            decision = rd.resolve_resume(folder, digest, str(cfg.resume))
+        decision = broadcast_object(decision, dist)
+        if decision == "skip":
+            print(f"skipping {folder}: already done with the same config (hash {digest[:8]})", flush=True)
+            return RunResult(folder, "skipped", summary=_read_json(folder / "summary.json"))
+        if dist.is_main:
+            if decision == "fresh":
+                reset_run_folder(folder)
+            write_config_snapshot(folder, cfg, overrides or [])
+            rd.write_status(folder, "running", digest)
+        return _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, started)
+    except BaseException as exc:
+        if dist.is_main and folder.exists() and lock is not None and lock.locked:
+            rd.write_status(
+                folder, "failed", digest, traceback=traceback.format_exc(), error=f"{type(exc).__name__}: {exc}"
+            )
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        cleanup(dist)
+
+
+def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, started) -> RunResult:
+    configure_determinism(bool(cfg.trainer.deterministic), cfg.trainer.num_threads)
+    seed_everything(int(cfg.seed))
+    dm = build_datamodule(cfg)
+    if dist.is_main:
+        dm.prepare()
+    barrier(dist)
+    if not dist.is_main:
+        dm.prepare()
+    seed_everything(int(cfg.seed))  # the weight initialisation does not depend on what preparing the data drew
+    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    n_params = count_parameters(model)
+    logger = RunLogger(folder if dist.is_main else None, enabled=bool(cfg.logger.enabled))
+    trainer = Trainer(
+        cfg, model, dm, folder, dist, logger, show_progress=_progress_wanted(cfg.trainer.progress_bar, multirun)
+    )
+    try:
+        if decision == "resume":
+            trainer.restore(folder / "checkpoints" / "last.pt")
+            print(f"resuming {folder} after epoch {trainer.state.epoch}", flush=True)
+        trainer.fit(stop_after_epoch=stop_after_epoch)
+        if stop_after_epoch is not None and trainer.state.epoch < int(cfg.trainer.max_epochs):
+            return RunResult(folder, "interrupted")
+        best = folder / "checkpoints" / "best.pt"
+        barrier(dist)
+        if best.exists():
+            state = ckpt.load_checkpoint(best)
+            ckpt.load_model_weights(trainer.model, state, str(cfg.model.arch), dm.num_classes)
+        summary = evaluate_and_report(trainer, cfg, folder, best if best.exists() else None, digest, n_params, started)
+        if dist.is_main:
+            logger.hparams(
+                _hparams(cfg, n_params),
+                {
+                    "hparam/test_fg_dice": summary["fg_mean"] or 0.0,
+                    "hparam/best_val_dice": max(trainer.state.best_metric, 0.0),
+                },
+            )
+            rd.write_status(folder, "done", digest, fg_mean=_json_safe(summary["fg_mean"]))
+            print(
+                f"done: {folder} test foreground Dice {summary['fg_mean']:.4f} +- {summary['fg_std'] or 0:.4f}",
+                flush=True,
+            )
+        return RunResult(folder, "done", summary=summary)
+    finally:
+        logger.close()
+
+
+def _hparams(cfg: DictConfig, n_params: int) -> dict:
+    return {
+        "arch": str(cfg.model.arch),
+        "se": str(cfg.se.name),
+        "aggregation": str(cfg.se.aggregation),
+        "se_reduction": int(cfg.se.reduction),
+        "seed": int(cfg.seed),
+        "lr": float(cfg.optimizer.lr),
+        "loss": str(cfg.loss.name),
+        "max_epochs": int(cfg.trainer.max_epochs),
+        "n_params": n_params,
+        "data": str(cfg.data.name),
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,407 @@
+"""The training loop: one readable module from a built model and data module to a best checkpoint.
+
+Reading order: ``Trainer.fit`` -> ``train_epoch`` -> ``validate`` -> ``save``. Everything tunable comes from the
+``trainer``, ``optimizer``, ``scheduler`` and ``loss`` config groups; nothing here hides a hyper-parameter.
+
+Reproducibility: the order of training samples and their augmentation draws derive from (seed, epoch, index)
+(``EpochSampler`` and the slice dataset), dropout from torch's global RNG whose state is checkpointed at every
+epoch end. So a run stopped after epoch k and resumed ends with the same weights as an uninterrupted one on CPU
+with ``deterministic=true`` and a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from scseg.engine import checkpoint as ckpt
+from scseg.engine.distributed import DistContext, all_reduce_sum, shard
+from scseg.engine.tb_logging import RunLogger, comparison_grid
+from scseg.evaluation import evaluate_subjects, predict_slices
+from scseg.losses import create_loss
+from scseg.metrics import ClassCounts, dice_from_counts
+
+# Scheduler config keys the trainer reads itself; everything else is passed to the scheduler's constructor.
+SCHEDULER_INTERVALS = ("epoch", "iteration", "validation")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    bad_validations: int = 0  # validations since the best one (early stopping)
+    history: list[dict] = field(default_factory=list)
+
+
+class EpochSampler(Sampler[int]):
+    """Training sample indices of one epoch, drawn from ``np.random.default_rng([seed, epoch])``.
+
+    ``num_samples=None`` gives one permutation of the dataset; an integer draws that many (concatenated
+    permutations), which is how ``trainer.iters_per_epoch`` fixes the epoch length. Under DDP each rank takes
+    every ``world_size``-th index of the same sequence, so the ranks together see exactly one epoch.
+    """
+
+    def __init__(self, size: int, seed: int, num_samples: int | None = None, rank: int = 0, world_size: int = 1):
+        if size < 1:
+            raise ValueError("the training dataset has no slices; check the data config and its split")
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        total = num_samples if num_samples is not None else size
+        self.per_rank = math.ceil(total / world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        needed = self.per_rank * self.world_size
+        perms = [rng.permutation(self.size) for _ in range(math.ceil(needed / self.size))]
+        order = np.concatenate(perms)[:needed]
+        return iter(order[self.rank :: self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global RNG: third-party code may draw from it)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool, num_threads: int | None) -> None:
+    """Apply ``trainer.deterministic`` and ``trainer.num_threads`` process-wide."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=False)
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def distributed_counts(
+    model: nn.Module,
+    datamodule: Any,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    dist: DistContext,
+    forward: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per-subject ``(5, K)`` counts on ``split``: subjects are sharded over ranks, counts summed (integers: exact)."""
+    subjects = list(datamodule.subjects(split))
+    ids = [str(s.id) for s in subjects]
+    mine = evaluate_subjects(model, datamodule, shard(subjects, dist), batch_size, device, forward=forward)
+    stacked = np.zeros((len(ids), 5, datamodule.num_classes), dtype=np.int64)
+    for i, sid in enumerate(ids):
+        if sid in mine:
+            stacked[i] = mine[sid]
+    stacked = all_reduce_sum(stacked, dist)
+    return {sid: stacked[i] for i, sid in enumerate(ids)}
+
+
+class Trainer:
+    """Trains ``model`` on ``datamodule`` according to ``cfg``; writes checkpoints into ``run_dir`` (rank 0)."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        model: nn.Module,
+        datamodule: Any,
+        run_dir: Path | None,
+        dist: DistContext | None = None,
+        logger: RunLogger | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.dm = datamodule
+        self.dist = dist or DistContext()
+        self.run_dir = run_dir
+        self.logger = logger or RunLogger(None, enabled=False)
+        self.show_progress = show_progress and self.dist.is_main
+        self.device = torch.device(self.tcfg.device)
+        self.state = TrainState()
+
+        self.amp_enabled = bool(self.tcfg.amp) and self.device.type == "cuda"
+        if self.tcfg.amp and not self.amp_enabled:
+            print("trainer.amp is ignored on CPU (mixed precision runs on CUDA only)", file=sys.stderr)
+        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[str(self.tcfg.amp_dtype)]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and self.amp_dtype == torch.float16)
+
+        self.model = model.to(self.device)
+        self.memory_format = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.train_module: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.train_module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.tcfg.compile:
+            self.train_module = torch.compile(self.train_module)
+
+        self.optimizer = instantiate(cfg.optimizer)(params=self.model.parameters())
+        self.train_dataset = datamodule.train_dataset()
+        iters = self.tcfg.iters_per_epoch
+        batch_size = int(cfg.data.loader.batch_size)
+        self.sampler = EpochSampler(
+            len(self.train_dataset),
+            int(cfg.seed),
+            None if iters is None else int(iters) * batch_size * self.dist.world_size,
+            self.dist.rank,
+            self.dist.world_size,
+        )
+        self.loader = DataLoader(
+            self.train_dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=int(cfg.data.loader.num_workers),
+            pin_memory=bool(cfg.data.loader.get("pin_memory", False)) and self.device.type == "cuda",
+            drop_last=False,
+            persistent_workers=False,
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.scheduler, self.scheduler_interval = self._build_scheduler(cfg.scheduler)
+        self.loss_fn = self._build_loss(cfg.loss).to(self.device)
+
+    # ----------------------------------------------------------------------------------------------- building
+    def _build_scheduler(self, scfg: DictConfig):
+        params = OmegaConf.to_container(scfg, resolve=True)
+        interval = params.pop("interval", "epoch")
+        if interval not in SCHEDULER_INTERVALS:
+            raise ValueError(f"scheduler.interval must be one of {', '.join(SCHEDULER_INTERVALS)}, got {interval!r}")
+        if "total_iters" in params and params["total_iters"] is None:
+            per = self.steps_per_epoch if interval == "iteration" else 1
+            params["total_iters"] = int(self.tcfg.max_epochs) * per
+        return instantiate(params)(optimizer=self.optimizer), interval
+
+    def _build_loss(self, lcfg: DictConfig) -> nn.Module:
+        params = OmegaConf.to_container(lcfg, resolve=True)
+        name = params.pop("name")
+        weighting = params.pop("class_weighting", "none")
+        if weighting not in ("median_frequency", "none"):
+            raise ValueError(f"loss.class_weighting must be median_frequency or none, got {weighting!r}")
+        weights = self.dm.class_weights().float() if weighting == "median_frequency" else None
+        return create_loss(name, class_weights=weights, **params)
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def forward(self, images: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled):
+            return (module or self.model)(images).float()
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ----------------------------------------------------------------------------------------------- the loop
+    def fit(self, stop_after_epoch: int | None = None) -> TrainState:
+        """Train until ``trainer.max_epochs`` (or early stopping). ``stop_after_epoch`` simulates an interruption
+        in tests: it returns after that epoch's checkpoint is written, exactly as a killed run would leave it."""
+        max_epochs = int(self.tcfg.max_epochs)
+        val_every = int(self.tcfg.val_every)
+        patience = self.tcfg.early_stopping_patience
+        while self.state.epoch < max_epochs:
+            epoch = self.state.epoch
+            started = time.perf_counter()
+            train_loss, slices_per_s = self.train_epoch(epoch)
+            self.state.epoch = epoch + 1
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "slices_per_s": slices_per_s}
+            validated = (epoch + 1) % val_every == 0 or epoch + 1 == max_epochs
+            improved = False
+            if validated and self.dm.subjects("val"):
+                val_dice, per_class = self.validate(epoch + 1)
+                record["val_dice"] = val_dice
+                improved = val_dice > self.state.best_metric
+                if improved:
+                    self.state.best_metric, self.state.best_epoch, self.state.bad_validations = val_dice, epoch + 1, 0
+                else:
+                    self.state.bad_validations += 1
+                if self.scheduler_interval == "validation":
+                    self.scheduler.step(val_dice)
+                self.logger.scalars({"val/dice_mean": val_dice}, self.state.step)
+                self.logger.scalars({f"val/dice/{k}": v for k, v in per_class.items()}, self.state.step)
+            if self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            record["epoch_time_s"] = time.perf_counter() - started
+            self.state.history.append(record)
+            self.logger.scalars(
+                {"train/epoch_time_s": record["epoch_time_s"], "train/slices_per_s": slices_per_s}, self.state.step
+            )
+            self.save(best=improved or not self.dm.subjects("val"))
+            self._print_epoch(record, max_epochs)
+            if patience is not None and self.state.bad_validations >= int(patience):
+                self._print(f"early stopping: no better validation Dice for {patience} validations")
+                break
+            if stop_after_epoch is not None and self.state.epoch >= stop_after_epoch:
+                break
+        return self.state
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One epoch of optimizer steps; returns the mean loss and the throughput in slices per second."""
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(epoch)
+        total, seen, started = 0.0, 0, time.perf_counter()
+        batches = self.loader
+        if self.show_progress:
+            from tqdm import tqdm
+
+            batches = tqdm(
+                self.loader, desc=f"epoch {epoch + 1}/{self.tcfg.max_epochs}", leave=False, dynamic_ncols=True
+            )
+        log_every = int(self.cfg.logger.get("log_every_n_steps", 10))
+        for batch in batches:
+            labels = batch["label"].to(self.device, non_blocking=True)
+            logits = self.forward(batch["image"], self.train_module)
+            loss = self.loss_fn(logits, labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {self.state.step + 1}; the last good "
+                    "checkpoint is kept. Lower optimizer.lr, enable trainer.grad_clip_norm, or check the data."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.tcfg.grad_clip_norm:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tcfg.grad_clip_norm))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler_interval == "iteration":
+                self.scheduler.step()
+            self.state.step += 1
+            n = labels.shape[0]
+            total += loss.item() * n
+            seen += n
+            if self.state.step % log_every == 0:
+                self.logger.scalars({"train/loss": loss.item(), "train/lr": self.lr}, self.state.step)
+            if self.show_progress:
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                batches.set_postfix(loss=f"{total / seen:.4f}", slices_s=f"{rate:.1f}")
+        mean_loss = all_reduce_sum(np.array([total, seen], dtype=np.float64), self.dist)
+        return float(mean_loss[0] / max(mean_loss[1], 1)), seen / max(time.perf_counter() - started, 1e-9)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate_counts(self, split: str) -> dict[str, np.ndarray]:
+        """Per-subject counts on ``split`` (see :func:`distributed_counts`)."""
+        return distributed_counts(
+            self.model, self.dm, split, int(self.tcfg.eval_batch_size), self.device, self.dist, self.forward
+        )
+
+    def validate(self, epoch: int) -> tuple[float, dict[str, float]]:
+        """Mean foreground Dice over validation volumes (per subject: mean over foreground classes, NaN ignored)."""
+        counts = self.evaluate_counts("val")
+        names = list(self.dm.class_names)
+        dice = np.stack([dice_from_counts(*ClassCounts.from_array(c).tp_fp_fn()) for c in counts.values()])
+        with np.errstate(all="ignore"):
+            subject_fg = np.nanmean(dice[:, 1:], axis=1) if dice.shape[1] > 1 else np.full(len(dice), np.nan)
+            per_class = {names[c]: float(np.nanmean(dice[:, c])) for c in range(1, len(names))}
+        fg = float(np.nanmean(subject_fg)) if np.isfinite(subject_fg).any() else 0.0
+        self.log_images(epoch)
+        return fg, per_class
+
+    def log_images(self, epoch: int) -> None:
+        """Input / reference / prediction overlays of fixed slices of the first validation subject."""
+        n = int(self.cfg.logger.get("image_slices", 0))
+        if self.logger.writer is None or n <= 0 or not self.dm.subjects("val"):
+            return
+        subject = self.dm.subjects("val")[0]
+        slices = self.dm.eval_slices(subject)
+        picks = np.unique(np.linspace(len(slices) * 0.3, len(slices) * 0.7, n).astype(int))
+        items = [slices[int(i)] for i in picks]
+        if not items or "label" not in items[0]:
+            return
+        images = torch.stack([it["image"] for it in items])
+        predictions = predict_slices(self.model, images.unbind(0), len(items), self.device, self.forward)
+        centre = images.shape[1] // 2  # the slice itself when 2.5D context stacks neighbours around it
+        grid = comparison_grid(
+            [im[centre].numpy() for im in images],
+            [it["label"].numpy() for it in items],
+            list(predictions),
+            self.dm.num_classes,
+        )
+        self.logger.image("val/overlay", grid, self.state.step)
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict:
+        return ckpt.build_checkpoint_state(
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            epoch=self.state.epoch,
+            step=self.state.step,
+            best_metric=self.state.best_metric,
+            history=self.state.history,
+            config_yaml=OmegaConf.to_yaml(self.cfg, resolve=True),
+            arch=str(self.cfg.model.arch),
+            num_classes=self.dm.num_classes,
+            extra={"best_epoch": self.state.best_epoch, "bad_validations": self.state.bad_validations},
+        )
+
+    def save(self, best: bool) -> None:
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        manager = ckpt.CheckpointManager(self.run_dir / "checkpoints")
+        state = self.checkpoint_state()
+        manager.save_last(state)
+        if best:
+            manager.save_best(state)
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, scheduler, scaler, counters and RNG states."""
+        state = ckpt.load_checkpoint(path)
+        ckpt.load_model_weights(self.model, state, str(self.cfg.model.arch), self.dm.num_classes)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        extra = state.get("extra") or {}
+        self.state = TrainState(
+            epoch=int(state["epoch"]),
+            step=int(state["step"]),
+            best_metric=float(state["best_metric"]),
+            best_epoch=int(extra.get("best_epoch", -1)),
+            bad_validations=int(extra.get("bad_validations", 0)),
+            history=list(state.get("history") or []),
+        )
+        ckpt.restore_rng_state(state)
+
+    # ----------------------------------------------------------------------------------------------- output
+    def _print(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, flush=True)
+
+    def _print_epoch(self, r: dict, max_epochs: int) -> None:
+        val = f" val_dice {r['val_dice']:.4f}" if "val_dice" in r else ""
+        self._print(
+            f"epoch {r['epoch']}/{max_epochs} loss {r['train_loss']:.4f}{val} lr {r['lr']:.2e} "
+            f"{r['slices_per_s']:.1f} slices/s {r['epoch_time_s']:.1f}s"
+        )
+
+
+__all__ = ["EpochSampler", "NonFiniteLossError", "TrainState", "Trainer", "configure_determinism", "seed_everything"]

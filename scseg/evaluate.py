@@ -1,0 +1,82 @@
+"""``scseg-evaluate RUN_DIR [--split test]``: evaluate a finished run's best checkpoint on whole volumes.
+
+Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the data module and the model, loads
+``checkpoints/best.pt`` (``weights_only``, never executing code) and writes ``per_case[_<split>].csv`` and
+``summary[_<split>].json`` into the run folder (the test split keeps the training run's file names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from scseg.engine import checkpoint as ckpt
+
+
+def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, object, torch.nn.Module, dict]:
+    """(config, data module, model with the checkpoint's weights, checkpoint state) of a run folder."""
+    from scseg.engine.run import build_datamodule, build_model
+
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: {run_dir} is not an scseg run folder")
+    cfg = OmegaConf.load(config_path)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    state = ckpt.load_checkpoint(path)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    ckpt.load_model_weights(model, state, str(cfg.model.arch), dm.num_classes)
+    return cfg, dm, model, state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate a run's best checkpoint on whole volumes.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    from scseg.engine.run import _atomic_write_text, _json_safe, run_metadata, write_per_case
+    from scseg.evaluation import counts_to_rows, evaluate_subjects
+    from scseg.metrics import summarize
+
+    started = time.perf_counter()
+    try:
+        cfg, dm, model, state = load_run(args.run_dir, args.checkpoint)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    model.to(device)
+    dm.prepare()
+    counts = evaluate_subjects(model, dm, dm.subjects(args.split), int(cfg.trainer.eval_batch_size), device)
+    rows = counts_to_rows(counts, dm.class_names)
+    summary = summarize(rows, list(dm.class_names), args.split)
+    summary.update(
+        arch=str(cfg.model.arch),
+        se=str(cfg.se.name),
+        seed=int(cfg.seed),
+        checkpoint=str(args.run_dir / "checkpoints" / f"{args.checkpoint}.pt"),
+        epoch=int(state["epoch"]),
+        **run_metadata(device, time.perf_counter() - started),
+    )
+    suffix = "" if args.split == "test" else f"_{args.split}"
+    write_per_case(args.run_dir / f"per_case{suffix}.csv", rows)
+    _atomic_write_text(args.run_dir / f"summary{suffix}.json", __import__("json").dumps(_json_safe(summary), indent=2))
+    print(
+        f"{args.run_dir.name} [{args.split}, {len(counts)} subjects] foreground Dice "
+        f"{summary['fg_mean']:.4f} +- {summary['fg_std'] or 0:.4f}"
+    )
+    for name, stats in summary["per_class"].items():
+        print(f"  {name:<28} {stats['mean']:.4f}" if stats["mean"] is not None else f"  {name:<28} n/a")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

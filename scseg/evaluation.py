@@ -1,0 +1,108 @@
+"""Volumetric evaluation, the way the paper evaluates: whole volumes, Dice per structure at the file's resolution.
+
+Pure functions: a model that is already built and loaded, and subjects from the data module, go in; label
+volumes, per-class counts and tables come out. Nothing here loads a checkpoint or reads a command line
+(``scseg.evaluate`` and ``scseg.predict`` do that), so the trainer and the commands share one code path:
+
+    subject -> ordered slices -> batched logits -> argmax per slice -> stacked volume (preprocessed grid)
+            -> undo padding, cropping, resampling and reorientation -> counts against the mapped reference
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from scseg.data.slices import stack_slices
+from scseg.metrics import class_counts, per_case_rows
+
+# Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
+ForwardFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def predict_slices(
+    model: nn.Module,
+    slices: torch.utils.data.Dataset,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+) -> np.ndarray:
+    """Arg-max label of every slice of one subject, in order: ``(S, H, W)`` uint8/int16 array."""
+    was_training = model.training
+    model.eval()
+    run = forward or model
+    loader = DataLoader(slices, batch_size=batch_size, shuffle=False, num_workers=0)
+    out = []
+    for batch in loader:
+        images = batch["image"] if isinstance(batch, dict) else batch
+        logits = run(images.to(device, non_blocking=True))
+        out.append(logits.argmax(dim=1).to(torch.int16).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out, axis=0)
+
+
+def predict_volume(
+    model: nn.Module,
+    datamodule: Any,
+    subject: Any,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+) -> np.ndarray:
+    """Label volume of one subject in the preprocessed grid (slices predicted in order, then stacked)."""
+    predicted = predict_slices(model, datamodule.eval_slices(subject), batch_size, device, forward)
+    return stack_slices(predicted, datamodule.axis)
+
+
+def predict_subject(
+    model: nn.Module,
+    datamodule: Any,
+    subject: Any,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+) -> np.ndarray:
+    """Label volume of one subject in its file's own voxel grid (shape and orientation of the input file)."""
+    return datamodule.to_original(subject, predict_volume(model, datamodule, subject, batch_size, device, forward))
+
+
+def evaluate_subjects(
+    model: nn.Module,
+    datamodule: Any,
+    subjects: Sequence[Any],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-subject confusion counts ``{subject id: (5, K) int64 array}`` (rows: tp, fp, fn, n_ref, n_pred).
+
+    Each subject is predicted slice by slice, stacked, brought back to the original geometry and compared with
+    the label-mapped reference there, so the Dice is the one a user would compute on the files.
+    """
+    results = {}
+    for subject in subjects:
+        prediction = predict_subject(model, datamodule, subject, batch_size, device, forward)
+        reference = datamodule.reference(subject)
+        counts = class_counts(reference, prediction, datamodule.num_classes)
+        results[subject_id(subject)] = counts.to_array()
+    return results
+
+
+def counts_to_rows(counts: dict[str, np.ndarray], class_names: Sequence[str]) -> list[dict]:
+    """Rows of per_case.csv (subject, class_id, class_name, tp, fp, fn, n_ref, n_pred, dice), subjects sorted."""
+    from scseg.metrics import ClassCounts
+
+    rows: list[dict] = []
+    for sid in sorted(counts):
+        rows.extend(per_case_rows(sid, ClassCounts.from_array(counts[sid]), class_names))
+    return rows
+
+
+def subject_id(subject: Any) -> str:
+    return str(subject.id)

@@ -1,0 +1,112 @@
+"""DDP on CPU with the gloo backend, 1 thread per rank: exact distributed evaluation, one run folder per run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from tests.engine.tiny import TINY_DATA, TINY_MODELS, TINY_TRAINER
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _counts_worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    from scseg.config import compose_train_config
+    from scseg.engine.distributed import cleanup, init_distributed
+    from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.trainer import distributed_counts
+
+    cfg = compose_train_config(overrides)
+    ctx = init_distributed("gloo", "cpu")
+    dm = build_datamodule(cfg)
+    dm.prepare()
+    torch.manual_seed(0)
+    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    counts = distributed_counts(model, dm, "test", 8, torch.device("cpu"), ctx)
+    if rank == 0:
+        np.savez(out, **counts)
+    cleanup(ctx)
+
+
+def test_distributed_evaluation_equals_single_process(tmp_path, monkeypatch):
+    from scseg.config import compose_train_config
+    from scseg.engine.distributed import DistContext
+    from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.trainer import distributed_counts
+
+    overrides = [
+        *TINY_DATA,
+        *TINY_TRAINER,
+        *TINY_MODELS["unet"],
+        "data.layout.n_test=3",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    cfg = compose_train_config(overrides)
+    dm = build_datamodule(cfg)
+    dm.prepare()
+    torch.manual_seed(0)
+    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    single = distributed_counts(model, dm, "test", 8, torch.device("cpu"), DistContext())
+
+    out = str(tmp_path / "dist.npz")
+    mp.spawn(_counts_worker, args=(2, _free_port(), overrides, out), nprocs=2, join=True)
+    distributed = dict(np.load(out))
+    assert sorted(distributed) == sorted(single)
+    for sid, counts in single.items():
+        np.testing.assert_array_equal(distributed[sid], counts)
+
+
+def test_two_rank_run_writes_one_run_folder(tmp_path):
+    runs = tmp_path / "runs"
+    overrides = [
+        *TINY_DATA,
+        *TINY_TRAINER,
+        *TINY_MODELS["unet"],
+        "trainer=ddp",
+        "trainer.device=cpu",
+        "trainer.backend=gloo",
+        "trainer.amp=false",
+        "trainer.num_threads=1",
+        "width=small",
+        f"paths.runs_dir={runs}",
+        "experiment_name=ddp",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "scseg.train",
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folders = [p for p in (runs / "ddp").iterdir() if not p.name.startswith(".")]
+    assert len(folders) == 1, folders
+    folder = folders[0]
+    assert {p.name for p in (folder / "checkpoints").iterdir()} <= {"best.pt", "last.pt", "last.prev.pt"}
+    assert {"best.pt", "last.pt"} <= {p.name for p in (folder / "checkpoints").iterdir()}
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+    assert (folder / "summary.json").is_file()
+    # No Hydra output anywhere else: ranks > 0 write nothing, rank 0 writes .hydra/ only inside the run folder.
+    assert not list(Path(tmp_path).glob("outputs")) and not list(Path(tmp_path).glob(".hydra"))

@@ -1,0 +1,174 @@
+"""End-to-end runs on tiny phantom data: run folder, resume, skip, lock, NaN stop, evaluate and predict faces."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scseg.engine import checkpoint as ckpt
+from scseg.engine import run_dir as rd
+from scseg.engine import trainer as trainer_module
+from scseg.engine.run import PER_CASE_COLUMNS, identity, run_folder, run_training
+from scseg.engine.trainer import NonFiniteLossError
+
+
+def test_run_identity_is_stable_and_normalised(tiny_config):
+    a, b = tiny_config("unet"), tiny_config("unet")
+    assert identity(a) == identity(b)
+    assert identity(tiny_config("unet", "seed=1")) != identity(a)
+    # Only scSE uses the aggregation: sweeping it over cSE maps to one run.
+    assert identity(tiny_config("unet", "se=cse", "se.aggregation=max")) == identity(tiny_config("unet", "se=cse"))
+    assert identity(tiny_config("unet", "se=scse", "se.aggregation=max")) != identity(tiny_config("unet", "se=scse"))
+    # Execution details do not change the identity.
+    assert identity(tiny_config("unet", "data.loader.num_workers=1", "logger.image_slices=0")) == identity(a)
+    name = run_folder(tiny_config("unet", "se=scse", "se.aggregation=max")).name
+    assert name.startswith("unet-scse-max-seed0-") and len(name.split("-")[-1]) == 8
+
+
+def test_run_writes_complete_folder_and_rerun_skips(tiny_config):
+    cfg = tiny_config("unet", "se=scse")
+    result = run_training(cfg)
+    folder = result.run_dir
+    assert result.state == "done"
+    assert (folder / ".hydra" / "config.yaml").is_file()
+    assert {p.name for p in (folder / "checkpoints").iterdir()} >= {"last.pt", "best.pt"}
+    assert list(folder.glob("events.out.tfevents.*")), "TensorBoard events belong in the run folder"
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "done" and status["config_hash"] == identity(cfg)[0]
+    with (folder / "per_case.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == PER_CASE_COLUMNS
+    summary = json.loads((folder / "summary.json").read_text())
+    for key in (
+        "split",
+        "subjects",
+        "per_class",
+        "fg_dice_per_subject",
+        "fg_mean",
+        "fg_std",
+        "averaging",
+        "arch",
+        "se",
+        "aggregation",
+        "seed",
+        "config_hash",
+        "n_params",
+        "checkpoint",
+        "scseg_version",
+        "torch_version",
+        "device",
+        "threads",
+        "wall_time_s",
+    ):
+        assert key in summary, key
+    assert summary["split"] == "test" and len(summary["subjects"]) == 2
+    assert summary["se"] == "scse" and summary["aggregation"] == "add"
+    # Same config again: skipped, nothing retrained.
+    mtime = (folder / "checkpoints" / "last.pt").stat().st_mtime_ns
+    again = run_training(tiny_config("unet", "se=scse"))
+    assert again.state == "skipped" and again.run_dir == folder
+    assert (folder / "checkpoints" / "last.pt").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("arch", ["unet", "sdnet", "fcdensenet"])
+def test_resume_gives_identical_weights(tiny_config, tmp_path, arch):
+    """Stopped after epoch 1 and resumed == uninterrupted, bit for bit (CPU, deterministic, 1 thread)."""
+    extra = ("trainer.deterministic=true", "trainer.max_epochs=3", "data.augment.enabled=true", "trainer.val_every=1")
+    straight = run_training(tiny_config(arch, *extra, f"paths.runs_dir={tmp_path / 'a'}"))
+    interrupted_cfg = tiny_config(arch, *extra, f"paths.runs_dir={tmp_path / 'b'}")
+    first = run_training(interrupted_cfg, stop_after_epoch=1)
+    assert first.state == "interrupted"
+    assert ckpt.load_checkpoint(first.run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+    resumed = run_training(interrupted_cfg)
+    assert resumed.state == "done"
+    a = ckpt.load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")
+    b = ckpt.load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    torch.use_deterministic_algorithms(False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch):
+    real_create_loss = trainer_module.create_loss
+    calls = {"n": 0}
+
+    class NaNOnThirdCall(torch.nn.Module):
+        def __init__(self, loss):
+            super().__init__()
+            self.loss = loss
+
+        def forward(self, logits, labels):
+            calls["n"] += 1
+            value = self.loss(logits, labels)
+            return value * float("nan") if calls["n"] == 3 else value
+
+    def poisoned(*args, **kwargs):
+        return NaNOnThirdCall(real_create_loss(*args, **kwargs))
+
+    monkeypatch.setattr(trainer_module, "create_loss", poisoned)
+    cfg = tiny_config("unet")
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 3"):
+        run_training(cfg)
+    folder = run_folder(cfg)
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "failed" and "NonFiniteLossError" in status["traceback"]
+    assert ckpt.load_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_second_process_on_same_run_is_refused(tiny_config):
+    cfg = tiny_config("unet")
+    folder = run_folder(cfg)
+    folder.mkdir(parents=True)
+    with rd.RunLock(folder):
+        with pytest.raises(rd.RunLockedError, match=str(folder)):
+            run_training(cfg)
+
+
+def test_mismatched_checkpoint_is_refused_by_name(tiny_config):
+    result = run_training(tiny_config("unet"))
+    state = ckpt.load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
+    from scseg.models import create_model
+
+    other = create_model("sdnet", 4, filters=4, depth=2)
+    with pytest.raises(Exception, match="unet.*sdnet|sdnet.*unet"):
+        ckpt.load_model_weights(other, state, "sdnet", 4)
+
+
+def test_evaluate_and_predict_faces(tiny_config, tmp_path, capsys):
+    from scseg.evaluate import main as evaluate_main
+    from scseg.predict import main as predict_main
+
+    result = run_training(tiny_config("unet"))
+    before = json.loads((result.run_dir / "summary.json").read_text())
+    assert evaluate_main([str(result.run_dir), "--split", "test"]) == 0
+    after = json.loads((result.run_dir / "summary.json").read_text())
+    assert after["fg_dice_per_subject"] == before["fg_dice_per_subject"]
+
+    # Predict the test images: one label volume each, in the input's own geometry.
+    from scseg.evaluate import load_run
+
+    _, dm, _, _ = load_run(result.run_dir)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cases = dm.cases("test")
+    for case in cases:
+        src = nib.load(str(case.image_paths[0]))
+        # The same image stored with its first axis reversed: predictions must come back in that geometry.
+        flip = np.eye(4)
+        flip[0, 0], flip[0, 3] = -1.0, src.shape[0] - 1
+        flipped = nib.Nifti1Image(np.asarray(src.dataobj)[::-1].copy(), src.affine @ flip)
+        nib.save(flipped, str(inputs / f"{case.id}.nii.gz"))
+    out = tmp_path / "predictions"
+    assert predict_main([str(result.run_dir), str(inputs), str(out)]) == 0
+    for case in cases:
+        source = nib.load(str(inputs / f"{case.id}.nii.gz"))
+        predicted = nib.load(str(out / f"{case.id}.nii.gz"))
+        assert predicted.shape == source.shape
+        np.testing.assert_allclose(predicted.affine, source.affine)
+        assert np.issubdtype(predicted.get_data_dtype(), np.integer)
