@@ -34,26 +34,51 @@ from scseg.report.tables import DEFAULT_ARCH_ORDER, DEFAULT_VARIANT_ORDER, parse
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scseg-compare", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scseg-compare", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("experiment", help="experiment folder holding one sub-folder per run")
     parser.add_argument("--out", default=None, help="where to write the report (default: the experiment folder)")
-    parser.add_argument("--variant-order", default=",".join(DEFAULT_VARIANT_ORDER),
-                        help="column order; tokens none, cse, sse, scse or scse-<aggregation> (default: %(default)s)")
-    parser.add_argument("--arch-order", default=",".join(DEFAULT_ARCH_ORDER),
-                        help="row order; architectures not named follow alphabetically (default: %(default)s)")
-    parser.add_argument("--default-aggregation", default=DEFAULT_AGGREGATION,
-                        help="scSE aggregation shown as plain 'scSE'; others get their own column "
-                             "(default: %(default)s, as in the MICCAI paper)")
-    parser.add_argument("--ddof", type=int, default=1,
-                        help="delta degrees of freedom of the std over subjects "
-                             "(default: %(default)s, the sample std, as summary.json's fg_std)")
-    parser.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
-                        help="fewest paired subjects for a Wilcoxon p-value (default: %(default)s)")
-    parser.add_argument("--alternative", default="two-sided", choices=("two-sided", "greater", "less"),
-                        help="Wilcoxon alternative hypothesis for variant - none (default: %(default)s)")
-    parser.add_argument("--background-ids", default="0",
-                        help="comma-separated class ids left out of the per-structure tables (default: 0)")
+    parser.add_argument(
+        "--variant-order",
+        default=",".join(DEFAULT_VARIANT_ORDER),
+        help="column order; tokens none, cse, sse, scse or scse-<aggregation> (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--arch-order",
+        default=",".join(DEFAULT_ARCH_ORDER),
+        help="row order; architectures not named follow alphabetically (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--default-aggregation",
+        default=DEFAULT_AGGREGATION,
+        help="scSE aggregation shown as plain 'scSE'; others get their own column "
+        "(default: %(default)s, as in the MICCAI paper)",
+    )
+    parser.add_argument(
+        "--ddof",
+        type=int,
+        default=1,
+        help="delta degrees of freedom of the std over subjects "
+        "(default: %(default)s, the sample std, as summary.json's fg_std)",
+    )
+    parser.add_argument(
+        "--min-pairs",
+        type=int,
+        default=MIN_PAIRS,
+        help="fewest paired subjects for a Wilcoxon p-value (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alternative",
+        default="two-sided",
+        choices=("two-sided", "greater", "less"),
+        help="Wilcoxon alternative hypothesis for variant - none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--background-ids",
+        default="0",
+        help="comma-separated class ids left out of the per-structure tables (default: 0)",
+    )
     parser.add_argument("--digits", type=int, default=3, help="decimals in the Markdown tables (default: 3)")
     parser.add_argument("--dpi", type=int, default=120, help="resolution of the PNG figures (default: 120)")
     parser.add_argument("--no-figures", action="store_true", help="do not draw the PNG figures")
@@ -80,11 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = build_report(
-            args.experiment, out_dir=args.out, variant_order=variant_order,
+            args.experiment,
+            out_dir=args.out,
+            variant_order=variant_order,
             arch_order=[a.strip() for a in args.arch_order.split(",") if a.strip()],
-            default_aggregation=args.default_aggregation.lower(), ddof=args.ddof, min_pairs=args.min_pairs,
-            alternative=args.alternative, background_ids=background_ids, digits=args.digits,
-            figures=not args.no_figures, dpi=args.dpi)
+            default_aggregation=args.default_aggregation.lower(),
+            ddof=args.ddof,
+            min_pairs=args.min_pairs,
+            alternative=args.alternative,
+            background_ids=background_ids,
+            digits=args.digits,
+            figures=not args.no_figures,
+            dpi=args.dpi,
+        )
     except SweepError as err:
         print(f"scseg-compare: {err}", file=sys.stderr)
         return 2

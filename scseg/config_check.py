@@ -134,9 +134,9 @@ def _check_model(node: dict) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first unknown, missing or mistyped key of ``cfg``."""
     try:
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # interpolation errors name the key themselves
-        raise ConfigError(f"config does not resolve: {exc}") from exc
+        raise ConfigError(f"config does not resolve: {' '.join(str(exc).split())}") from exc
     root = {k: container.get(k) for k in (f.name for f in fields(RootSchema))}
     _check_node("", root, RootSchema)
     for group, schema in (("se", SESchema), ("trainer", TrainerSchema), ("logger", LoggerSchema)):

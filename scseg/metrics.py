@@ -75,8 +75,10 @@ class ClassCounts:
             raise ValueError(f"ClassCounts fields must be 1-D arrays of equal length; got shapes {shapes}")
         if any((arr < 0).any() for arr in arrays.values()):
             raise ValueError("ClassCounts must be non-negative")
-        if not (np.array_equal(arrays["n_ref"], arrays["tp"] + arrays["fn"])
-                and np.array_equal(arrays["n_pred"], arrays["tp"] + arrays["fp"])):
+        if not (
+            np.array_equal(arrays["n_ref"], arrays["tp"] + arrays["fn"])
+            and np.array_equal(arrays["n_pred"], arrays["tp"] + arrays["fp"])
+        ):
             raise ValueError("inconsistent ClassCounts: need n_ref = tp + fn and n_pred = tp + fp")
         for name, arr in arrays.items():
             object.__setattr__(self, name, arr)
@@ -246,3 +248,16 @@ __all__ = [
     "per_case_rows",
     "summarize",
 ]
+
+
+def random_predictor_dice(n_ref: np.ndarray) -> np.ndarray:
+    """Expected Dice per class of a predictor that draws every voxel's label at random with the class frequencies.
+
+    With frequency ``f_c = n_ref_c / N`` it predicts class c on ``N f_c`` voxels and hits ``N f_c^2`` of them in
+    expectation, so its Dice is ``2 N f_c^2 / (N f_c + N f_c) = f_c``: the chance level a trained model must beat.
+    Classes absent from the reference give NaN.
+    """
+    n_ref = np.asarray(n_ref, dtype=np.float64)
+    total = n_ref.sum()
+    freq = n_ref / total if total > 0 else np.full_like(n_ref, np.nan)
+    return np.where(n_ref > 0, freq, np.nan)

@@ -100,7 +100,14 @@ def test_per_case_rows_have_exactly_the_table_keys():
     rows = per_case_rows("s1", _counts(["one", "half", "nan"]), ["bg", "a", "b"])
     assert [tuple(r) for r in rows] == [ROW_KEYS] * 3
     assert rows[1] == {
-        "subject": "s1", "class_id": 1, "class_name": "a", "tp": 1, "fp": 1, "fn": 1, "n_ref": 2, "n_pred": 2,
+        "subject": "s1",
+        "class_id": 1,
+        "class_name": "a",
+        "tp": 1,
+        "fp": 1,
+        "fn": 1,
+        "n_ref": 2,
+        "n_pred": 2,
         "dice": 0.5,
     }
     assert math.isnan(rows[2]["dice"])

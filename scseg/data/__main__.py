@@ -25,8 +25,13 @@ FOLDER_KEYS = {"images": "layout.images", "labels": "layout.labels", "case_id": 
 
 
 def _quote(value: str) -> str:
-    """Quote a value for a Hydra override (paths and patterns contain characters Hydra would parse)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """Quote a value for a Hydra override (paths and patterns contain characters Hydra would parse).
+
+    Inside Hydra's quoted strings backslashes are literal except before a quote, so only quotes (and
+    backslashes that end the value) need escaping.
+    """
+    trailing = len(value) - len(value.rstrip("\\"))
+    return "'" + value[: len(value) - trailing].replace("'", "\\'") + "\\" * (2 * trailing) + "'"
 
 
 def resolve_target(target: str, images: str | None, labels: str | None, case_id: str | None) -> tuple[str, list[str]]:
@@ -39,9 +44,7 @@ def resolve_target(target: str, images: str | None, labels: str | None, case_id:
             raise DataError("--images / --labels / --case-id apply to a folder, not to a named dataset config")
         return target, []
     if not path.is_dir():
-        raise DataError(
-            f"{target}: neither a dataset config ({', '.join(available_data_configs())}) nor a folder"
-        )
+        raise DataError(f"{target}: neither a dataset config ({', '.join(available_data_configs())}) nor a folder")
     root = [f"{ROOT_KEY}={_quote(str(path.resolve()))}"]
     if (path / "dataset.json").is_file():
         if images or labels or case_id:
@@ -109,7 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ins.add_argument("--labels", help="folder layout: glob of label files relative to the folder")
     ins.add_argument("--case-id", dest="case_id", help="folder layout: regex whose group 1 is the case id")
     ins.add_argument(
-        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override relative to the data config, e.g. slices.axis=coronal (repeatable)",
     )
     ins.add_argument("--seed", type=int, default=0)

@@ -81,9 +81,7 @@ def _build_one(item: Any, setting: str) -> A.BasicTransform:
     kwargs = dict(item)
     name = kwargs.pop("name")
     if name not in SUPPORTED_TRANSFORMS:
-        raise ValueError(
-            f"{setting}: unknown transform {name!r}; supported: {', '.join(sorted(SUPPORTED_TRANSFORMS))}"
-        )
+        raise ValueError(f"{setting}: unknown transform {name!r}; supported: {', '.join(sorted(SUPPORTED_TRANSFORMS))}")
     cls = SUPPORTED_TRANSFORMS[name]
     accepted = {k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "args", "kwargs")}
     unknown = sorted(set(kwargs) - accepted)

@@ -75,9 +75,7 @@ def label_map_fingerprint(label_map: LabelMap) -> dict[str, Any]:
     }
 
 
-def cache_key(
-    case: Case, settings: PreprocessSettings, label_map: LabelMap, allow_4d_channels: bool = False
-) -> str:
+def cache_key(case: Case, settings: PreprocessSettings, label_map: LabelMap, allow_4d_channels: bool = False) -> str:
     """Hash of the raw files, every preprocessing setting, the label map and PREPROCESS_VERSION."""
     payload = {
         "version": PREPROCESS_VERSION,
@@ -91,6 +89,25 @@ def cache_key(
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+class CachedSubject(PreprocessedSubject):
+    """A PreprocessedSubject memory-mapped from a cache entry.
+
+    Pickling it (DataLoader workers started with spawn, DDP) sends only the entry path and metadata; the
+    arrays are re-mapped on the other side instead of being copied.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["image"] = state["label"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.image is None and self.path is not None:
+            self.image, self.label = load_arrays(self.path)
+
+
 def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Memory-map an entry's image and (if present) label."""
     image = np.load(path / IMAGE_FILE, mmap_mode="r")
@@ -99,14 +116,14 @@ def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return image, label
 
 
-def load_entry(path: Path) -> PreprocessedSubject:
+def load_entry(path: Path) -> CachedSubject:
     """Read a complete cache entry (arrays memory-mapped)."""
     try:
         meta = PreprocessMeta.from_dict(json.loads((path / META_FILE).read_text()))
         image, label = load_arrays(path)
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise DataError(f"{path}: unreadable cache entry ({err}); delete this folder to rebuild it") from err
-    return PreprocessedSubject(id=meta.id, image=image, label=label, meta=meta, path=path)
+    return CachedSubject(id=meta.id, image=image, label=label, meta=meta, path=path)
 
 
 def write_entry(subject: PreprocessedSubject, target: Path) -> Path:
@@ -156,7 +173,7 @@ class SubjectCache:
         key = cache_key(case, self.settings, self.label_map, self.allow_4d_channels)
         return self.root / SUBJECTS_DIR / f"{_safe_name(case.id)}-{key}"
 
-    def get(self, case: Case) -> PreprocessedSubject:
+    def get(self, case: Case) -> CachedSubject:
         """The cached subject; reads and preprocesses it first if the entry does not exist."""
         path = self.entry_path(case)
         if not path.is_dir():

@@ -22,9 +22,7 @@ def available_data_configs(config_root: Path = CONFIG_ROOT) -> list[str]:
     return sorted(p.stem for p in (config_root / "data").glob("*.yaml") if p.stem != "common")
 
 
-def compose_data_config(
-    name: str, overrides: Sequence[str] = (), config_root: str | Path = CONFIG_ROOT
-) -> DictConfig:
+def compose_data_config(name: str, overrides: Sequence[str] = (), config_root: str | Path = CONFIG_ROOT) -> DictConfig:
     """The composed `data` node of dataset config `name` (e.g. "malc", "phantom").
 
     `overrides` are Hydra overrides RELATIVE to the data node, e.g. ``["slices.axis=coronal",

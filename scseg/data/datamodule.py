@@ -171,6 +171,15 @@ class DataModule:
             foreground_oversample=self.foreground_oversample,
         )
 
+    def val_dataset(self) -> SliceDataset | None:
+        """Validation slices (no augmentation, no slice skipping or oversampling), for a validation loss;
+        None without validation subjects. Volumetric validation Dice uses `subjects("val")` + `eval_slices`.
+        """
+        subjects = self.subjects("val")
+        if not subjects:
+            return None
+        return SliceDataset(subjects, axis=self.axis, context=self.context, normalize=self.normalize, seed=self.seed)
+
     def train_loader(self, dataset: SliceDataset | None = None, epoch: int = 0) -> DataLoader:
         """A single-process DataLoader for `epoch`: order and augmentation derive from (seed, epoch).
 

@@ -65,10 +65,18 @@ class Subject:
     label_path: Path | None
 
 
-def geometry_of(affine: np.ndarray, shape: tuple[int, ...]) -> Geometry:
-    """The Geometry of a file with this affine and spatial shape (canonical = RAS+)."""
+def geometry_of(affine: np.ndarray, shape: tuple[int, ...], source: str = "affine") -> Geometry:
+    """The Geometry of a file with this affine and spatial shape (canonical = RAS+); `source` names it in errors."""
     affine = np.asarray(affine, dtype=np.float64)
-    ornt = ornt_transform(io_orientation(affine), RAS_ORNT)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise DataError(f"{source}: expected a finite 4x4 affine, got {affine.tolist()}")
+    ornt = io_orientation(affine)
+    if np.isnan(ornt).any():
+        raise DataError(
+            f"{source}: degenerate affine (an axis has no direction), cannot orient the volume; "
+            f"expected an invertible affine, got\n{np.array2string(affine, precision=4)}"
+        )
+    ornt = ornt_transform(ornt, RAS_ORNT)
     return Geometry(affine=affine, shape=(int(shape[0]), int(shape[1]), int(shape[2])), ornt_to_canonical=ornt)
 
 
@@ -155,7 +163,7 @@ def read_image_file(path: Path, allow_4d_channels: bool = False) -> tuple[np.nda
     shape = _spatial_shape(img, path, allow_4d_channels)
     data = _read_data(img, path, as_float=True).reshape(shape)
     data = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
-    return data, geometry_of(img.affine, shape[:3])
+    return data, geometry_of(img.affine, shape[:3], str(path))
 
 
 def read_label_file(path: Path, integer_tolerance: float = 1e-3) -> tuple[np.ndarray, Geometry]:
@@ -186,7 +194,7 @@ def read_label_file(path: Path, integer_tolerance: float = 1e-3) -> tuple[np.nda
         raise DataError(f"{path}: label has data type {data.dtype}; expected integer label ids")
     if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
         raise DataError(f"{path}: label ids outside the int32 range; expected label ids < 2**31")
-    return data.astype(np.int32), geometry_of(img.affine, shape)
+    return data.astype(np.int32), geometry_of(img.affine, shape, str(path))
 
 
 def _same_grid(a: Geometry, b: Geometry, atol: float) -> bool:

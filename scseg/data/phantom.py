@@ -48,7 +48,8 @@ class Structure:
 
 
 # Label id = position + 1; painted in this order (later structures overwrite earlier ones).
-# Means overlap on purpose: 2/3, 4/5 and 8/9 are identical pairs told apart only by position (x < 0 = left).
+# Means overlap on purpose: 2/3, 4/5 and 8/9 are identical pairs told apart only by position (x < 0 = left);
+# the nodes overlap the spine and "tiny" the cavity in intensity.
 PHANTOM_STRUCTURES: tuple[Structure, ...] = (
     Structure("body", (0.0, 0.0, 0.0), (0.82, 0.68, 0.85), 0.35),
     Structure("right_organ", (0.34, 0.12, 0.22), (0.4, 0.35, 0.38), 0.55),
@@ -57,9 +58,9 @@ PHANTOM_STRUCTURES: tuple[Structure, ...] = (
     Structure("left_kidney", (-0.38, -0.3, -0.25), (0.15, 0.12, 0.22), 0.7),
     Structure("spine", (0.0, -0.5, 0.0), (0.1, 0.1, 0.8), 0.85),
     Structure("cavity", (0.0, 0.25, -0.5), (0.2, 0.18, 0.15), 0.2),
-    Structure("right_node", (0.15, -0.05, 0.55), (0.12, 0.12, 0.12), 0.65),
-    Structure("left_node", (-0.15, -0.05, 0.55), (0.12, 0.12, 0.12), 0.65),
-    Structure("tiny", (0.0, 0.32, 0.1), (0.085, 0.085, 0.085), 0.45),
+    Structure("right_node", (0.16, -0.05, 0.55), (0.14, 0.14, 0.14), 0.95),
+    Structure("left_node", (-0.16, -0.05, 0.55), (0.14, 0.14, 0.14), 0.95),
+    Structure("tiny", (0.0, 0.32, 0.1), (0.11, 0.11, 0.11), 0.15),
 )
 PHANTOM_CLASS_NAMES: tuple[str, ...] = ("background", *(s.name for s in PHANTOM_STRUCTURES))
 
@@ -107,7 +108,7 @@ def generate_phantom_subject(
     """One phantom subject -> (image float32 (X, Y, Z), label uint8 (X, Y, Z) ids 0..10, 4x4 RAS affine).
 
     Lengths (deform_strength, centre_jitter) are in normalised units (1 = half the volume's side);
-    intensities are on the scale of the structure means (0.2-0.85). Deterministic per seed.
+    intensities are on the scale of the structure means (0.15-0.95). Deterministic per seed.
     """
     size = (int(size[0]), int(size[1]), int(size[2]))
     if len(size) != 3 or min(size) < 8:

@@ -221,8 +221,7 @@ class PreprocessMeta:
 class PreprocessedSubject:
     """A preprocessed subject: image (M, X, Y, Z) float32 in [0, 1], label (X, Y, Z) class indices or None.
 
-    Arrays are memory-mapped when loaded from the cache (`path` is the cache entry); pickling such a
-    subject (DataLoader workers) sends only the path and re-maps the files on the other side.
+    `path` is the cache entry when the arrays are memory-mapped from the cache (see cache.CachedSubject).
     """
 
     id: str
@@ -230,20 +229,6 @@ class PreprocessedSubject:
     label: np.ndarray | None
     meta: PreprocessMeta
     path: Path | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if self.path is not None:
-            state["image"] = None
-            state["label"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.path is not None and self.image is None:
-            from scseg.data.cache import load_arrays
-
-            self.image, self.label = load_arrays(self.path)
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -255,9 +240,7 @@ def label_dtype(num_classes: int) -> np.dtype:
     raise DataError(f"label map: {num_classes} classes is more than the supported 32768")
 
 
-def resampled_shape(
-    shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
-) -> tuple[int, int, int]:
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
     """Grid size that covers the same extent at the target spacing."""
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True))  # type: ignore
 
@@ -350,9 +333,7 @@ def _geometry_dict(geometry: Any) -> dict[str, Any]:
     }
 
 
-def preprocess_subject(
-    subject: Subject, settings: PreprocessSettings, label_map: LabelMap
-) -> PreprocessedSubject:
+def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map: LabelMap) -> PreprocessedSubject:
     """Run steps 1-5 (module docstring) on one subject read by io; label may be None (prediction)."""
     image = np.asarray(subject.image)
     if image.ndim != 4:
@@ -362,9 +343,7 @@ def preprocess_subject(
     label_src = str(subject.label_path) if subject.label_path is not None else subject.id
     raw_label = None if subject.label is None else np.asarray(subject.label)
     if raw_label is not None and tuple(raw_label.shape) != canonical_shape:
-        raise DataError(
-            f"{label_src}: label shape {tuple(raw_label.shape)} differs from image shape {canonical_shape}"
-        )
+        raise DataError(f"{label_src}: label shape {tuple(raw_label.shape)} differs from image shape {canonical_shape}")
 
     # 1. resampling
     shape = canonical_shape

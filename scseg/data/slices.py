@@ -45,8 +45,7 @@ def extract_slice(
     if not 0 <= index < n:
         raise IndexError(f"slice {index} out of range for subject {subject.id} with {n} slices")
     parts = [
-        np.take(subject.image, min(max(index + off, 0), n - 1), axis=1 + axis)
-        for off in range(-context, context + 1)
+        np.take(subject.image, min(max(index + off, 0), n - 1), axis=1 + axis) for off in range(-context, context + 1)
     ]
     image = np.concatenate(parts, axis=0).astype(np.float32, copy=True)
     label = None if subject.label is None else np.array(np.take(subject.label, index, axis=axis))
@@ -123,9 +122,7 @@ class SliceDataset(Dataset):
             index += [(si, int(j)) for j in np.flatnonzero(frac >= self.min_foreground)]
             foreground += [(si, int(j)) for j in np.flatnonzero(fg > 0)]
         if not index:
-            raise DataError(
-                f"data.slices.min_foreground={self.min_foreground} leaves no training slice; lower it"
-            )
+            raise DataError(f"data.slices.min_foreground={self.min_foreground} leaves no training slice; lower it")
         self.index = index
         self.foreground = foreground
 

@@ -165,8 +165,13 @@ def restore_rng_state(state: Mapping) -> None:
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     npy = rng["numpy"]
     np.random.set_state(  # noqa: NPY002 (restores the global state captured above)
-        (npy["bit_generator"], np.asarray(npy["key"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
-         npy["cached_gaussian"])
+        (
+            npy["bit_generator"],
+            np.asarray(npy["key"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
     )
     torch.set_rng_state(rng["torch"].cpu())
     cuda_states = list(rng.get("cuda", []))
@@ -188,7 +193,7 @@ def strip_prefixes(state_dict: Mapping[str, Any]) -> OrderedDict[str, Any]:
     for key, value in state_dict.items():
         stripped = key
         while stripped.startswith(PREFIXES):
-            stripped = stripped[len(next(p for p in PREFIXES if stripped.startswith(p))):]
+            stripped = stripped[len(next(p for p in PREFIXES if stripped.startswith(p))) :]
         if stripped in out:
             raise CheckpointError(f"state dict keys {key!r} and another key both become {stripped!r} without prefixes")
         out[stripped] = value

@@ -49,20 +49,35 @@ def provenance(sweep: Sweep, keys: Sequence[str] = PROVENANCE_KEYS) -> list[str]
     return lines
 
 
-def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
-                 variant_order: Sequence[str] = DEFAULT_VARIANT_ORDER,
-                 arch_order: Sequence[str] = DEFAULT_ARCH_ORDER,
-                 default_aggregation: str = DEFAULT_AGGREGATION, ddof: int = 1, min_pairs: int = MIN_PAIRS,
-                 alternative: str = "two-sided", background_ids: Sequence[int] = (0,), digits: int = 3,
-                 figures: bool = True, dpi: int = 120) -> ReportResult:
+def build_report(
+    experiment_dir: str | Path,
+    out_dir: str | Path | None = None,
+    variant_order: Sequence[str] = DEFAULT_VARIANT_ORDER,
+    arch_order: Sequence[str] = DEFAULT_ARCH_ORDER,
+    default_aggregation: str = DEFAULT_AGGREGATION,
+    ddof: int = 1,
+    min_pairs: int = MIN_PAIRS,
+    alternative: str = "two-sided",
+    background_ids: Sequence[int] = (0,),
+    digits: int = 3,
+    figures: bool = True,
+    dpi: int = 120,
+) -> ReportResult:
     """Read ``experiment_dir`` and write comparison.md, comparison.csv and PNGs into ``out_dir`` (default: it).
 
     Raises ``SweepError`` when the folder does not exist or holds no runs.
     """
     experiment_dir = Path(experiment_dir)
     sweep = load_sweep(experiment_dir, default_aggregation=default_aggregation)
-    tables = build_tables(sweep, variant_order=variant_order, arch_order=arch_order, ddof=ddof,
-                          min_pairs=min_pairs, alternative=alternative, background_ids=background_ids)
+    tables = build_tables(
+        sweep,
+        variant_order=variant_order,
+        arch_order=arch_order,
+        ddof=ddof,
+        min_pairs=min_pairs,
+        alternative=alternative,
+        background_ids=background_ids,
+    )
     out = Path(out_dir) if out_dir is not None else experiment_dir
     out.mkdir(parents=True, exist_ok=True)
     if figures:
@@ -77,8 +92,15 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None,
     messages = [f"Figures skipped: {note}"] if note else []
     if tables.problems:
         messages.append(f"{len(tables.problems)} run(s) not used or used with a caveat: see {md_path}")
-    return ReportResult(markdown=md_path, csv=csv_path, figures=written, figures_note=note,
-                        main_table=main_table_markdown(tables, digits), tables=tables, messages=messages)
+    return ReportResult(
+        markdown=md_path,
+        csv=csv_path,
+        figures=written,
+        figures_note=note,
+        main_table=main_table_markdown(tables, digits),
+        tables=tables,
+        messages=messages,
+    )
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -23,9 +23,15 @@ def _load_matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def plot_structure_bars(tables: ComparisonTables, arch: str, path: str | Path, dpi: int = 120,
-                        bar_group_width: float = 0.8, inch_per_structure: float = 0.6,
-                        height_in: float = 4.5) -> Path:
+def plot_structure_bars(
+    tables: ComparisonTables,
+    arch: str,
+    path: str | Path,
+    dpi: int = 120,
+    bar_group_width: float = 0.8,
+    inch_per_structure: float = 0.6,
+    height_in: float = 4.5,
+) -> Path:
     """Write one architecture's per-structure Dice bar chart (error bars: std over subjects) to ``path``."""
     figure_cls, canvas_cls = _load_matplotlib()
     structures = tables.structures.get(arch, [])
@@ -57,8 +63,9 @@ def plot_structure_bars(tables: ComparisonTables, arch: str, path: str | Path, d
     return path
 
 
-def write_figures(tables: ComparisonTables, out_dir: str | Path,
-                  archs: Sequence[str] | None = None, dpi: int = 120) -> tuple[dict[str, Path], str | None]:
+def write_figures(
+    tables: ComparisonTables, out_dir: str | Path, archs: Sequence[str] | None = None, dpi: int = 120
+) -> tuple[dict[str, Path], str | None]:
     """One PNG per architecture with per-structure rows; returns ({arch: path}, reason figures were skipped)."""
     try:
         _load_matplotlib()

@@ -132,8 +132,9 @@ def parse_run_name(name: str, default_aggregation: str = DEFAULT_AGGREGATION) ->
 
 
 def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and (RUN_NAME.match(path.name) is not None or any(
-        (path / marker).exists() for marker in RUN_MARKERS))
+    return path.is_dir() and (
+        RUN_NAME.match(path.name) is not None or any((path / marker).exists() for marker in RUN_MARKERS)
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -156,16 +157,19 @@ def read_per_case(path: Path) -> list[CaseDice]:
         reader = csv.DictReader(fh)
         missing = [c for c in PER_CASE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected at least "
-                             f"{', '.join(PER_CASE_COLUMNS)}")
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected at least {', '.join(PER_CASE_COLUMNS)}"
+            )
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
-                rows.append(CaseDice(str(row["subject"]), int(row["class_id"]), str(row["class_name"]),
-                                     _as_float(row["dice"])))
+                rows.append(
+                    CaseDice(str(row["subject"]), int(row["class_id"]), str(row["class_name"]), _as_float(row["dice"]))
+                )
             except (TypeError, ValueError) as err:
-                raise ValueError(f"{path}, line {line}: expected integer class_id and numeric or empty dice "
-                                 f"({err})") from err
+                raise ValueError(
+                    f"{path}, line {line}: expected integer class_id and numeric or empty dice ({err})"
+                ) from err
     return rows
 
 
@@ -185,9 +189,15 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
         seed = int(summary["seed"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: expected an integer seed and numeric Dice values ({err})") from err
-    return Run(path=path, arch=str(summary["arch"]), variant=make_variant(se, summary.get("aggregation"),
-                                                                          default_aggregation),
-               seed=seed, fg_dice_per_subject=dice, per_case=None, summary=summary)
+    return Run(
+        path=path,
+        arch=str(summary["arch"]),
+        variant=make_variant(se, summary.get("aggregation"), default_aggregation),
+        seed=seed,
+        fg_dice_per_subject=dice,
+        per_case=None,
+        summary=summary,
+    )
 
 
 def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Problem]]:
@@ -248,8 +258,16 @@ def _dedupe(runs: Sequence[Run]) -> tuple[list[Run], list[Problem]]:
         group.sort(key=lambda r: ((r.path / "summary.json").stat().st_mtime, r.path.name))
         kept.append(group[-1])
         for old in group[:-1]:
-            problems.append(Problem(old.path.name, f"superseded: same arch/variant/seed as {group[-1].path.name}"
-                                    " (newer summary.json), not used", old.arch, old.variant, old.seed, "done"))
+            problems.append(
+                Problem(
+                    old.path.name,
+                    f"superseded: same arch/variant/seed as {group[-1].path.name} (newer summary.json), not used",
+                    old.arch,
+                    old.variant,
+                    old.seed,
+                    "done",
+                )
+            )
     return kept, problems
 
 
@@ -264,8 +282,16 @@ def missing_cells(runs: Iterable[Run], problems: Iterable[Problem]) -> list[Prob
     for arch, variant in sorted(cells):
         for seed in sorted(seeds):
             if (arch, variant, seed) not in present:
-                out.append(Problem(f"{arch}-{variant.key}-seed{seed}", "missing: no run folder for this grid cell",
-                                   arch, variant, seed, "missing"))
+                out.append(
+                    Problem(
+                        f"{arch}-{variant.key}-seed{seed}",
+                        "missing: no run folder for this grid cell",
+                        arch,
+                        variant,
+                        seed,
+                        "missing",
+                    )
+                )
     return out
 
 
@@ -278,8 +304,10 @@ def load_sweep(root: str | Path, default_aggregation: str = DEFAULT_AGGREGATION)
     if not folders:
         nested = sorted(p.name for p in root.iterdir() if p.is_dir() and any(_is_run_folder(q) for q in p.iterdir()))
         hint = f"; did you mean one of its experiments: {', '.join(nested)}?" if nested else ""
-        raise SweepError(f"{root} holds no run folders (expected <arch>-<se>[-<agg>]-seed<k>-<hash8>/ "
-                         f"with status.json or summary.json){hint}")
+        raise SweepError(
+            f"{root} holds no run folders (expected <arch>-<se>[-<agg>]-seed<k>-<hash8>/ "
+            f"with status.json or summary.json){hint}"
+        )
     loaded, problems = [], []
     for folder in folders:
         run, notes = _load_one(folder, default_aggregation)

@@ -63,17 +63,23 @@ def summarise(values: Iterable[float], ddof: int = 1) -> Summary:
     return Summary(float(np.mean(arr)), std, int(arr.size))
 
 
-def paired_values(variant: Mapping[str, float], baseline: Mapping[str, float]) -> tuple[list[str], np.ndarray,
-                                                                                          np.ndarray]:
+def paired_values(
+    variant: Mapping[str, float], baseline: Mapping[str, float]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Subjects with a finite value in both mappings (sorted), and the two aligned value vectors."""
-    subjects = sorted(s for s in set(variant) & set(baseline)
-                      if not (math.isnan(variant[s]) or math.isnan(baseline[s])))
-    return (subjects, np.asarray([variant[s] for s in subjects], dtype=float),
-            np.asarray([baseline[s] for s in subjects], dtype=float))
+    subjects = sorted(
+        s for s in set(variant) & set(baseline) if not (math.isnan(variant[s]) or math.isnan(baseline[s]))
+    )
+    return (
+        subjects,
+        np.asarray([variant[s] for s in subjects], dtype=float),
+        np.asarray([baseline[s] for s in subjects], dtype=float),
+    )
 
 
-def wilcoxon_p(x: np.ndarray, y: np.ndarray, min_pairs: int = MIN_PAIRS,
-               alternative: str = "two-sided") -> tuple[float | None, str]:
+def wilcoxon_p(
+    x: np.ndarray, y: np.ndarray, min_pairs: int = MIN_PAIRS, alternative: str = "two-sided"
+) -> tuple[float | None, str]:
     """Paired Wilcoxon signed-rank p-value of x vs y, or (None, why) when there is none to give."""
     if len(x) < min_pairs:
         return None, f"n too small ({len(x)} < {min_pairs} pairs)"
@@ -95,8 +101,13 @@ def wilcoxon_p(x: np.ndarray, y: np.ndarray, min_pairs: int = MIN_PAIRS,
     return p, ""
 
 
-def paired_comparison(variant: Mapping[str, float], baseline: Mapping[str, float], min_pairs: int = MIN_PAIRS,
-                      alternative: str = "two-sided", ddof: int = 1) -> PairedComparison:
+def paired_comparison(
+    variant: Mapping[str, float],
+    baseline: Mapping[str, float],
+    min_pairs: int = MIN_PAIRS,
+    alternative: str = "two-sided",
+    ddof: int = 1,
+) -> PairedComparison:
     """Mean (and std) of the per-subject differences variant - baseline, with the Wilcoxon p-value."""
     _, x, y = paired_values(variant, baseline)
     if len(x) == 0:

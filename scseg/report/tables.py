@@ -17,15 +17,34 @@ from scseg.report.runs import SE_NAMES, Problem, Sweep, Variant
 from scseg.report.stats import MIN_PAIRS, PairedComparison, Summary, paired_comparison, seed_average, summarise
 
 DEFAULT_VARIANT_ORDER: tuple[str, ...] = ("none", "cse", "sse", "scse")
-DEFAULT_ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet", "fcdensenet56", "fcdensenet67",
-                                       "fcdensenet103")
-ARCH_LABELS: dict[str, str] = {"unet": "U-Net", "sdnet": "SD-Net", "fcdensenet": "FC-DenseNet",
-                               "fcdensenet56": "FC-DenseNet56", "fcdensenet67": "FC-DenseNet67",
-                               "fcdensenet103": "FC-DenseNet103", "quicknat": "QuickNAT"}
+DEFAULT_ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet", "fcdensenet56", "fcdensenet67", "fcdensenet103")
+ARCH_LABELS: dict[str, str] = {
+    "unet": "U-Net",
+    "sdnet": "SD-Net",
+    "fcdensenet": "FC-DenseNet",
+    "fcdensenet56": "FC-DenseNet56",
+    "fcdensenet67": "FC-DenseNet67",
+    "fcdensenet103": "FC-DenseNet103",
+    "quicknat": "QuickNAT",
+}
 BASELINE = Variant("none", None)
-CSV_COLUMNS: tuple[str, ...] = ("table", "arch", "variant", "variant_label", "structure", "class_id", "mean",
-                                "std", "n_subjects", "n_seeds", "diff_vs_none", "diff_std", "n_pairs", "p_value",
-                                "p_note")
+CSV_COLUMNS: tuple[str, ...] = (
+    "table",
+    "arch",
+    "variant",
+    "variant_label",
+    "structure",
+    "class_id",
+    "mean",
+    "std",
+    "n_subjects",
+    "n_seeds",
+    "diff_vs_none",
+    "diff_std",
+    "n_pairs",
+    "p_value",
+    "p_note",
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +94,10 @@ def parse_variant_order(text: str) -> list[str]:
     for token in tokens:
         se, _, aggregation = token.partition("-")
         if se not in SE_NAMES or (aggregation and se != "scse"):
-            raise ValueError(f"--variant-order: unknown variant {token!r}; expected one of "
-                             f"{', '.join(SE_NAMES)} or scse-<aggregation> (e.g. scse-max)")
+            raise ValueError(
+                f"--variant-order: unknown variant {token!r}; expected one of "
+                f"{', '.join(SE_NAMES)} or scse-<aggregation> (e.g. scse-max)"
+            )
     return tokens
 
 
@@ -117,9 +138,15 @@ def _structure_values(runs, background_ids: Sequence[int]) -> tuple[list[Structu
     return ordered, per_name
 
 
-def build_tables(sweep: Sweep, variant_order: Sequence[str] = DEFAULT_VARIANT_ORDER,
-                 arch_order: Sequence[str] = DEFAULT_ARCH_ORDER, ddof: int = 1, min_pairs: int = MIN_PAIRS,
-                 alternative: str = "two-sided", background_ids: Sequence[int] = (0,)) -> ComparisonTables:
+def build_tables(
+    sweep: Sweep,
+    variant_order: Sequence[str] = DEFAULT_VARIANT_ORDER,
+    arch_order: Sequence[str] = DEFAULT_ARCH_ORDER,
+    ddof: int = 1,
+    min_pairs: int = MIN_PAIRS,
+    alternative: str = "two-sided",
+    background_ids: Sequence[int] = (0,),
+) -> ComparisonTables:
     """Compute every table of the report from a sweep (seed-average per subject first, then summarise)."""
     archs = order_archs(sweep.archs, arch_order)
     variants = order_variants(sweep.variants, variant_order, sweep.default_aggregation)
@@ -141,16 +168,27 @@ def build_tables(sweep: Sweep, variant_order: Sequence[str] = DEFAULT_VARIANT_OR
                 arch_structures.setdefault(structure.class_id, structure)
                 values = per_name.get(structure.name, [])
                 per_structure[arch, variant, structure.name] = Cell(
-                    summarise(seed_average(values).values(), ddof=ddof), len(values))
+                    summarise(seed_average(values).values(), ddof=ddof), len(values)
+                )
         structures[arch] = [arch_structures[k] for k in sorted(arch_structures)]
     diffs = {}
     for (arch, variant), values in subject_means.items():
         if variant != BASELINE and (arch, BASELINE) in subject_means:
-            diffs[arch, variant] = paired_comparison(values, subject_means[arch, BASELINE], min_pairs=min_pairs,
-                                                     alternative=alternative, ddof=ddof)
-    return ComparisonTables(archs=archs, variants=variants, overall=overall, diffs=diffs, structures=structures,
-                            per_structure=per_structure, problems=list(sweep.problems),
-                            default_aggregation=sweep.default_aggregation, ddof=ddof, min_pairs=min_pairs)
+            diffs[arch, variant] = paired_comparison(
+                values, subject_means[arch, BASELINE], min_pairs=min_pairs, alternative=alternative, ddof=ddof
+            )
+    return ComparisonTables(
+        archs=archs,
+        variants=variants,
+        overall=overall,
+        diffs=diffs,
+        structures=structures,
+        per_structure=per_structure,
+        problems=list(sweep.problems),
+        default_aggregation=sweep.default_aggregation,
+        ddof=ddof,
+        min_pairs=min_pairs,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -188,8 +226,10 @@ def main_table_markdown(tables: ComparisonTables, digits: int = 3) -> str:
     """The paper's table: rows = architectures, columns = variants, mean ± std of subject-level fg Dice."""
     uniform, note = _counts_note(list(tables.overall.values()))
     header = ["Architecture"] + [tables.variant_label(v) for v in tables.variants]
-    rows = [[arch_label(a)] + [_cell_text(tables.overall.get((a, v)), digits, not uniform)
-                               for v in tables.variants] for a in tables.archs]
+    rows = [
+        [arch_label(a)] + [_cell_text(tables.overall.get((a, v)), digits, not uniform) for v in tables.variants]
+        for a in tables.archs
+    ]
     return f"{_md_table(header, rows)}\n\n{note}"
 
 
@@ -206,9 +246,15 @@ def diff_table_markdown(tables: ComparisonTables, digits: int = 3) -> str:
                 rows.append([arch_label(arch), tables.variant_label(variant), "no `none` baseline", "0", "—"])
                 continue
             p = f"{diff.p_value:.4g}" if diff.p_value is not None else diff.note
-            rows.append([arch_label(arch), tables.variant_label(variant),
-                         f"{_fmt(diff.mean_diff, digits, True)} ± {_fmt(diff.std_diff, digits)}",
-                         str(diff.n_pairs), p])
+            rows.append(
+                [
+                    arch_label(arch),
+                    tables.variant_label(variant),
+                    f"{_fmt(diff.mean_diff, digits, True)} ± {_fmt(diff.std_diff, digits)}",
+                    str(diff.n_pairs),
+                    p,
+                ]
+            )
     return _md_table(header, rows) if rows else "No variant to compare with `none`."
 
 
@@ -218,12 +264,18 @@ def structure_table_markdown(tables: ComparisonTables, arch: str, digits: int = 
     if not structures:
         return "No per_case.csv rows for this architecture."
     variants = [v for v in tables.variants if (arch, v) in tables.overall]
-    cells = [tables.per_structure[arch, v, s.name] for v in variants for s in structures
-             if (arch, v, s.name) in tables.per_structure]
+    cells = [
+        tables.per_structure[arch, v, s.name]
+        for v in variants
+        for s in structures
+        if (arch, v, s.name) in tables.per_structure
+    ]
     uniform, note = _counts_note(cells)
     header = ["Structure"] + [tables.variant_label(v) for v in variants]
-    rows = [[s.name] + [_cell_text(tables.per_structure.get((arch, v, s.name)), digits, not uniform)
-                        for v in variants] for s in structures]
+    rows = [
+        [s.name] + [_cell_text(tables.per_structure.get((arch, v, s.name)), digits, not uniform) for v in variants]
+        for s in structures
+    ]
     return f"{_md_table(header, rows)}\n\n{note}"
 
 
@@ -232,24 +284,51 @@ def problems_markdown(problems: Sequence[Problem]) -> str:
     if not problems:
         return "None: every expected run finished and was used."
     header = ["Run", "Architecture", "Variant", "Seed", "State", "Reason"]
-    rows = [[f"`{p.name}`", p.arch or "?", p.variant.key if p.variant else "?",
-             "?" if p.seed is None else str(p.seed), p.state, p.reason.replace("|", "\\|").replace("\n", " ")]
-            for p in sorted(problems, key=lambda p: (p.state, p.name))]
+    rows = [
+        [
+            f"`{p.name}`",
+            p.arch or "?",
+            p.variant.key if p.variant else "?",
+            "?" if p.seed is None else str(p.seed),
+            p.state,
+            p.reason.replace("|", "\\|").replace("\n", " "),
+        ]
+        for p in sorted(problems, key=lambda p: (p.state, p.name))
+    ]
     return _md_table(header, rows)
 
 
-def render_markdown(tables: ComparisonTables, title: str, figures: dict[str, str], figures_note: str | None,
-                    provenance: Sequence[str] = (), digits: int = 3) -> str:
+def render_markdown(
+    tables: ComparisonTables,
+    title: str,
+    figures: dict[str, str],
+    figures_note: str | None,
+    provenance: Sequence[str] = (),
+    digits: int = 3,
+) -> str:
     """The whole ``comparison.md``: tables, figure links (paths relative to the report) and problem runs."""
-    parts = [f"# {title}", "",
-             "Cells: mean ± std over test subjects of the subject-level foreground Dice; each subject's value is "
-             f"first averaged over seeds (std ddof={tables.ddof}).", "",
-             "## Main table", "", main_table_markdown(tables, digits), "",
-             "## Difference to `none` (paired per subject)", "",
-             f"Wilcoxon signed-rank test on the seed-averaged per-subject values; fewer than {tables.min_pairs} "
-             "pairs give no p-value.", "", diff_table_markdown(tables, digits), "",
-             "## Per-structure Dice", "",
-             "Per subject averaged over seeds, then mean ± std over subjects (NaN ignored).", ""]
+    parts = [
+        f"# {title}",
+        "",
+        "Cells: mean ± std over test subjects of the subject-level foreground Dice; each subject's value is "
+        f"first averaged over seeds (std ddof={tables.ddof}).",
+        "",
+        "## Main table",
+        "",
+        main_table_markdown(tables, digits),
+        "",
+        "## Difference to `none` (paired per subject)",
+        "",
+        f"Wilcoxon signed-rank test on the seed-averaged per-subject values; fewer than {tables.min_pairs} "
+        "pairs give no p-value.",
+        "",
+        diff_table_markdown(tables, digits),
+        "",
+        "## Per-structure Dice",
+        "",
+        "Per subject averaged over seeds, then mean ± std over subjects (NaN ignored).",
+        "",
+    ]
     for arch in tables.archs:
         parts += [f"### {arch_label(arch)}", "", structure_table_markdown(tables, arch, digits), ""]
         if arch in figures:
@@ -279,23 +358,41 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
                 if cell is None:
                     continue
                 diff = tables.diffs.get((arch, variant))
-                writer.writerow({
-                    "table": "overall", "arch": arch, "variant": variant.key,
-                    "variant_label": tables.variant_label(variant), "structure": "", "class_id": "",
-                    "mean": _csv_float(cell.summary.mean), "std": _csv_float(cell.summary.std),
-                    "n_subjects": cell.summary.n, "n_seeds": cell.n_seeds,
-                    "diff_vs_none": _csv_float(diff.mean_diff) if diff else "",
-                    "diff_std": _csv_float(diff.std_diff) if diff else "",
-                    "n_pairs": diff.n_pairs if diff else "",
-                    "p_value": _csv_float(diff.p_value) if diff else "", "p_note": diff.note if diff else ""})
+                writer.writerow(
+                    {
+                        "table": "overall",
+                        "arch": arch,
+                        "variant": variant.key,
+                        "variant_label": tables.variant_label(variant),
+                        "structure": "",
+                        "class_id": "",
+                        "mean": _csv_float(cell.summary.mean),
+                        "std": _csv_float(cell.summary.std),
+                        "n_subjects": cell.summary.n,
+                        "n_seeds": cell.n_seeds,
+                        "diff_vs_none": _csv_float(diff.mean_diff) if diff else "",
+                        "diff_std": _csv_float(diff.std_diff) if diff else "",
+                        "n_pairs": diff.n_pairs if diff else "",
+                        "p_value": _csv_float(diff.p_value) if diff else "",
+                        "p_note": diff.note if diff else "",
+                    }
+                )
             for structure in tables.structures.get(arch, []):
                 for variant in tables.variants:
                     cell = tables.per_structure.get((arch, variant, structure.name))
                     if cell is None:
                         continue
-                    writer.writerow({
-                        "table": "structure", "arch": arch, "variant": variant.key,
-                        "variant_label": tables.variant_label(variant), "structure": structure.name,
-                        "class_id": structure.class_id, "mean": _csv_float(cell.summary.mean),
-                        "std": _csv_float(cell.summary.std), "n_subjects": cell.summary.n,
-                        "n_seeds": cell.n_seeds})
+                    writer.writerow(
+                        {
+                            "table": "structure",
+                            "arch": arch,
+                            "variant": variant.key,
+                            "variant_label": tables.variant_label(variant),
+                            "structure": structure.name,
+                            "class_id": structure.class_id,
+                            "mean": _csv_float(cell.summary.mean),
+                            "std": _csv_float(cell.summary.std),
+                            "n_subjects": cell.summary.n,
+                            "n_seeds": cell.n_seeds,
+                        }
+                    )

@@ -39,9 +39,18 @@ def _state(model: nn.Module | None = None, epoch: int = 1, **overrides) -> dict:
     scheduler.step()
     scaler = torch.amp.GradScaler("cpu", enabled=True)
     kwargs = dict(
-        model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch, step=10 * epoch,
-        best_metric=np.float64(0.5), history={"val_dice": [np.float32(0.25), 0.5], "epoch": [1, 2]},
-        config_yaml="model:\n  arch: tiny\n", arch="tiny", num_classes=2, extra={"note": np.int64(3)},
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        epoch=epoch,
+        step=10 * epoch,
+        best_metric=np.float64(0.5),
+        history={"val_dice": [np.float32(0.25), 0.5], "epoch": [1, 2]},
+        config_yaml="model:\n  arch: tiny\n",
+        arch="tiny",
+        num_classes=2,
+        extra={"note": np.int64(3)},
     )
     kwargs.update(overrides)
     return build_checkpoint_state(**kwargs)

@@ -52,8 +52,12 @@ def test_hash_ignores_key_order_and_excluded_keys_but_not_the_rest():
     assert len(base) == 64 and short_hash(base) == base[:8]
     reordered = dict(reversed(list(_cfg().items())))
     assert config_hash(reordered) == base
-    for change in ({"paths__data_root": "/elsewhere"}, {"resume": "never"}, {"data__loader__num_workers": 0},
-                   {"trainer__progress_bar": False}):
+    for change in (
+        {"paths__data_root": "/elsewhere"},
+        {"resume": "never"},
+        {"data__loader__num_workers": 0},
+        {"trainer__progress_bar": False},
+    ):
         assert config_hash(_cfg(**change)) == base, change
     for change in ({"seed": 2}, {"model__aggregation": "max"}, {"data__loader__batch_size": 4}):
         assert config_hash(_cfg(**change)) != base, change
@@ -64,14 +68,20 @@ def test_hash_ignores_key_order_and_excluded_keys_but_not_the_rest():
 
 def test_dictconfig_interpolations_resolve_except_machine_specific_ones():
     def make(data_root: str, epochs: int):
-        return OmegaConf.create({
-            **_cfg(),
-            "paths": {"data_root": data_root},
-            "base_epochs": epochs,
-            "trainer": {"epochs": "${base_epochs}", "progress_bar": True},
-            "data": {"name": "malc", "root": "${paths.data_root}/malc", "home": "${oc.env:HOME}",
-                     "loader": {"num_workers": 4, "batch_size": 8}},
-        })
+        return OmegaConf.create(
+            {
+                **_cfg(),
+                "paths": {"data_root": data_root},
+                "base_epochs": epochs,
+                "trainer": {"epochs": "${base_epochs}", "progress_bar": True},
+                "data": {
+                    "name": "malc",
+                    "root": "${paths.data_root}/malc",
+                    "home": "${oc.env:HOME}",
+                    "loader": {"num_workers": 4, "batch_size": 8},
+                },
+            }
+        )
 
     base = config_hash(make("/data", 10))
     assert config_hash(make("/other/machine", 10)) == base  # data.root hashed as its text
@@ -131,8 +141,12 @@ def test_lock_held_by_another_process(tmp_path):
         "sys.stdin.read()\n"
     )
     tmp_path.joinpath("run").mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "run" / ".lock")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(tmp_path / "run" / ".lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match="locked by another process"):

@@ -23,18 +23,43 @@ def run_name(arch: str, se: str, aggregation: str | None, seed: int) -> str:
     return f"{arch}-{middle}-seed{seed}-{zlib.crc32(f'{arch}{middle}{seed}'.encode()):08x}"
 
 
-def write_run(root: Path, arch: str, se: str, aggregation: str | None, seed: int, fg: dict[str, float],
-              per_case: dict[tuple[str, int], float], state: str = "done") -> Path:
+def write_run(
+    root: Path,
+    arch: str,
+    se: str,
+    aggregation: str | None,
+    seed: int,
+    fg: dict[str, float],
+    per_case: dict[tuple[str, int], float],
+    state: str = "done",
+) -> Path:
     """A finished run folder: status.json, summary.json and per_case.csv (background rows included)."""
     folder = root / run_name(arch, se, aggregation, seed)
     folder.mkdir(parents=True)
     (folder / "status.json").write_text(json.dumps({"state": state, "config_hash": "abc"}))
     values = [v for v in fg.values() if not math.isnan(v)]
-    summary = {"split": "test", "subjects": sorted(fg), "per_class": {}, "fg_dice_per_subject": fg,
-               "fg_mean": float(np.mean(values)), "fg_std": float(np.std(values)), "averaging": "per subject",
-               "arch": arch, "se": se, "aggregation": aggregation, "seed": seed, "config_hash": "abc",
-               "n_params": 1000, "checkpoint": "best.pt", "scseg_version": "0.1.0", "git_commit": "deadbeef",
-               "torch_version": "2.x", "device": "cpu", "threads": 1, "wall_time_s": 1.0}
+    summary = {
+        "split": "test",
+        "subjects": sorted(fg),
+        "per_class": {},
+        "fg_dice_per_subject": fg,
+        "fg_mean": float(np.mean(values)),
+        "fg_std": float(np.std(values)),
+        "averaging": "per subject",
+        "arch": arch,
+        "se": se,
+        "aggregation": aggregation,
+        "seed": seed,
+        "config_hash": "abc",
+        "n_params": 1000,
+        "checkpoint": "best.pt",
+        "scseg_version": "0.1.0",
+        "git_commit": "deadbeef",
+        "torch_version": "2.x",
+        "device": "cpu",
+        "threads": 1,
+        "wall_time_s": 1.0,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     with (folder / "per_case.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)

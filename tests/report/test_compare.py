@@ -18,6 +18,7 @@ from scseg.report.tables import build_tables
 
 N_STRUCTURES = 3  # the synthetic sweep's foreground structures
 
+
 def _subject_means(truth: dict, arch: str, se: str, aggregation: str | None) -> dict[str, float]:
     """Hand computation: each subject's fg Dice averaged over the seeds of one cell."""
     per_seed = [fg for (a, s, g, _), (fg, _) in truth.items() if (a, s, g) == (arch, se, aggregation)]
@@ -90,8 +91,11 @@ def test_failed_running_and_missing_runs_are_listed(make_sweep, run_folder_name,
     root, _ = make_sweep(skip={("sdnet", "cse", None, 1), ("unet", "sse", None, 1), ("unet", "none", None, 0)})
     failed = root / run_folder_name("sdnet", "cse", None, 1)
     failed.mkdir()
-    (failed / "status.json").write_text(json.dumps(
-        {"state": "failed", "config_hash": "x", "traceback": "Traceback...\nRuntimeError: CUDA out of memory"}))
+    (failed / "status.json").write_text(
+        json.dumps(
+            {"state": "failed", "config_hash": "x", "traceback": "Traceback...\nRuntimeError: CUDA out of memory"}
+        )
+    )
     running = root / run_folder_name("unet", "none", None, 0)
     running.mkdir()
     (running / "status.json").write_text(json.dumps({"state": "running", "config_hash": "x"}))
@@ -125,8 +129,12 @@ def test_csv_parses_with_overall_and_structure_rows(make_sweep):
     (gamma,) = [r for r in structure_rows if (r["arch"], r["variant"], r["structure"]) == ("unet", "cse", "gamma")]
     per_seed = [pc for (a, s, _, _), (_, pc) in truth.items() if (a, s) == ("unet", "cse")]
     subjects = sorted({subj for subj, _ in per_seed[0]})
-    by_subject = [np.nanmean([pc[subj, 3] for pc in per_seed]) if not all(
-        math.isnan(pc[subj, 3]) for pc in per_seed) else math.nan for subj in subjects]
+    by_subject = [
+        np.nanmean([pc[subj, 3] for pc in per_seed])
+        if not all(math.isnan(pc[subj, 3]) for pc in per_seed)
+        else math.nan
+        for subj in subjects
+    ]
     assert float(gamma["mean"]) == pytest.approx(np.nanmean(by_subject), abs=1e-12)
     assert gamma["n_subjects"] == "7"  # sub00 is NaN in every seed
     md = (out / "comparison.md").read_text()

@@ -14,8 +14,7 @@ from scseg.report.tables import order_variants, parse_variant_order
 
 
 def test_seed_average_ignores_nan_and_uses_seeds_that_have_the_subject():
-    averaged = seed_average([{"a": 0.5, "b": math.nan, "c": math.nan}, {"a": 0.7, "b": 0.4, "c": math.nan},
-                             {"d": 0.9}])
+    averaged = seed_average([{"a": 0.5, "b": math.nan, "c": math.nan}, {"a": 0.7, "b": 0.4, "c": math.nan}, {"d": 0.9}])
     assert averaged["a"] == pytest.approx(0.6)
     assert averaged["b"] == pytest.approx(0.4)
     assert math.isnan(averaged["c"])
@@ -77,15 +76,18 @@ def test_no_paired_subjects():
     assert result.n_pairs == 0 and result.p_value is None and math.isnan(result.mean_diff)
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("unet-scse-add-seed0-1a2b3c4d", ("unet", Variant("scse", "add"), 0)),
-    ("fcdensenet103-scse-max-seed12-deadbeef", ("fcdensenet103", Variant("scse", "max"), 12)),
-    ("sdnet-cse-seed3-00ff00ff", ("sdnet", Variant("cse", None), 3)),
-    ("unet-scse-seed1-00ff00ff", ("unet", Variant("scse", "add"), 1)),  # scSE without aggregation: default
-    ("unet-cse-max-seed1-00ff00ff", None),  # aggregation only for scSE
-    ("unet-bogus-seed1-00ff00ff", None),
-    ("figures", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("unet-scse-add-seed0-1a2b3c4d", ("unet", Variant("scse", "add"), 0)),
+        ("fcdensenet103-scse-max-seed12-deadbeef", ("fcdensenet103", Variant("scse", "max"), 12)),
+        ("sdnet-cse-seed3-00ff00ff", ("sdnet", Variant("cse", None), 3)),
+        ("unet-scse-seed1-00ff00ff", ("unet", Variant("scse", "add"), 1)),  # scSE without aggregation: default
+        ("unet-cse-max-seed1-00ff00ff", None),  # aggregation only for scSE
+        ("unet-bogus-seed1-00ff00ff", None),
+        ("figures", None),
+    ],
+)
 def test_parse_run_name(name, expected):
     assert parse_run_name(name) == expected
 
