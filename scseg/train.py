@@ -40,7 +40,14 @@ def main(cfg: DictConfig) -> float | None:
             run_dir=str(result.run_dir),
             fg_mean=None if result.summary is None else result.summary.get("fg_mean"),
         )
-    except (ConfigError, DataError, RunLockedError) as exc:
+    except RunLockedError as exc:
+        if not multirun:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        # Another job of this sweep trains the same run (e.g. an aggregation swept over cSE): not a failure.
+        record.update(state="skipped", error=str(exc))
+        print(f"skipping: {exc}", file=sys.stderr)
+    except (ConfigError, DataError) as exc:
         # Bad input: one line naming the file or setting, no traceback.
         record.update(state="failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)

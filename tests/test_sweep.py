@@ -74,3 +74,21 @@ def test_tiny_sweep_compare_failure_and_resume(tmp_path):
         ("sdnet", "none"),
         ("sdnet", "scse-add"),
     }
+
+
+def test_aggregation_sweep_over_non_scse_variants_trains_each_once(tmp_path):
+    runs = tmp_path / "runs"
+    args = [
+        *TINY_DATA,
+        *TINY_TRAINER,
+        *TINY_MODELS["unet"],
+        f"paths.runs_dir={runs}",
+        "experiment_name=agg",
+        "trainer.max_epochs=1",
+        "se=none,sse",
+        "se.aggregation=add,max",
+    ]
+    proc = _train(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "2 done, 2 skipped, 0 failed" in proc.stdout
+    assert len([p for p in (runs / "agg").iterdir() if not p.name.startswith(".")]) == 2

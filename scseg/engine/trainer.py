@@ -248,7 +248,12 @@ class Trainer:
             record["epoch_time_s"] = time.perf_counter() - started
             self.state.history.append(record)
             self.logger.scalars(
-                {"train/epoch_time_s": record["epoch_time_s"], "train/slices_per_s": slices_per_s}, self.state.step
+                {
+                    "train/epoch_loss": train_loss,
+                    "train/epoch_time_s": record["epoch_time_s"],
+                    "train/slices_per_s": slices_per_s,
+                },
+                self.state.step,
             )
             self.save(best=improved or not self.dm.subjects("val"))
             self._print_epoch(record, max_epochs)

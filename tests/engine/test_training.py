@@ -172,3 +172,63 @@ def test_evaluate_and_predict_faces(tiny_config, tmp_path, capsys):
         assert predicted.shape == source.shape
         np.testing.assert_allclose(predicted.affine, source.affine)
         assert np.issubdtype(predicted.get_data_dtype(), np.integer)
+
+
+def test_tensorboard_scalars_images_and_hparams(tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_training(tiny_config("unet", "logger.log_every_n_steps=1"))
+    events = EventAccumulator(str(result.run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    class_names = json.loads((result.run_dir / "summary.json").read_text())["per_class"]
+    expected = {
+        "train/loss",
+        "train/lr",
+        "train/epoch_loss",
+        "train/epoch_time_s",
+        "train/slices_per_s",
+        "val/dice_mean",
+        "hparam/test_fg_dice",
+    } | {f"val/dice/{name}" for name in class_names if name != "background"}
+    assert expected <= scalars, expected - scalars
+    assert "val/overlay" in events.Tags()["images"]
+    image = events.Images("val/overlay")[-1]
+    assert image.width == 3 * 32 and image.height >= 32  # input | reference | prediction, one row per slice
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    hparams = [
+        plugin_data_pb2.HParamsPluginData.FromString(content)
+        for content in events.PluginTagToContent("hparams").values()
+    ]
+    session = next(h.session_start_info for h in hparams if h.HasField("session_start_info"))
+    assert session.hparams["arch"].string_value == "unet"
+
+
+def test_early_stopping_with_patience(tiny_config):
+    # With lr = 0 the validation Dice never improves after the first validation: stop after patience (1) more.
+    cfg = tiny_config(
+        "unet", "optimizer.lr=0", "trainer.max_epochs=6", "trainer.val_every=1", "trainer.early_stopping_patience=1"
+    )
+    result = run_training(cfg)
+    history = ckpt.load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["history"]
+    assert len(history) == 2 and result.state == "done"
+
+
+@pytest.mark.parametrize("scheduler", ["step", "cosine", "poly", "plateau", "none"])
+def test_schedulers_and_clipping_run(tiny_config, scheduler):
+    cfg = tiny_config(
+        "unet",
+        f"scheduler={scheduler}",
+        "trainer.max_epochs=3",
+        "trainer.grad_clip_norm=0.5",
+        "optimizer=sgd",
+        "optimizer.lr=0.01",
+    )
+    result = run_training(cfg)
+    lrs = [r["lr"] for r in ckpt.load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["history"]]
+    assert result.state == "done" and len(lrs) == 3
+    if scheduler in ("cosine", "poly"):
+        assert lrs[-1] < lrs[0]
+    if scheduler == "none":
+        assert lrs == [0.01] * 3
