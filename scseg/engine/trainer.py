@@ -210,7 +210,7 @@ class Trainer:
     def forward(self, images: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled):
-            return (module or self.model)(images).float()
+            return (self.model if module is None else module)(images).float()
 
     @property
     def lr(self) -> float:
