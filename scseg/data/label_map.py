@@ -160,16 +160,24 @@ def _resolve(path: str | Path) -> Path:
     return p
 
 
-def nnunet_label_map(dataset_json_path: str | Path, unknown: str = "error") -> LabelMap:
-    """LabelMap from an nnU-Net dataset.json `labels` table (name -> id); classes ordered by id."""
-    path = Path(dataset_json_path)
+def read_dataset_json(path: Path) -> dict:
+    """An nnU-Net dataset.json as a dict; a missing or unreadable file is a DataError naming it."""
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise DataError(f"{path}: dataset.json not found; expected an nnU-Net dataset.json") from err
+        raise DataError(f"{path}: not found; expected an nnU-Net dataset.json in data.layout.root") from err
     except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read dataset.json ({err}); expected valid JSON") from err
-    labels = meta.get("labels") if isinstance(meta, dict) else None
+        raise DataError(f"{path}: cannot read ({err}); expected valid JSON") from err
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object (nnU-Net dataset.json)")
+    return meta
+
+
+def nnunet_label_map(dataset_json_path: str | Path, unknown: str = "error") -> LabelMap:
+    """LabelMap from an nnU-Net dataset.json `labels` table (name -> id); classes ordered by id."""
+    path = Path(dataset_json_path)
+    meta = read_dataset_json(path)
+    labels = meta.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise DataError(f"{path}: expected a non-empty 'labels' object (name -> integer id)")
     by_id: dict[int, str] = {}

@@ -279,12 +279,9 @@ def folder_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
 def nnunet_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     root = _root(cfg, "nnunet")
     ds_path = root / "dataset.json"
-    try:
-        meta = json.loads(ds_path.read_text())
-    except FileNotFoundError as err:
-        raise DataError(f"{ds_path}: not found; expected an nnU-Net dataset.json in data.layout.root") from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{ds_path}: cannot read ({err}); expected valid JSON") from err
+    from scseg.data.label_map import read_dataset_json
+
+    meta = read_dataset_json(ds_path)
     channels = meta.get("channel_names") or meta.get("modality")
     if not isinstance(channels, dict) or not channels:
         raise DataError(f"{ds_path}: expected a non-empty 'channel_names' object (e.g. {{'0': 'T2'}})")
