@@ -151,6 +151,63 @@ def validate_config(cfg: DictConfig) -> None:
     for group in ("optimizer", "scheduler"):
         if "_target_" not in container.get(group, {}):
             raise ConfigError(f"config group '{group}' needs a _target_ (a class path) and _partial_: true")
+    _dry_build(container)
     for group in ("data", "loss", "paths"):
         if group not in container:
             raise ConfigError(f"missing config group '{group}'")
+
+
+def _dry_build(container: dict) -> None:
+    """Build optimizer, scheduler and loss on a dummy parameter, so a bad value fails now, not after data prep."""
+    import torch
+    from hydra.utils import instantiate
+
+    from scseg.losses import create_loss
+
+    def attempt(group: str, build):
+        try:
+            return build()
+        except Exception as exc:  # constructors raise TypeError, ValueError, ImportError, InstantiationException
+            detail = " ".join(str(exc).split())
+            raise ConfigError(
+                f"config group '{group}' ({container[group].get('_target_', container[group].get('name'))}) "
+                f"is invalid: {detail}"
+            ) from exc
+
+    for group in ("optimizer", "scheduler"):
+        _check_against_signature(group, container[group])
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = attempt("optimizer", lambda: instantiate(container["optimizer"])(params=params))
+    scheduler = {k: v for k, v in container["scheduler"].items() if k != "interval"}
+    if scheduler.get("total_iters", 0) is None:
+        scheduler["total_iters"] = 1
+    built = attempt("scheduler", lambda: instantiate(scheduler)(optimizer=optimizer))
+    optimizer.step()  # no gradients: a no-op that keeps torch from warning about the order of the two steps
+    plateau = isinstance(built, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    attempt("scheduler", lambda: built.step(0.0) if plateau else built.step())
+    loss = dict(container["loss"])
+    name, weighting = loss.pop("name", None), loss.pop("class_weighting", "none")
+    if weighting not in ("median_frequency", "none"):
+        raise ConfigError(f"config key 'loss.class_weighting' is {weighting!r}; valid choices: median_frequency, none")
+    attempt("loss", lambda: create_loss(name, **loss))
+
+
+def _check_against_signature(group: str, node: dict) -> None:
+    """Keys of a ``_target_`` node must be constructor arguments, numbers where the constructor's default is one."""
+    from hydra.utils import get_class
+
+    try:
+        target = get_class(node["_target_"])
+    except Exception as exc:
+        raise ConfigError(f"config key '{group}._target_' ({node['_target_']}) cannot be imported: {exc}") from exc
+    params = inspect.signature(target.__init__).parameters
+    for key, value in node.items():
+        if key in ("_target_", "_partial_", "interval"):
+            continue
+        if key not in params:
+            valid = ", ".join(p for p in params if p not in ("self", "params", "optimizer"))
+            raise ConfigError(f"unknown config key '{group}.{key}' for {node['_target_']}; valid keys: {valid}")
+        default = params[key].default
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and isinstance(value, (str, bool)):
+            raise ConfigError(f"config key '{group}.{key}' must be a number, got {value!r}")

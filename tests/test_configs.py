@@ -98,3 +98,20 @@ def test_cfg_job_prints_composed_config():
     proc = subprocess.run([str(exe), "--cfg", "job", "model=sdnet"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "arch: sdnet" in proc.stdout and "optimizer:" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.lr=abc", "optimizer"),
+        ("scheduler.gamma=x", "scheduler.gamma"),
+        ("+optimizer.betas2=3", "optimizer.betas2"),
+        ("loss.boundary_weight=-1", "loss"),
+        ("scheduler=plateau scheduler.factor=2", "scheduler"),
+        ("loss.class_weighting=inverse", "loss.class_weighting"),
+    ],
+)
+def test_bad_optimizer_scheduler_loss_values_fail_at_start(override, message):
+    cfg = compose_train_config(override.split())
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_config(cfg)

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import scseg
-from scseg.config_check import validate_config
+from scseg.config_check import ConfigError, validate_config
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import run_dir as rd
 from scseg.engine.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
@@ -255,7 +255,10 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
     if not dist.is_main:
         dm.prepare()
     seed_everything(int(cfg.seed))  # the weight initialisation does not depend on what preparing the data drew
-    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    try:
+        model = build_model(cfg, dm.num_classes, dm.in_channels)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model / se config cannot build a network: {exc}") from exc
     n_params = count_parameters(model)
     logger = RunLogger(folder if dist.is_main else None, enabled=bool(cfg.logger.enabled))
     trainer = Trainer(
