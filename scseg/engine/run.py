@@ -266,8 +266,8 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
     )
     try:
         if decision == "resume":
-            trainer.restore(folder / "checkpoints" / "last.pt")
-            print(f"resuming {folder} after epoch {trainer.state.epoch}", flush=True)
+            used = trainer.restore(folder / "checkpoints")
+            print(f"resuming {folder} from {used.name} after epoch {trainer.state.epoch}", flush=True)
         trainer.fit(stop_after_epoch=stop_after_epoch)
         if stop_after_epoch is not None and trainer.state.epoch < int(cfg.trainer.max_epochs):
             return RunResult(folder, "interrupted")

@@ -376,9 +376,13 @@ class Trainer:
         if best:
             manager.save_best(state)
 
-    def restore(self, path: Path) -> None:
-        """Continue from a checkpoint: weights, optimizer, scheduler, scaler, counters and RNG states."""
-        state = ckpt.load_checkpoint(path)
+    def restore(self, folder: Path) -> Path:
+        """Continue from the newest loadable checkpoint in ``folder`` (``last.pt``, else its spare ``last.prev.pt``):
+        weights, optimizer, scheduler, scaler, counters and RNG states. Returns the checkpoint used."""
+        found = ckpt.CheckpointManager(folder).load_latest()
+        if found is None:
+            raise ckpt.CheckpointNotFoundError(f"no checkpoint to resume from in {folder}")
+        path, state = found
         ckpt.load_model_weights(self.model, state, str(self.cfg.model.arch), self.dm.num_classes)
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler") is not None:
@@ -395,6 +399,7 @@ class Trainer:
             history=list(state.get("history") or []),
         )
         ckpt.restore_rng_state(state)
+        return path
 
     # ----------------------------------------------------------------------------------------------- output
     def _print(self, message: str) -> None:

@@ -232,3 +232,15 @@ def test_schedulers_and_clipping_run(tiny_config, scheduler):
         assert lrs[-1] < lrs[0]
     if scheduler == "none":
         assert lrs == [0.01] * 3
+
+
+def test_resume_falls_back_to_spare_when_last_is_corrupt(tiny_config):
+    cfg = tiny_config("unet", "trainer.max_epochs=3")
+    first = run_training(cfg, stop_after_epoch=2)
+    checkpoints = first.run_dir / "checkpoints"
+    assert (checkpoints / "last.prev.pt").is_file()
+    (checkpoints / "last.pt").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="falling back"):
+        resumed = run_training(cfg)
+    assert resumed.state == "done"
+    assert ckpt.load_checkpoint(checkpoints / "last.pt")["epoch"] == 3
