@@ -155,6 +155,7 @@ def validate_config(cfg: DictConfig) -> None:
     for group in ("data", "loss", "paths"):
         if group not in container:
             raise ConfigError(f"missing config group '{group}'")
+    _check_data(container["data"])
 
 
 def _dry_build(container: dict) -> None:
@@ -211,3 +212,32 @@ def _check_against_signature(group: str, node: dict) -> None:
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         if numeric and isinstance(value, (str, bool)):
             raise ConfigError(f"config key '{group}.{key}' must be a number, got {value!r}")
+
+
+# Keys a dataset config adds next to those of configs/data/common.yaml (layout keys differ per layout type).
+_DATASET_KEYS = {"name", "layout", "label_map", "val_subjects", "val_seed"}
+
+
+def _check_data(node: dict) -> None:
+    """The data node against configs/data/common.yaml: unknown keys and numbers given as text fail by name."""
+    from scseg.config import CONFIG_DIR
+
+    common = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "common.yaml"), resolve=False)
+
+    def walk(prefix: str, given: dict, reference: dict) -> None:
+        for key, value in given.items():
+            if key not in reference:
+                if prefix == "data." and key in _DATASET_KEYS:
+                    continue
+                valid = sorted(reference) + (sorted(_DATASET_KEYS) if prefix == "data." else [])
+                raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys: {', '.join(valid)}")
+            expected = reference[key]
+            if isinstance(expected, dict) and isinstance(value, dict):
+                walk(f"{prefix}{key}.", value, expected)
+            elif isinstance(expected, bool) and not isinstance(value, bool):
+                raise ConfigError(f"config key '{prefix}{key}' must be true or false, got {value!r}")
+            elif isinstance(expected, (int, float)) and not isinstance(expected, bool):
+                if isinstance(value, (str, bool)):
+                    raise ConfigError(f"config key '{prefix}{key}' must be a number, got {value!r}")
+
+    walk("data.", node, common)

@@ -109,6 +109,8 @@ def test_cfg_job_prints_composed_config():
         ("loss.boundary_weight=-1", "loss"),
         ("scheduler=plateau scheduler.factor=2", "scheduler"),
         ("loss.class_weighting=inverse", "loss.class_weighting"),
+        ("+data.slices.axiss=coronal", "data.slices.axiss"),
+        ("data.loader.batch_size=abc", "data.loader.batch_size"),
     ],
 )
 def test_bad_optimizer_scheduler_loss_values_fail_at_start(override, message):
