@@ -8,6 +8,7 @@ Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the data modu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     suffix = "" if args.split == "test" else f"_{args.split}"
     write_per_case(args.run_dir / f"per_case{suffix}.csv", rows)
-    _atomic_write_text(args.run_dir / f"summary{suffix}.json", __import__("json").dumps(_json_safe(summary), indent=2))
+    _atomic_write_text(args.run_dir / f"summary{suffix}.json", json.dumps(_json_safe(summary), indent=2))
     print(
         f"{args.run_dir.name} [{args.split}, {len(counts)} subjects] foreground Dice "
         f"{summary['fg_mean']:.4f} +- {summary['fg_std'] or 0:.4f}"

@@ -76,6 +76,10 @@ class DataModule:
         self._cache = SubjectCache(cfg_data.get("cache_dir"), self.settings, self.label_map, self.allow_4d_channels)
         self._splits: dict[str, list[Case]] | None = None
         self._loaded: dict[Path, PreprocessedSubject] = {}
+        # Mapped references in the file grid, re-used across validations (they are re-read from disk otherwise);
+        # bounded so a large test split cannot fill memory.
+        self._references: dict[str, np.ndarray] = {}
+        self.max_cached_references = 8
 
     # ---- identity -------------------------------------------------------------------------------
     @property
@@ -227,7 +231,16 @@ class DataModule:
         return to_original(invert_to_canonical(pred, subject.meta), self.geometry(subject))
 
     def reference(self, subject: PreprocessedSubject) -> np.ndarray:
-        """The label-MAPPED reference in the file's own grid (re-read from the label file)."""
+        """The label-MAPPED reference in the file's own grid (read from the label file, then kept for re-use)."""
+        key = str(subject.id)
+        if key in self._references:
+            return self._references[key]
+        reference = self._read_reference(subject)
+        if len(self._references) < self.max_cached_references:
+            self._references[key] = reference
+        return reference
+
+    def _read_reference(self, subject: PreprocessedSubject) -> np.ndarray:
         from scseg.data.io import read_subject, to_original
         from scseg.data.layouts import Case
 
