@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    from scseg.engine.run import _atomic_write_text, _json_safe, run_metadata, write_per_case
+    from scseg.engine.run import atomic_write_text, json_safe, run_metadata, write_per_case
     from scseg.evaluation import counts_to_rows, evaluate_subjects
     from scseg.metrics import summarize
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     suffix = "" if args.split == "test" else f"_{args.split}"
     write_per_case(args.run_dir / f"per_case{suffix}.csv", rows)
-    _atomic_write_text(args.run_dir / f"summary{suffix}.json", json.dumps(_json_safe(summary), indent=2))
+    atomic_write_text(args.run_dir / f"summary{suffix}.json", json.dumps(json_safe(summary), indent=2))
     print(
         f"{args.run_dir.name} [{args.split}, {len(counts)} subjects] foreground Dice "
         f"{summary['fg_mean']:.4f} +- {summary['fg_std'] or 0:.4f}"

@@ -99,7 +99,7 @@ def build_datamodule(cfg: DictConfig):
     return DataModule(cfg.data, seed=int(cfg.seed))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -145,8 +145,8 @@ def write_config_snapshot(folder: Path, cfg: DictConfig, overrides: list[str]) -
     """``.hydra/config.yaml`` (resolved) and ``overrides.yaml`` in the run folder, as Hydra itself would."""
     hydra_dir = folder / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    _atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
 
 def evaluate_and_report(
@@ -178,15 +178,15 @@ def evaluate_and_report(
     )
     if folder is not None and trainer.dist.is_main:
         write_per_case(folder / "per_case.csv", rows)
-        _atomic_write_text(folder / "summary.json", json.dumps(_json_safe(summary), indent=2))
+        atomic_write_text(folder / "summary.json", json.dumps(json_safe(summary), indent=2))
     return summary
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return None if not np.isfinite(obj) else float(obj)
     if isinstance(obj, np.integer):
@@ -285,7 +285,7 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
                     "hparam/best_val_dice": max(trainer.state.best_metric, 0.0),
                 },
             )
-            rd.write_status(folder, "done", digest, fg_mean=_json_safe(summary["fg_mean"]))
+            rd.write_status(folder, "done", digest, fg_mean=json_safe(summary["fg_mean"]))
             print(
                 f"done: {folder} test foreground Dice {summary['fg_mean']:.4f} +- {summary['fg_std'] or 0:.4f}",
                 flush=True,
