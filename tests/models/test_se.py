@@ -137,3 +137,23 @@ def test_scse_parameter_count_paper_width():
 def test_bad_arguments_fail_with_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_se(**kwargs)
+
+
+def _saved_bytes(module, x) -> int:
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x).sum()
+    return sum(storages.values())
+
+
+def test_scse_keeps_few_full_size_tensors_for_backward():
+    """add keeps only x (plus tiny gates); max keeps less than max(x*c, x*s) would (3 full-size tensors)."""
+    x = torch.randn(2, 16, 32, 32, requires_grad=True)
+    full = x.numel() * x.element_size()
+    assert _saved_bytes(ConcurrentSE(16, aggregation="add"), x) < 1.1 * full
+    assert _saved_bytes(ConcurrentSE(16, aggregation="max"), x) < 2.5 * full
