@@ -12,6 +12,7 @@ shape or affine mismatch) raises `DataError` naming the file(s) and what was exp
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -293,3 +294,20 @@ def write_image(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.set_sform(img.affine, code=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
+
+
+def read_json_object(path: Path, what: str, expected: str) -> dict:
+    """A JSON file holding an object; missing, unreadable or non-object files are a DataError naming the file.
+
+    ``what`` names the file in messages ("split file", "dataset.json"); ``expected`` says what it should hold.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: {what} not found; expected {expected}") from err
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read the {what} ({err}); expected {expected}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected {expected}, got a JSON {type(data).__name__}")
+    return data

@@ -20,7 +20,6 @@ repository root.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -162,15 +161,9 @@ def _resolve(path: str | Path) -> Path:
 
 def read_dataset_json(path: Path) -> dict:
     """An nnU-Net dataset.json as a dict; a missing or unreadable file is a DataError naming it."""
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: not found; expected an nnU-Net dataset.json in data.layout.root") from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({err}); expected valid JSON") from err
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object (nnU-Net dataset.json)")
-    return meta
+    from scseg.data.io import read_json_object
+
+    return read_json_object(path, "dataset.json", "an nnU-Net dataset.json object in data.layout.root")
 
 
 def nnunet_label_map(dataset_json_path: str | Path, unknown: str = "error") -> LabelMap:

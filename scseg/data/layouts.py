@@ -21,7 +21,6 @@ Relative paths (root, split_file relative to root) are resolved against the repo
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -88,14 +87,9 @@ def _root(cfg: Mapping[str, Any], kind: str) -> Path:
 # ---- split files ----------------------------------------------------------------------------------
 def read_split_file(path: Path) -> dict[str, Any]:
     """A split JSON: {"train": [ids], "test": [ids], optional "val", optional extra keys}; checked for overlap."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: split file not found; expected a JSON file with train/test id lists") from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read the split file ({err}); expected JSON with train/test id lists") from err
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with train/test id lists, got {type(data).__name__}")
+    from scseg.data.io import read_json_object
+
+    data = read_json_object(path, "split file", "a JSON object with train/test id lists")
     unknown = sorted(set(data) - set(SPLIT_KEYS) - set(SPLIT_FILE_EXTRA_KEYS))
     if unknown:
         raise DataError(
