@@ -13,6 +13,7 @@ from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
+from scseg.engine.trainer import SCHEDULER_INTERVALS
 from scseg.models import AGGREGATIONS, ARCHITECTURES, SE_VARIANTS
 from scseg.models.fcdensenet import FCDenseNet
 
@@ -70,6 +71,7 @@ _CHOICES = {
     "trainer.amp_dtype": ("bfloat16", "float16"),
     "resume": ("auto", "never", "must"),
     "test_split": ("train", "val", "test"),
+    "scheduler.interval": SCHEDULER_INTERVALS,
 }
 
 
@@ -163,7 +165,7 @@ def _dry_build(container: dict) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from scseg.losses import create_loss
+    from scseg.losses import create_loss_from_config
 
     def attempt(group: str, build):
         try:
@@ -186,11 +188,7 @@ def _dry_build(container: dict) -> None:
     optimizer.step()  # no gradients: a no-op that keeps torch from warning about the order of the two steps
     plateau = isinstance(built, torch.optim.lr_scheduler.ReduceLROnPlateau)
     attempt("scheduler", lambda: built.step(0.0) if plateau else built.step())
-    loss = dict(container["loss"])
-    name, weighting = loss.pop("name", None), loss.pop("class_weighting", "none")
-    if weighting not in ("median_frequency", "none"):
-        raise ConfigError(f"config key 'loss.class_weighting' is {weighting!r}; valid choices: median_frequency, none")
-    attempt("loss", lambda: create_loss(name, **loss))
+    attempt("loss", lambda: create_loss_from_config(container["loss"]))
 
 
 def _check_against_signature(group: str, node: dict) -> None:

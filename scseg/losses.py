@@ -13,7 +13,8 @@ authors' reference code had three bugs that this module makes impossible:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -252,7 +253,29 @@ def create_loss(name: str, class_weights: Tensor | Sequence[float] | None = None
     return cls(class_weights=class_weights, **kwargs)
 
 
+CLASS_WEIGHTINGS = ("median_frequency", "none")
+
+
+def create_loss_from_config(cfg: Mapping[str, Any], class_weights: Callable[[], Tensor] | None = None) -> nn.Module:
+    """Build the loss from the ``loss`` config node: ``name``, ``class_weighting`` and the class's keyword arguments.
+
+    ``class_weights`` is called only for ``class_weighting: median_frequency`` (it reads the cached training
+    statistics); without it the CE term is unweighted, which is how the start-up config check dry-builds the loss.
+    """
+    params = dict(cfg)
+    name = params.pop("name", None)
+    weighting = params.pop("class_weighting", "none")
+    if weighting not in CLASS_WEIGHTINGS:
+        raise ValueError(
+            f"config key 'loss.class_weighting' is {weighting!r}; valid choices: {', '.join(CLASS_WEIGHTINGS)}"
+        )
+    weights = class_weights() if weighting == "median_frequency" and class_weights is not None else None
+    return create_loss(name, class_weights=weights, **params)
+
+
 __all__ = [
+    "CLASS_WEIGHTINGS",
+    "create_loss_from_config",
     "ABSENT_CLASS_RULES",
     "LOSS_NAMES",
     "CombinedLoss",

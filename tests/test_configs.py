@@ -110,6 +110,7 @@ def test_cfg_job_prints_composed_config():
         ("scheduler=plateau scheduler.factor=2", "scheduler"),
         ("loss.class_weighting=inverse", "loss.class_weighting"),
         ("+data.slices.axiss=coronal", "data.slices.axiss"),
+        ("scheduler.interval=weekly", "scheduler.interval"),
         ("data.loader.batch_size=abc", "data.loader.batch_size"),
     ],
 )

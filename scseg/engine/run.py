@@ -60,9 +60,9 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     return digest, rd.run_name(str(cfg.model.arch), se, aggregation, int(cfg.seed), rd.short_hash(digest))
 
 
-def run_folder(cfg: DictConfig) -> Path:
-    _, name = identity(cfg)
-    return Path(str(cfg.paths.runs_dir)) / str(cfg.experiment_name) / name
+def run_folder(cfg: DictConfig, name: str | None = None) -> Path:
+    """``<runs_dir>/<experiment_name>/<run name>``; pass ``name`` when :func:`identity` was already computed."""
+    return Path(str(cfg.paths.runs_dir)) / str(cfg.experiment_name) / (name or identity(cfg)[1])
 
 
 def reset_run_folder(folder: Path) -> None:
@@ -213,8 +213,8 @@ def run_training(
         if cfg.trainer.distributed
         else DistContext()
     )
-    digest, _ = identity(cfg)
-    folder = run_folder(cfg)
+    digest, name = identity(cfg)
+    folder = run_folder(cfg, name)
     lock = None
     try:
         decision = "fresh"

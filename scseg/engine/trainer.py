@@ -30,7 +30,7 @@ from scseg.engine import checkpoint as ckpt
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.tb_logging import RunLogger, comparison_grid
 from scseg.evaluation import evaluate_subjects, predict_slices
-from scseg.losses import create_loss
+from scseg.losses import create_loss_from_config
 from scseg.metrics import ClassCounts, dice_from_counts
 
 # Scheduler config keys the trainer reads itself; everything else is passed to the scheduler's constructor.
@@ -198,13 +198,9 @@ class Trainer:
         return instantiate(params)(optimizer=self.optimizer), interval
 
     def _build_loss(self, lcfg: DictConfig) -> nn.Module:
-        params = OmegaConf.to_container(lcfg, resolve=True)
-        name = params.pop("name")
-        weighting = params.pop("class_weighting", "none")
-        if weighting not in ("median_frequency", "none"):
-            raise ValueError(f"loss.class_weighting must be median_frequency or none, got {weighting!r}")
-        weights = self.dm.class_weights().float() if weighting == "median_frequency" else None
-        return create_loss(name, class_weights=weights, **params)
+        return create_loss_from_config(
+            OmegaConf.to_container(lcfg, resolve=True), class_weights=lambda: self.dm.class_weights().float()
+        )
 
     # ----------------------------------------------------------------------------------------------- helpers
     def forward(self, images: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:

@@ -95,7 +95,7 @@ def test_resume_gives_identical_weights(tiny_config, tmp_path, arch):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch):
-    real_create_loss = trainer_module.create_loss
+    real_create_loss = trainer_module.create_loss_from_config
     calls = {"n": 0}
 
     class NaNOnThirdCall(torch.nn.Module):
@@ -111,7 +111,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monke
     def poisoned(*args, **kwargs):
         return NaNOnThirdCall(real_create_loss(*args, **kwargs))
 
-    monkeypatch.setattr(trainer_module, "create_loss", poisoned)
+    monkeypatch.setattr(trainer_module, "create_loss_from_config", poisoned)
     cfg = tiny_config("unet")
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 3"):
         run_training(cfg)
