@@ -25,8 +25,10 @@ from scseg.config import CONFIG_DIR
 def main(cfg: DictConfig) -> float | None:
     from scseg.config_check import ConfigError
     from scseg.data.errors import DataError
+    from scseg.engine.checkpoint import CheckpointError
     from scseg.engine.run import run_training
-    from scseg.engine.run_dir import RunLockedError
+    from scseg.engine.run_dir import RunLockedError, RunStateError
+    from scseg.engine.trainer import NonFiniteLossError
     from scseg.sweep import write_job_record
 
     hydra_cfg = HydraConfig.get()
@@ -47,8 +49,9 @@ def main(cfg: DictConfig) -> float | None:
         # Another job of this sweep trains the same run (e.g. an aggregation swept over cSE): not a failure.
         record.update(state="skipped", error=str(exc))
         print(f"skipping: {exc}", file=sys.stderr)
-    except (ConfigError, DataError) as exc:
-        # Bad input: one line naming the file or setting, no traceback.
+    except (ConfigError, DataError, RunStateError, CheckpointError, NonFiniteLossError) as exc:
+        # Bad input or a diagnosed stop: one line naming the file, setting or step (the traceback, if the run
+        # folder exists, is in its status.json).
         record.update(state="failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         if not multirun:

@@ -244,3 +244,30 @@ def test_resume_falls_back_to_spare_when_last_is_corrupt(tiny_config):
         resumed = run_training(cfg)
     assert resumed.state == "done"
     assert ckpt.load_checkpoint(checkpoints / "last.pt")["epoch"] == 3
+
+
+def test_cli_reports_a_diverged_run_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.engine.tiny import TINY_DATA, TINY_MODELS, TINY_TRAINER
+
+    args = [
+        *TINY_DATA,
+        *TINY_TRAINER,
+        *TINY_MODELS["unet"],
+        "optimizer=sgd",
+        "optimizer.lr=1e12",
+        "trainer.iters_per_epoch=5",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+    ]
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("scseg-train")), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "non-finite loss" in proc.stderr and "Traceback" not in proc.stderr
