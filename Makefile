@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint format demo tb summary clean
+.PHONY: help install test test-cpus test-slow lint format demo tb summary clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,19 @@ install: $(STAMP) ## create .venv, install torch ($(TORCH_SPEC)) then scseg edit
 
 test: install ## run the fast test suite (installs first if needed)
 	$(VPY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+# ATen's dispatch (ATEN_CPU_CAPABILITY) does not reach oneDNN's convolutions or MKL, so each kernel set is also run
+# with oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA). On a CPU without AVX-512, "avx512" falls back to what it has.
+CPU_KERNEL_SETS ?= default:AVX2 avx2:AVX2 avx512:AVX2 avx512:ALL
+CPU_THREADS ?= 1 2
+test-cpus: install ## run the training tests (marker `learning`) under every CPU kernel set and thread count
+	@failed=0; for set in $(CPU_KERNEL_SETS); do for t in $(CPU_THREADS); do \
+	  aten=$${set%%:*}; onednn=$${set##*:}; \
+	  line=$$(ATEN_CPU_CAPABILITY=$$aten ONEDNN_MAX_CPU_ISA=$$onednn SCSEG_TEST_THREADS=$$t \
+	    $(VPY) -m pytest -m learning -q -s -p no:cacheprovider $(PYTEST_ARGS) 2>&1 | grep -E "fg Dice|passed|failed|error" | tr '\n' ' '); \
+	  echo "ATEN_CPU_CAPABILITY=$$aten ONEDNN_MAX_CPU_ISA=$$onednn threads=$$t: $$line"; \
+	  case "$$line" in *failed*|*error*|"") failed=1;; esac; \
+	done; done; exit $$failed
 
 test-slow: install ## run the slow tests too (each states its time budget)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Torch threads of the training tests; `make test-cpus` runs the training tests at 1 and 2.
+TEST_THREADS = int(os.environ.get("SCSEG_TEST_THREADS", "1"))
+
 # Phantom data small enough that a whole run (train, validate, test) takes seconds on one CPU core.
 TINY_DATA = [
     "data.layout.n_subjects=5",
@@ -15,7 +20,7 @@ TINY_TRAINER = [
     "width=small",
     "trainer.max_epochs=2",
     "trainer.iters_per_epoch=2",
-    "trainer.num_threads=1",
+    f"trainer.num_threads={TEST_THREADS}",
     "trainer.eval_batch_size=32",
     "logger.image_slices=2",
 ]
