@@ -8,13 +8,13 @@ plain Python containers/scalars), and are always loaded that way: loading never 
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
-import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +23,9 @@ import torch
 from torch import nn
 
 import scseg
+from scseg.atomic import atomic_write
+from scseg.atomic import fsync_dir as _fsync_dir
+from scseg.engine import faults
 
 FORMAT_VERSION = 1
 PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DistributedDataParallel wrappers
@@ -36,58 +39,19 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (best effort: some file systems refuse to open folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask is a global set-and-get)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file via ``write(binary_file)`` into a same-folder temporary file, fsync, then ``os.replace``.
-
-    On any error the temporary file is removed and the previous ``path`` (if any) is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_umask())  # temporary files are created 0600; give the usual mode
-        os.replace(tmp.name, path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+# Numbers the checkpoint files this process writes, for the test-only fault hook (scseg.engine.faults).
+_CHECKPOINT_WRITES = itertools.count(1)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Save ``state`` atomically: a crash while writing leaves the previous file at ``path`` loadable."""
-    return atomic_write(path, lambda f: torch.save(state, f))
+    number = next(_CHECKPOINT_WRITES)
+
+    def write(file: IO[bytes]) -> None:
+        torch.save(state, file)
+        faults.maybe_fail("checkpoint_write", number, partial=file)
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -300,6 +264,17 @@ class CheckpointManager:
     def has_resumable(self) -> bool:
         """Whether a ``last.pt`` or its spare exists."""
         return self.last_path.is_file() or self.prev_path.is_file()
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temporary files a killed writer left (``.last.pt.*.tmp`` and the like); returns them.
+
+        Call it only while holding the run folder's lock: a live writer's temporary file looks the same.
+        """
+        names = (self.LAST, self.PREV, self.BEST)
+        stale = [p for p in self.folder.glob(".*.tmp") if p.name[1:].startswith(tuple(f"{n}." for n in names))]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def _place_copy(self, source: Path, target: Path) -> None:
         """Make ``target`` a copy of ``source`` atomically (hard link, else file copy, then ``os.replace``)."""

@@ -4,9 +4,13 @@ Reading order: ``Trainer.fit`` -> ``train_epoch`` -> ``validate`` -> ``save``. E
 ``trainer``, ``optimizer``, ``scheduler`` and ``loss`` config groups; nothing here hides a hyper-parameter.
 
 Reproducibility: the order of training samples and their augmentation draws derive from (seed, epoch, index)
-(``EpochSampler`` and the slice dataset), dropout from torch's global RNG whose state is checkpointed at every
-epoch end. So a run stopped after epoch k and resumed ends with the same weights as an uninterrupted one on CPU
-with ``deterministic=true`` and a fixed thread count.
+(``EpochSampler`` and the slice dataset), dropout from torch's global RNG whose state is checkpointed. Checkpoints
+are written at every epoch end and, with ``trainer.checkpoint_every_n_steps`` / ``checkpoint_every_minutes``,
+inside an epoch too; a mid-epoch one also records how many batches of the epoch are done, the epoch's running
+loss sum and torch's RNG state at the epoch start (the DataLoader draws its worker seed from it). Resuming skips
+the finished batches without loading them (the sampler starts at an offset) and replays that draw, so a run
+killed at any moment and resumed ends with the same weights as an uninterrupted one on CPU with
+``deterministic=true`` and a fixed thread count (tests/engine/test_midepoch_resume.py kills real processes).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from scseg.engine import checkpoint as ckpt
+from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.tb_logging import RunLogger, comparison_grid
 from scseg.evaluation import evaluate_subjects, predict_slices
@@ -49,6 +54,11 @@ class TrainState:
     best_epoch: int = -1
     bad_validations: int = 0  # validations since the best one (early stopping)
     history: list[dict] = field(default_factory=list)
+    # The epoch in progress (number ``epoch``): batches done and the running loss sum / sample count, so that a
+    # mid-epoch checkpoint resumes at the exact batch with the same epoch mean loss. All zero between epochs.
+    batches_done: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_seen: int = 0
 
 
 class EpochSampler(Sampler[int]):
@@ -57,6 +67,8 @@ class EpochSampler(Sampler[int]):
     ``num_samples=None`` gives one permutation of the dataset; an integer draws that many (concatenated
     permutations), which is how ``trainer.iters_per_epoch`` fixes the epoch length. Under DDP each rank takes
     every ``world_size``-th index of the same sequence, so the ranks together see exactly one epoch.
+    ``set_epoch(epoch, start)`` skips this rank's first ``start`` indices: a resumed epoch never loads (nor
+    augments) the samples it already trained on.
     """
 
     def __init__(self, size: int, seed: int, num_samples: int | None = None, rank: int = 0, world_size: int = 1):
@@ -66,19 +78,23 @@ class EpochSampler(Sampler[int]):
         total = num_samples if num_samples is not None else size
         self.per_rank = math.ceil(total / world_size)
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch; ``start``: how many of this rank's indices of it to skip (a resumed epoch)."""
+        if not 0 <= start <= self.per_rank:
+            raise ValueError(f"start must be in [0, {self.per_rank}]; got {start}")
+        self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
         needed = self.per_rank * self.world_size
         perms = [rng.permutation(self.size) for _ in range(math.ceil(needed / self.size))]
         order = np.concatenate(perms)[:needed]
-        return iter(order[self.rank :: self.world_size].tolist())
+        return iter(order[self.rank :: self.world_size][self.start :].tolist())
 
     def __len__(self) -> int:
-        return self.per_rank
+        return self.per_rank - self.start
 
 
 def seed_everything(seed: int) -> None:
@@ -185,6 +201,15 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         self.scheduler, self.scheduler_interval = self._build_scheduler(cfg.scheduler)
         self.loss_fn = self._build_loss(cfg.loss).to(self.device)
+        every_n, minutes = self.tcfg.get("checkpoint_every_n_steps"), self.tcfg.get("checkpoint_every_minutes")
+        if (every_n is not None and int(every_n) < 1) or (minutes is not None and float(minutes) <= 0):
+            raise ValueError("trainer.checkpoint_every_n_steps / checkpoint_every_minutes must be positive or null")
+        self.checkpoint_every_n_steps = None if every_n is None else int(every_n)
+        self.checkpoint_every_s = None if minutes is None else float(minutes) * 60.0
+        self._last_checkpoint_time = time.monotonic()
+        # torch's CPU RNG state before this epoch's DataLoader iterator drew its worker seed from it; restored
+        # from a mid-epoch checkpoint, it lets the resumed epoch make the very same draw.
+        self._epoch_rng: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------- building
     def _build_scheduler(self, scfg: DictConfig):
@@ -219,11 +244,13 @@ class Trainer:
         max_epochs = int(self.tcfg.max_epochs)
         val_every = int(self.tcfg.val_every)
         patience = self.tcfg.early_stopping_patience
+        self._last_checkpoint_time = time.monotonic()
         while self.state.epoch < max_epochs:
             epoch = self.state.epoch
             started = time.perf_counter()
             train_loss, slices_per_s = self.train_epoch(epoch)
             self.state.epoch = epoch + 1
+            self.state.batches_done, self.state.epoch_loss_sum, self.state.epoch_seen = 0, 0.0, 0
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "slices_per_s": slices_per_s}
             validated = (epoch + 1) % val_every == 0 or epoch + 1 == max_epochs
             improved = False
@@ -260,19 +287,46 @@ class Trainer:
                 break
         return self.state
 
-    def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One epoch of optimizer steps; returns the mean loss and the throughput in slices per second."""
-        self.model.train()
-        self.sampler.set_epoch(epoch)
+    def _epoch_iterator(self, epoch: int) -> Iterator[dict]:
+        """The DataLoader iterator of ``epoch``, starting after the ``state.batches_done`` batches already done.
+
+        Creating the iterator draws the workers' base seed from torch's global RNG (also with 0 workers). A
+        resumed epoch makes that draw from the epoch-start state stored in its checkpoint and then restores the
+        checkpoint's state, so the global RNG (dropout) and the worker seeds continue exactly as without a stop.
+        """
+        start = self.state.batches_done
+        if not 0 <= start <= self.steps_per_epoch:
+            raise ckpt.CheckpointError(
+                f"checkpoint has {start} batches of epoch {epoch + 1} done, but an epoch has {self.steps_per_epoch}"
+            )
+        self.sampler.set_epoch(epoch, start=start * int(self.loader.batch_size))
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(epoch)
-        total, seen, started = 0.0, 0, time.perf_counter()
-        batches = self.loader
+        if start == 0 or self._epoch_rng is None:
+            self._epoch_rng = torch.get_rng_state()
+            return iter(self.loader)
+        resumed = torch.get_rng_state()
+        torch.set_rng_state(self._epoch_rng)
+        iterator = iter(self.loader)
+        torch.set_rng_state(resumed)
+        return iterator
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One epoch of optimizer steps (from ``state.batches_done`` on, after a mid-epoch resume); returns the
+        epoch's mean loss and the throughput in slices per second."""
+        self.model.train()
+        batches = self._epoch_iterator(epoch)
+        count, started = 0, time.perf_counter()
         if self.show_progress:
             from tqdm import tqdm
 
             batches = tqdm(
-                self.loader, desc=f"epoch {epoch + 1}/{self.tcfg.max_epochs}", leave=False, dynamic_ncols=True
+                batches,
+                desc=f"epoch {epoch + 1}/{self.tcfg.max_epochs}",
+                total=self.steps_per_epoch,
+                initial=self.state.batches_done,
+                leave=False,
+                dynamic_ncols=True,
             )
         log_every = int(self.cfg.logger.get("log_every_n_steps", 10))
         for batch in batches:
@@ -294,16 +348,40 @@ class Trainer:
             if self.scheduler_interval == "iteration":
                 self.scheduler.step()
             self.state.step += 1
+            self.state.batches_done += 1
             n = labels.shape[0]
-            total += loss.item() * n
-            seen += n
+            self.state.epoch_loss_sum += loss.item() * n
+            self.state.epoch_seen += n
+            count += n
             if self.state.step % log_every == 0:
                 self.logger.scalars({"train/loss": loss.item(), "train/lr": self.lr}, self.state.step)
             if self.show_progress:
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                batches.set_postfix(loss=f"{total / seen:.4f}", slices_s=f"{rate:.1f}")
-        mean_loss = all_reduce_sum(np.array([total, seen], dtype=np.float64), self.dist)
-        return float(mean_loss[0] / max(mean_loss[1], 1)), seen / max(time.perf_counter() - started, 1e-9)
+                rate = count / max(time.perf_counter() - started, 1e-9)
+                batches.set_postfix(
+                    loss=f"{self.state.epoch_loss_sum / self.state.epoch_seen:.4f}", slices_s=f"{rate:.1f}"
+                )
+            if self.state.batches_done < self.steps_per_epoch and self._mid_epoch_checkpoint_due():
+                self.save(best=False, mid_epoch=True)
+            faults.maybe_fail("after_step", self.state.step)
+        totals = np.array([self.state.epoch_loss_sum, self.state.epoch_seen], dtype=np.float64)
+        mean_loss = all_reduce_sum(totals, self.dist)
+        return float(mean_loss[0] / max(mean_loss[1], 1)), count / max(time.perf_counter() - started, 1e-9)
+
+    def _mid_epoch_checkpoint_due(self) -> bool:
+        """Whether a checkpoint is due inside the epoch (the last batch never: the epoch-end one follows).
+
+        Every rank gets the same answer: the step count is shared, and under DDP the minute timer of any rank
+        decides for all (one tiny all-reduce per step, only when ``checkpoint_every_minutes`` is set), because
+        writing the checkpoint sums the ranks' running losses.
+        """
+        every_n = self.checkpoint_every_n_steps
+        due = every_n is not None and self.state.step % every_n == 0
+        if self.checkpoint_every_s is not None:
+            timed = time.monotonic() - self._last_checkpoint_time >= self.checkpoint_every_s
+            if self.dist.enabled:
+                timed = bool(all_reduce_sum(np.array([int(timed)], dtype=np.int64), self.dist)[0])
+            due = due or timed
+        return due
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluate_counts(self, split: str) -> dict[str, np.ndarray]:
@@ -348,6 +426,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
+        """The full training state as saved in ``last.pt`` / ``best.pt`` (between epochs: ``epoch`` epochs done)."""
         return ckpt.build_checkpoint_state(
             model=self.model,
             optimizer=self.optimizer,
@@ -360,22 +439,52 @@ class Trainer:
             config_yaml=OmegaConf.to_yaml(self.cfg, resolve=True),
             arch=str(self.cfg.model.arch),
             num_classes=self.dm.num_classes,
-            extra={"best_epoch": self.state.best_epoch, "bad_validations": self.state.bad_validations},
+            extra={
+                "best_epoch": self.state.best_epoch,
+                "bad_validations": self.state.bad_validations,
+                # the slice canvas of training: evaluation and prediction pad to the same (data/slices.py)
+                "canvas": None if self.dm.canvas is None else list(self.dm.canvas),
+            },
         )
 
-    def save(self, best: bool) -> None:
+    def mid_epoch_record(self) -> dict:
+        """What a checkpoint inside epoch ``state.epoch`` adds: batches done, the running loss sum and count
+        (summed over ranks: collective under DDP) and torch's RNG state at the epoch start."""
+        totals = all_reduce_sum(
+            np.array([self.state.epoch_loss_sum, self.state.epoch_seen], dtype=np.float64), self.dist
+        )
+        assert self._epoch_rng is not None, "mid_epoch_record is called inside an epoch"
+        return {
+            "epoch": self.state.epoch,
+            "batches_done": self.state.batches_done,
+            "loss_sum": float(totals[0]),
+            "seen": int(totals[1]),
+            "torch_rng_epoch_start": self._epoch_rng.clone(),
+        }
+
+    def save(self, best: bool, mid_epoch: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt`` if ``best``) on rank 0. ``mid_epoch``: inside an epoch, with the
+        position in it (:meth:`mid_epoch_record`); such a checkpoint only ever goes to ``last.pt``."""
+        self._last_checkpoint_time = time.monotonic()
+        record = self.mid_epoch_record() if mid_epoch else None  # on every rank: it may reduce over ranks
         if self.run_dir is None or not self.dist.is_main:
             return
         manager = ckpt.CheckpointManager(self.run_dir / "checkpoints")
         state = self.checkpoint_state()
+        if record is not None:
+            state["mid_epoch"] = record
         manager.save_last(state)
-        if best:
+        if best and record is None:
             manager.save_best(state)
 
     def restore(self, folder: Path) -> Path:
         """Continue from the newest loadable checkpoint in ``folder`` (``last.pt``, else its spare ``last.prev.pt``):
-        weights, optimizer, scheduler, scaler, counters and RNG states. Returns the checkpoint used."""
-        found = ckpt.CheckpointManager(folder).load_latest()
+        weights, optimizer, scheduler, scaler, counters, RNG states and, for a mid-epoch checkpoint, the position
+        in the epoch. Returns the checkpoint used. Temporary files of a killed writer are removed (rank 0)."""
+        manager = ckpt.CheckpointManager(folder)
+        if self.dist.is_main:
+            manager.remove_stale_temp_files()
+        found = manager.load_latest()
         if found is None:
             raise ckpt.CheckpointNotFoundError(f"no checkpoint to resume from in {folder}")
         path, state = found
@@ -394,6 +503,17 @@ class Trainer:
             bad_validations=int(extra.get("bad_validations", 0)),
             history=list(state.get("history") or []),
         )
+        mid = state.get("mid_epoch")
+        self._epoch_rng = None
+        if mid is not None:
+            if int(mid["epoch"]) != self.state.epoch:
+                raise ckpt.CheckpointError(
+                    f"{path}: mid-epoch record of epoch {mid['epoch']} in a checkpoint of epoch {self.state.epoch}"
+                )
+            self.state.batches_done = int(mid["batches_done"])
+            if self.dist.is_main:  # the stored sums cover all ranks; the others restart theirs from zero
+                self.state.epoch_loss_sum, self.state.epoch_seen = float(mid["loss_sum"]), int(mid["seen"])
+            self._epoch_rng = mid["torch_rng_epoch_start"].cpu()
         ckpt.restore_rng_state(state)
         return path
 

@@ -1,0 +1,181 @@
+"""Checkpoints inside an epoch: a run killed mid-epoch (or mid-write) resumes at the exact batch, bit for bit.
+
+Settings: tiny phantom data, FC-DenseNet with dropout 0.2 (drawn from torch's global RNG), augmentation on,
+5 batches per epoch, a checkpoint every 2 optimizer steps, CPU, ``deterministic=true``, one thread. Steps 1-5
+are epoch 1 (mid-epoch checkpoints after steps 2 and 4, the epoch-end one after 5), steps 6-10 epoch 2.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scseg.config_check import ConfigError, validate_config
+from scseg.data.slices import SliceDataset
+from scseg.engine import checkpoint as ckpt
+from scseg.engine import faults
+from scseg.engine.run import run_folder, run_training
+from scseg.engine.trainer import EpochSampler
+from tests.engine.tiny import TINY_DATA, TINY_MODELS, TINY_TRAINER
+
+SETTINGS = (
+    "model.dropout=0.2",  # width=small turns it off; here it checks that the global RNG continues exactly
+    "trainer.deterministic=true",
+    "data.augment.enabled=true",
+    "trainer.max_epochs=2",
+    "trainer.iters_per_epoch=5",
+    "trainer.val_every=1",
+    "trainer.checkpoint_every_n_steps=2",
+)
+BATCH_SIZE = 4  # TINY_DATA's data.loader.batch_size
+
+
+@pytest.fixture
+def injected():
+    """``injected("after_step:7")`` arms the fault hook in this process (raising, not killing); cleared after."""
+    yield lambda spec: faults.inject(spec, action="raise")
+    faults.inject(None)
+    torch.use_deterministic_algorithms(False)
+
+
+def _last(run_dir: Path) -> dict:
+    return ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+
+
+def _assert_same_result(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 10
+    assert "mid_epoch" not in a and "mid_epoch" not in b
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    timeless = [{k: v for k, v in r.items() if k not in ("epoch_time_s", "slices_per_s")} for r in a["history"]]
+    assert timeless == [{k: v for k, v in r.items() if k not in ("epoch_time_s", "slices_per_s")} for r in b["history"]]
+
+
+def test_epoch_sampler_start_skips_the_first_indices():
+    full = EpochSampler(10, seed=3, num_samples=24, rank=1, world_size=2)
+    full.set_epoch(4)
+    order = list(full)
+    tail = EpochSampler(10, seed=3, num_samples=24, rank=1, world_size=2)
+    tail.set_epoch(4, start=8)
+    assert list(tail) == order[8:] and len(tail) == len(order) - 8 == 4
+    with pytest.raises(ValueError, match="start"):
+        tail.set_epoch(4, start=13)
+
+
+def test_mid_epoch_resume_is_bit_identical_and_loads_only_the_remaining_samples(
+    tiny_config, tmp_path, injected, monkeypatch
+):
+    """Stopped right after step 7 (epoch 2) and resumed from the step-6 checkpoint == uninterrupted, bit for bit,
+    including the epoch's mean loss; the resumed epoch fetches only its 4 remaining batches."""
+    straight = run_training(tiny_config("fcdensenet", *SETTINGS, f"paths.runs_dir={tmp_path / 'a'}"))
+    cfg = tiny_config("fcdensenet", *SETTINGS, f"paths.runs_dir={tmp_path / 'b'}")
+    injected("after_step:7")
+    with pytest.raises(faults.InjectedFault):
+        run_training(cfg)
+    injected(None)
+    folder = run_folder(cfg)
+    saved = _last(folder)
+    assert saved["step"] == 6 and saved["epoch"] == 1
+    assert saved["mid_epoch"]["batches_done"] == 1 and saved["mid_epoch"]["seen"] == BATCH_SIZE
+    assert ckpt.load_checkpoint(folder / "checkpoints" / "best.pt")["epoch"] == 1  # never a mid-epoch best.pt
+
+    fetched = []
+    real_getitem = SliceDataset.__getitem__
+    monkeypatch.setattr(SliceDataset, "__getitem__", lambda self, i: fetched.append(i) or real_getitem(self, i))
+    resumed = run_training(cfg)
+    assert resumed.state == "done" and resumed.run_dir == folder
+    assert len(fetched) == 4 * BATCH_SIZE
+    _assert_same_result(_last(straight.run_dir), _last(resumed.run_dir))
+
+
+def test_checkpoint_every_minutes_writes_inside_the_epoch(tiny_config, injected):
+    cfg = tiny_config("unet", "trainer.iters_per_epoch=5", "trainer.checkpoint_every_minutes=1e-9")
+    injected("after_step:3")
+    with pytest.raises(faults.InjectedFault):
+        run_training(cfg)
+    saved = _last(run_folder(cfg))
+    assert saved["step"] == 3 and saved["epoch"] == 0 and saved["mid_epoch"]["batches_done"] == 3
+
+
+def test_checkpoint_interval_settings_are_checked(tiny_config):
+    for bad in ("trainer.checkpoint_every_n_steps=0", "trainer.checkpoint_every_minutes=-1"):
+        with pytest.raises(ConfigError, match="must be positive or null"):
+            validate_config(tiny_config("unet", bad))
+    # Runtime knobs: the run folder (config hash) stays the same.
+    assert run_folder(tiny_config("unet", "trainer.checkpoint_every_n_steps=7")) == run_folder(tiny_config("unet"))
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    manager = ckpt.CheckpointManager(tmp_path)
+    names = [".last.pt.abc123.tmp", ".last.prev.pt.link.tmp", ".best.pt.x.tmp", ".status.json.tmp", "last.pt"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in manager.remove_stale_temp_files()) == sorted(names[:3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".status.json.tmp", "last.pt"]
+
+
+def test_fault_spec_is_checked():
+    assert faults.parse("checkpoint_write:2") == ("checkpoint_write", 2)
+    assert faults.parse("") is None
+    for bad in ("after_step", "after_step:0", "somewhere:3", "after_step:x"):
+        with pytest.raises(ValueError, match=faults.ENV):
+            faults.parse(bad)
+
+
+# ------------------------------------------------------------------------------------------- real processes
+def _train(runs: Path, cwd: Path, cache: Path, fault: str | None = None, *extra: str) -> subprocess.CompletedProcess:
+    args = [*TINY_DATA, *TINY_TRAINER, *TINY_MODELS["fcdensenet"], *SETTINGS, f"paths.runs_dir={runs}", *extra]
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    env.update(SCSEG_CACHE=str(cache), OMP_NUM_THREADS="1")
+    if fault is not None:
+        env[faults.ENV] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "scseg.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _run_dir(runs: Path) -> Path:
+    (folder,) = [p for p in (runs / "default").iterdir() if not p.name.startswith(".")]
+    return folder
+
+
+@pytest.mark.slow
+def test_killed_processes_resume_bit_identical(tmp_path):
+    """SIGKILL inside an epoch, and during a checkpoint write, then the same command again == uninterrupted.
+
+    Five `scseg-train` processes of a few seconds each; budget 120 s on one loaded CPU core.
+    """
+    cache = tmp_path / "cache"
+    reference = _train(tmp_path / "a", tmp_path, cache)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = _last(_run_dir(tmp_path / "a"))
+
+    # Killed right after step 7: the step-6 checkpoint holds one batch of epoch 2.
+    killed = _train(tmp_path / "b", tmp_path, cache, "after_step:7")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert _last(_run_dir(tmp_path / "b"))["mid_epoch"]["batches_done"] == 1
+    rerun = _train(tmp_path / "b", tmp_path, cache)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "from last.pt after epoch 1, batch 1/5 of epoch 2" in rerun.stdout
+    _assert_same_result(expected, _last(_run_dir(tmp_path / "b")))
+
+    # Killed halfway through writing file 6 (last.pt after step 8; files 1-5: steps 2, 4, 5 (+ best.pt), 6),
+    # with a loader worker process: the half-written temporary file stays, last.pt / last.prev.pt hold step 6.
+    workers = "data.loader.num_workers=1"  # not in the config hash: same run, same weights
+    killed = _train(tmp_path / "c", tmp_path, cache, "checkpoint_write:6", workers)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    checkpoints = _run_dir(tmp_path / "c") / "checkpoints"
+    (partial,) = checkpoints.glob(".last.pt.*.tmp")
+    assert partial.stat().st_size > 0
+    assert _last(_run_dir(tmp_path / "c"))["step"] == 6
+    assert ckpt.load_checkpoint(checkpoints / "last.prev.pt")["step"] == 6
+    rerun = _train(tmp_path / "c", tmp_path, cache, None, workers)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "batch 1/5 of epoch 2" in rerun.stdout
+    assert not list(checkpoints.glob(".*.tmp"))
+    _assert_same_result(expected, _last(_run_dir(tmp_path / "c")))
