@@ -6,12 +6,25 @@ command-line style overrides, without starting a run or touching the current Hyd
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PID_RESOLVER = "scseg.pid"
+
+
+def register_resolvers() -> None:
+    """``${scseg.pid:}``: the id of the process that first resolves it, used in ``hydra.sweep.dir`` so that two
+    sweeps started in the same second keep separate records. Cached per config: Hydra copies the launching
+    process's cache into every job's config, so joblib / SLURM jobs resolve the launcher's pid, not their own."""
+    if not OmegaConf.has_resolver(PID_RESOLVER):
+        OmegaConf.register_new_resolver(PID_RESOLVER, os.getpid, use_cache=True)
+
+
+register_resolvers()  # at import: scseg.train imports this module before Hydra composes the config
 
 
 def compose_train_config(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:

@@ -5,8 +5,9 @@ times. Each subject is stored once as .npy files (memory-mapped on read) plus a 
 `$SCSEG_CACHE` (else `~/.cache/scseg`), never next to the data. The folder name is a hash of the raw
 files (path, size, mtime_ns), every preprocessing setting, the label map and `PREPROCESS_VERSION`, so a
 changed setting or a touched file can never be served stale. Entries are written into a temporary
-folder beside the target and `os.rename`d into place whole; when two processes race, the loser discards
-its copy, so nobody ever reads a half-written entry.
+folder beside the target (each file fsynced) and `os.rename`d into place whole; when two processes race, the
+loser discards its copy, so nobody ever reads a half-written entry. A full disk ends in a `DiskFullError`
+naming the entry, with no temporary folder left.
 
 Class statistics: each entry's meta holds its per-class voxel counts and the voxel counts of the slices
 containing each class (computed at preprocessing), so the training-set statistics are a cached sum.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from scseg.atomic import DiskFullError, atomic_write, atomic_write_text, fsync_dir, is_disk_full
 from scseg.data.errors import DataError
 from scseg.data.preprocess import (
     PREPROCESS_VERSION,
@@ -127,23 +129,33 @@ def load_entry(path: Path) -> CachedSubject:
 
 
 def write_entry(subject: PreprocessedSubject, target: Path) -> Path:
-    """Write `subject` to `target` atomically: a temporary sibling folder renamed into place whole.
+    """Write `subject` to `target` atomically: a temporary sibling folder, its files fsynced, renamed into place.
 
-    If `target` appeared meanwhile (another process won the race), our copy is discarded.
+    If `target` appeared meanwhile (another process won the race), our copy is discarded. A full disk raises
+    DiskFullError naming the entry's file and leaves no temporary folder.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    image = np.ascontiguousarray(subject.image, dtype=np.float32)
+    label = None if subject.label is None else np.ascontiguousarray(subject.label)
+    meta = json.dumps(subject.meta.to_dict(), indent=1)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
-        np.save(tmp / IMAGE_FILE, np.ascontiguousarray(subject.image, dtype=np.float32))
-        if subject.label is not None:
-            np.save(tmp / LABEL_FILE, np.ascontiguousarray(subject.label))
-        (tmp / META_FILE).write_text(json.dumps(subject.meta.to_dict(), indent=1))
+        tmp.mkdir(parents=True)
+        atomic_write(tmp / IMAGE_FILE, lambda f: np.save(f, image))
+        if label is not None:
+            atomic_write(tmp / LABEL_FILE, lambda f: np.save(f, label))
+        atomic_write_text(tmp / META_FILE, meta)
         try:
             os.rename(tmp, target)
         except OSError as err:
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
                 raise
+        fsync_dir(target.parent)
+    except OSError as err:
+        if is_disk_full(err):
+            name = Path(err.filename).name if err.filename and Path(err.filename).parent == tmp else ""
+            hint = f" in {target.parent} (or point ${CACHE_ENV} at a disk with room)"
+            raise DiskFullError(target / name, err.errno, hint=hint) from err
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

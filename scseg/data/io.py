@@ -164,7 +164,25 @@ def read_image_file(path: Path, allow_4d_channels: bool = False) -> tuple[np.nda
     shape = _spatial_shape(img, path, allow_4d_channels)
     data = _read_data(img, path, as_float=True).reshape(shape)
     data = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
+    _check_finite(data, path)
     return data, geometry_of(img.affine, shape[:3], str(path))
+
+
+def _check_finite(data: np.ndarray, path: Path) -> None:
+    """NaN / Inf intensities would silently poison the intensity scaling and every loss after it; name the
+    file, the number of bad voxels (values beyond the float32 range count as infinite) and, for 4D, the channels."""
+    if np.isfinite(data).all():
+        return
+    nan = int(np.count_nonzero(np.isnan(data)))
+    inf = int(np.count_nonzero(np.isinf(data)))
+    where = ""
+    if data.shape[0] > 1:
+        channels = [c for c in range(data.shape[0]) if not np.isfinite(data[c]).all()]
+        where = f" in channel(s) {channels} of {data.shape[0]}"
+    raise DataError(
+        f"{path}: {nan + inf} voxels are not finite ({nan} NaN, {inf} infinite){where}; expected finite "
+        "intensities: fix or mask these voxels in the image file"
+    )
 
 
 def read_label_file(path: Path, integer_tolerance: float = 1e-3) -> tuple[np.ndarray, Geometry]:

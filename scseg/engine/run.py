@@ -10,6 +10,7 @@ Only rank 0 touches the run folder; other ranks train and evaluate their share.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import scseg
+from scseg.atomic import atomic_write_text
 from scseg.config_check import ConfigError, validate_config
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import run_dir as rd
@@ -99,22 +101,16 @@ def build_datamodule(cfg: DictConfig):
     return DataModule(cfg.data, seed=int(cfg.seed))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_per_case(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=PER_CASE_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: ("" if isinstance(row[k], float) and np.isnan(row[k]) else row[k]) for k in PER_CASE_COLUMNS}
-            )
-    os.replace(tmp, path)
+    """``per_case.csv`` (one row per subject and class; NaN Dice left empty), written atomically."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=PER_CASE_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: ("" if isinstance(row[k], float) and np.isnan(row[k]) else row[k]) for k in PER_CASE_COLUMNS}
+        )
+    atomic_write_text(path, buffer.getvalue())
 
 
 def git_commit() -> str | None:
@@ -235,9 +231,12 @@ def run_training(
         return _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, started)
     except BaseException as exc:
         if dist.is_main and folder.exists() and lock is not None and lock.locked:
-            rd.write_status(
-                folder, "failed", digest, traceback=traceback.format_exc(), error=f"{type(exc).__name__}: {exc}"
-            )
+            try:
+                rd.write_status(
+                    folder, "failed", digest, traceback=traceback.format_exc(), error=f"{type(exc).__name__}: {exc}"
+                )
+            except OSError as status_error:  # e.g. the disk is still full: report the first error, not this one
+                print(f"warning: could not record the failure in {folder / rd.STATUS_FILE}: {status_error}", flush=True)
         raise
     finally:
         if lock is not None:
@@ -267,7 +266,9 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
     try:
         if decision == "resume":
             used = trainer.restore(folder / "checkpoints")
-            print(f"resuming {folder} from {used.name} after epoch {trainer.state.epoch}", flush=True)
+            done = trainer.state.batches_done
+            position = f", batch {done}/{trainer.steps_per_epoch} of epoch {trainer.state.epoch + 1}" if done else ""
+            print(f"resuming {folder} from {used.name} after epoch {trainer.state.epoch}{position}", flush=True)
         trainer.fit(stop_after_epoch=stop_after_epoch)
         if stop_after_epoch is not None and trainer.state.epoch < int(cfg.trainer.max_epochs):
             return RunResult(folder, "interrupted")

@@ -133,6 +133,30 @@ def test_4d_file_rejected_unless_allowed(tmp_path):
     assert read_subject(Case("x", (path,), None), allow_4d_channels=True).image.shape[0] == 2
 
 
+def test_nan_and_inf_intensities_name_the_file_and_count(tmp_path):
+    from scseg.data.cache import SubjectCache
+    from scseg.data.phantom import generate_phantom_subject
+    from scseg.data.preprocess import PreprocessSettings
+
+    image, label, affine = generate_phantom_subject(seed=3, size=(16, 16, 16))
+    image[2, 3, 4] = image[5, 5, 5] = image[9, 1, 2] = np.nan
+    image[8, 8, 8] = np.inf
+    img = _save(image, tmp_path / "p1_img.nii.gz", affine)
+    lbl = _save(label, tmp_path / "p1_lbl.nii.gz", affine)
+    good = _save(np.nan_to_num(image, posinf=1.0), tmp_path / "p1_t2.nii.gz", affine)
+    pattern = r"p1_img\.nii\.gz: 4 voxels are not finite \(3 NaN, 1 infinite\); expected finite intensities"
+    with pytest.raises(DataError, match=pattern):
+        read_subject(Case("p1", (good, img), lbl))  # the second modality is the bad file, and it is the one named
+    names = ("background", *(f"s{k}" for k in range(1, 11)))
+    label_map = LabelMap(class_names=names, raw_to_class={k: k for k in range(11)})
+    with pytest.raises(DataError, match=pattern):  # the path a training run takes: cache -> read -> preprocess
+        SubjectCache(tmp_path / "cache", PreprocessSettings(), label_map).get(Case("p1", (img,), lbl))
+
+    four = _save(np.stack([np.nan_to_num(image, posinf=1.0), image], axis=-1), tmp_path / "p1_4d.nii.gz", affine)
+    with pytest.raises(DataError, match=r"p1_4d\.nii\.gz: 4 voxels are not finite .* in channel\(s\) \[1\] of 2"):
+        read_subject(Case("p1", (four,), None), allow_4d_channels=True)
+
+
 def test_4d_label_rejected(tmp_path):
     lbl = _save(np.zeros((*SHAPE, 2), np.uint8), tmp_path / "four_lbl.nii.gz")
     with pytest.raises(DataError, match=r"four_lbl\.nii\.gz: 4D volume"):
