@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-cpus test-slow lint format demo tb summary clean
+.PHONY: help install test test-cpus test-slow lint format demo study tb summary clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,18 @@ summary: install ## parameters, multiply-adds and SE overhead of every arch x SE
 
 demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)
 	bash scripts/demo.sh $(RUNS)
+
+# The four-way comparison on your own data with the quick-start settings: 3 architectures x 4 SE variants, two jobs
+# at a time, then the report. DATA is an nnU-Net raw folder (dataset.json); STUDY_ARGS adds any override, e.g.
+# STUDY_ARGS="data=folder data.layout.images=... label_map@data.label_map=mymap" for a plain folder, or seed=0,1,2.
+STUDY_NAME ?= study
+STUDY_ARGS ?=
+study: install ## the 3 x 4 comparison on your data: make study DATA=<nnU-Net folder> [RUNS=runs] [STUDY_ARGS=...]
+	@test -n "$(DATA)" || { echo "usage: make study DATA=/path/to/DatasetXXX_Name [RUNS=runs] [STUDY_ARGS=...]"; exit 2; }
+	$(VENV)/bin/scseg-train -m experiment=quickstart experiment_name=$(STUDY_NAME) launcher=joblib \
+	  model=unet,sdnet,fcdensenet se=none,cse,sse,scse data=nnunet "data.layout.root='$(abspath $(DATA))'" \
+	  "paths.runs_dir=$(RUNS)" $(STUDY_ARGS); status=$$?; \
+	$(VENV)/bin/scseg-compare "$(RUNS)/$(STUDY_NAME)"; exit $$status
 
 tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)

@@ -44,8 +44,11 @@ class TrainerSchema:
     channels_last: bool
     deterministic: bool
     num_threads: int | None
+    tune_malloc: bool
     progress_bar: Any
     eval_batch_size: int
+    checkpoint_every_n_steps: int | None
+    checkpoint_every_minutes: float | None
     distributed: bool
     backend: str
 
@@ -146,6 +149,10 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"missing config group '{group}'")
         _check_node(f"{group}.", container[group], schema)
     _check_model(container["model"])
+    for key in ("checkpoint_every_n_steps", "checkpoint_every_minutes"):
+        value = container["trainer"][key]
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key 'trainer.{key}' must be positive or null; got {value!r}")
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
@@ -213,7 +220,7 @@ def _check_against_signature(group: str, node: dict) -> None:
 
 
 # Keys a dataset config adds next to those of configs/data/common.yaml (layout keys differ per layout type).
-_DATASET_KEYS = {"name", "layout", "label_map", "val_subjects", "val_seed"}
+_DATASET_KEYS = {"name", "layout", "label_map", "val_subjects", "val_fraction", "val_seed"}
 
 
 def _check_data(node: dict) -> None:

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from scseg.engine import checkpoint as ckpt
+from scseg.engine.allocator import tune_allocator
 
 
 def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, object, torch.nn.Module, dict]:
@@ -30,6 +31,7 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, objec
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = ckpt.load_checkpoint(path)
     dm = build_datamodule(cfg)
+    dm.set_canvas((state.get("extra") or {}).get("canvas"))  # the canvas the network was trained on
     model = build_model(cfg, dm.num_classes, dm.in_channels)
     ckpt.load_model_weights(model, state, str(cfg.model.arch), dm.num_classes)
     return cfg, dm, model, state
@@ -42,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    tune_allocator()  # keep large buffers in the process (issue 10); SCSEG_TUNE_MALLOC=0 turns it off
 
-    from scseg.engine.run import atomic_write_text, json_safe, run_metadata, write_per_case
+    from scseg.atomic import DiskFullError, atomic_write_text
+    from scseg.data.errors import DataError
+    from scseg.engine.run import json_safe, run_metadata, write_per_case
     from scseg.evaluation import counts_to_rows, evaluate_subjects
     from scseg.metrics import summarize
 
@@ -55,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(args.device)
     model.to(device)
-    dm.prepare()
+    try:
+        dm.prepare()  # may write cache entries: a full disk or a bad image file ends in one line
+    except (DiskFullError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     counts = evaluate_subjects(model, dm, dm.subjects(args.split), int(cfg.trainer.eval_batch_size), device)
     rows = counts_to_rows(counts, dm.class_names)
     summary = summarize(rows, list(dm.class_names), args.split)
@@ -68,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         **run_metadata(device, time.perf_counter() - started),
     )
     suffix = "" if args.split == "test" else f"_{args.split}"
-    write_per_case(args.run_dir / f"per_case{suffix}.csv", rows)
-    atomic_write_text(args.run_dir / f"summary{suffix}.json", json.dumps(json_safe(summary), indent=2))
+    try:
+        write_per_case(args.run_dir / f"per_case{suffix}.csv", rows)
+        atomic_write_text(args.run_dir / f"summary{suffix}.json", json.dumps(json_safe(summary), indent=2))
+    except DiskFullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"{args.run_dir.name} [{args.split}, {len(counts)} subjects] foreground Dice "
         f"{summary['fg_mean']:.4f} +- {summary['fg_std'] or 0:.4f}"

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scseg.data.slices import stack_slices
 from scseg.metrics import class_counts, per_case_rows
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
@@ -56,8 +55,8 @@ def predict_volume(
     forward: ForwardFn | None = None,
 ) -> np.ndarray:
     """Label volume of one subject in the preprocessed grid (slices predicted in order, then stacked)."""
-    predicted = predict_slices(model, datamodule.eval_slices(subject), batch_size, device, forward)
-    return stack_slices(predicted, datamodule.axis)
+    slices = datamodule.eval_slices(subject)
+    return slices.to_volume(predict_slices(model, slices, batch_size, device, forward))
 
 
 def predict_subject(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,13 +23,16 @@ from scseg.data.augment import build_augmentation
 from scseg.data.cache import ClassStatistics, SubjectCache, class_statistics_of
 from scseg.data.errors import DataError
 from scseg.data.preprocess import PreprocessedSubject, PreprocessSettings, invert_to_canonical
-from scseg.data.slices import SliceDataset, SubjectSlices
+from scseg.data.slices import Canvas, SliceDataset, SubjectSlices, canvas_of
 
 if TYPE_CHECKING:
     from scseg.data.io import Geometry
     from scseg.data.layouts import Case
 
 SPLITS = ("train", "val", "test")
+# Below this many training subjects, `val_fraction` leaves validation off (a volume taken away would cost more
+# than the curve is worth); `val_subjects` set explicitly still applies.
+MIN_TRAIN_FOR_VALIDATION = 3
 
 
 def _get(cfg: Mapping, key: str, default: Any = None) -> Any:
@@ -61,7 +65,7 @@ class DataModule:
         self.label_map = load_label_map(cfg_data["label_map"])
         self.settings = PreprocessSettings.from_config(cfg_data)
         slices = _get(cfg_data, "slices", {})
-        self.axis = str(_get(slices, "axis", "axial"))
+        self.axis = self.settings.axis  # the configured rule; each subject's own axis is meta.slice_axis
         self.context = int(_get(slices, "context", 0))
         self.min_foreground = float(_get(slices, "min_foreground", 0.0))
         self.foreground_oversample = float(_get(slices, "foreground_oversample", 0.0))
@@ -75,6 +79,7 @@ class DataModule:
         self.pin_memory = bool(_get(loader, "pin_memory", False))
         self._cache = SubjectCache(cfg_data.get("cache_dir"), self.settings, self.label_map, self.allow_4d_channels)
         self._splits: dict[str, list[Case]] | None = None
+        self._canvas: Canvas | None = None
         self._loaded: dict[Path, PreprocessedSubject] = {}
         # Mapped references in the file grid, re-used across validations (they are re-read from disk otherwise);
         # bounded so a large test split cannot fill memory.
@@ -124,8 +129,8 @@ class DataModule:
                 raise DataError(f"data.layout: unknown splits {sorted(unknown)}; expected {SPLITS}")
             splits.setdefault("train", [])
             splits.setdefault("test", [])
-            n_val = int(_get(self.cfg, "val_subjects", 0))
             if "val" not in splits:
+                n_val = self._validation_size(len(splits["train"]))
                 if n_val > 0:
                     splits["train"], splits["val"] = split_validation(
                         splits["train"], n_val, int(_get(self.cfg, "val_seed", 0))
@@ -134,6 +139,26 @@ class DataModule:
                     splits["val"] = []
             self._splits = splits
         return self._splits
+
+    def _validation_size(self, n_train: int) -> int:
+        """`val_subjects` when set (an integer wins), else `val_fraction` of the training subjects (at least 1),
+        or 0 with a message when there are fewer than MIN_TRAIN_FOR_VALIDATION training subjects."""
+        explicit = self.cfg.get("val_subjects")
+        if explicit is not None:
+            return int(explicit)
+        fraction = self.cfg.get("val_fraction")
+        if fraction is None or float(fraction) <= 0:
+            return 0
+        if not 0 < float(fraction) < 1:
+            raise DataError(f"data.val_fraction: expected a fraction in (0, 1), got {fraction}")
+        if n_train < MIN_TRAIN_FOR_VALIDATION:
+            print(
+                f"validation is off: {n_train} training subject(s) of {self.name!r} is fewer than "
+                f"{MIN_TRAIN_FOR_VALIDATION} (set data.val_subjects to force it)",
+                file=sys.stderr,
+            )
+            return 0
+        return max(1, int(round(float(fraction) * n_train)))
 
     def cases(self, split: str) -> list[Case]:
         """The raw cases of `split` ("train", "val" or "test")."""
@@ -158,6 +183,24 @@ class DataModule:
         """Preprocessed (memory-mapped) subjects of `split`, prepared on first use."""
         return [self.subject(c) for c in self.cases(split)]
 
+    # ---- the canvas ----------------------------------------------------------------------------
+    @property
+    def canvas(self) -> Canvas | None:
+        """In-plane size (H, W) every slice is padded to, in training, evaluation and prediction alike: the
+        largest in-plane size of the training subjects (equal to `preprocess.pad_size` when that is set). A
+        trained run stores it in its checkpoints and `set_canvas` restores it (so prediction needs no training
+        data). None when there is neither a training split nor a stored canvas: slices are then not padded."""
+        if self._canvas is None and self.cases("train"):
+            self._canvas = canvas_of(self.subjects("train"))
+        return self._canvas
+
+    def set_canvas(self, canvas: Sequence[int] | None) -> None:
+        """Use the canvas a run was trained with (from its checkpoint); None keeps the computed one."""
+        if canvas is not None:
+            if len(canvas) != 2 or any(int(c) < 1 for c in canvas):
+                raise DataError(f"canvas: expected [H, W] > 0, got {list(canvas)}")
+            self._canvas = (int(canvas[0]), int(canvas[1]))
+
     # ---- training ------------------------------------------------------------------------------
     def train_dataset(self) -> SliceDataset:
         """Augmented training slices of the train split (reproducible per seed, epoch and index)."""
@@ -166,13 +209,13 @@ class DataModule:
             raise DataError(f"data.layout of {self.name!r}: the train split is empty")
         return SliceDataset(
             subjects,
-            axis=self.axis,
             context=self.context,
             augment=build_augmentation(self.augment_cfg),
             normalize=self.normalize,
             seed=self.seed,
             min_foreground=self.min_foreground,
             foreground_oversample=self.foreground_oversample,
+            canvas=self.canvas,
         )
 
     def val_dataset(self) -> SliceDataset | None:
@@ -182,7 +225,9 @@ class DataModule:
         subjects = self.subjects("val")
         if not subjects:
             return None
-        return SliceDataset(subjects, axis=self.axis, context=self.context, normalize=self.normalize, seed=self.seed)
+        return SliceDataset(
+            subjects, context=self.context, normalize=self.normalize, seed=self.seed, canvas=self.canvas
+        )
 
     def train_loader(self, dataset: SliceDataset | None = None, epoch: int = 0) -> DataLoader:
         """A single-process DataLoader for `epoch`: order and augmentation derive from (seed, epoch).
@@ -213,8 +258,8 @@ class DataModule:
 
     # ---- evaluation and prediction ---------------------------------------------------------------
     def eval_slices(self, subject: PreprocessedSubject) -> SubjectSlices:
-        """The subject's slices in order, normalised, without augmentation."""
-        return SubjectSlices(subject, axis=self.axis, context=self.context, normalize=self.normalize)
+        """The subject's slices in order, on the training canvas, normalised, without augmentation."""
+        return SubjectSlices(subject, context=self.context, normalize=self.normalize, canvas=self.canvas)
 
     def geometry(self, subject: PreprocessedSubject) -> Geometry:
         """The file grid of the subject (for io.write_label / io.to_original)."""

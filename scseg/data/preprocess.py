@@ -14,6 +14,11 @@ Order of operations (canonical RAS+ volumes from `io.read_subject`):
   4. crop to the bounding box of the image foreground (any modality > `foreground_threshold` after
      scaling) plus `crop_margin` voxels, clipped to the volume, along all three axes;
   5. zero padding of the two in-plane axes (those other than the slice axis) to `pad_size`, centred.
+
+The slice axis is resolved per subject (`resolve_slice_axis`): a named anatomical axis, or `acquisition`, the
+axis with the largest spacing of the subject's own (preprocessed) grid, i.e. the scanner's slice direction, which
+on oblique data is a different canonical axis from subject to subject. It is recorded in `PreprocessMeta.slice_axis`
+and everything downstream (slices, class statistics, stacking predictions) reads it from there.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ if TYPE_CHECKING:
     from scseg.data.label_map import LabelMap
 
 # Bump whenever the preprocessing code changes what it writes: it is part of every cache key.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+ACQUISITION = "acquisition"  # slice along each subject's coarsest voxel axis (see resolve_slice_axis)
+SLICE_AXES = (*AXES, ACQUISITION)
 INTENSITY_MODES = ("percentile", "minmax", "ct_window")
 
 
@@ -49,6 +56,31 @@ def axis_index(axis: str | int) -> int:
     if axis not in AXES:
         raise DataError(f"data.slices.axis: unknown axis {axis!r}; expected one of {sorted(AXES)}")
     return AXES[axis]
+
+
+def check_slice_axis(axis: str) -> str:
+    """Validate a `data.slices.axis` value (a named anatomical axis or `acquisition`)."""
+    if axis not in SLICE_AXES:
+        raise DataError(f"data.slices.axis: unknown axis {axis!r}; expected one of {list(SLICE_AXES)}")
+    return axis
+
+
+def resolve_slice_axis(
+    axis: str, spacing: Sequence[float], fallback_axis: str = "axial", anisotropy_threshold: float = 1.5
+) -> int:
+    """The array axis (0, 1, 2 of canonical X, Y, Z) one subject is sliced along.
+
+    A named axis is taken as is. `acquisition` takes the axis with the largest spacing (the scanner's slice
+    direction, as nnU-Net's 2D configuration does) when the largest spacing is at least `anisotropy_threshold`
+    times the smallest; isotropic-enough data fall back to `fallback_axis`.
+    """
+    check_slice_axis(axis)
+    if axis != ACQUISITION:
+        return AXES[axis]
+    sp = [float(v) for v in spacing]
+    if max(sp) < anisotropy_threshold * min(sp):
+        return axis_index(fallback_axis)
+    return int(np.argmax(sp))
 
 
 def in_plane_axes(axis: str | int) -> tuple[int, int]:
@@ -84,7 +116,9 @@ class IntensitySettings:
 class PreprocessSettings:
     """Every knob of preprocessing; all of it goes into the cache key."""
 
-    axis: str = "axial"  # slice axis: decides which two axes are padded and how class statistics count slices
+    axis: str = "axial"  # slice axis (or `acquisition`): which two axes are padded, how class statistics count slices
+    fallback_axis: str = "axial"  # `acquisition` on data whose spacing is isotropic enough
+    anisotropy_threshold: float = 1.5  # `acquisition`: largest / smallest spacing at which the data count as sliced
     target_spacing: tuple[float, float, float] | None = None  # mm, canonical (X, Y, Z); None = keep
     crop_margin: int = 8  # voxels added on each side of the image-foreground bounding box
     foreground_threshold: float = 0.05  # on the [0, 1]-scaled image: any modality above it is foreground
@@ -92,7 +126,12 @@ class PreprocessSettings:
     intensity: IntensitySettings = field(default_factory=IntensitySettings)
 
     def __post_init__(self) -> None:
-        axis_index(self.axis)
+        check_slice_axis(self.axis)
+        axis_index(self.fallback_axis)
+        if not self.anisotropy_threshold >= 1.0:
+            raise DataError(
+                f"data.slices.anisotropy_threshold: expected a ratio >= 1, got {self.anisotropy_threshold}"
+            )
         if self.target_spacing is not None and (
             len(self.target_spacing) != 3 or any(s <= 0 for s in self.target_spacing)
         ):
@@ -129,6 +168,8 @@ class PreprocessSettings:
         pad = pre.get("pad_size")
         return cls(
             axis=str(slices.get("axis", cls.axis)),
+            fallback_axis=str(slices.get("fallback_axis") or cls.fallback_axis),
+            anisotropy_threshold=float(slices.get("anisotropy_threshold") or cls.anisotropy_threshold),
             target_spacing=None if ts is None else _floats(ts, 3, "target_spacing"),
             crop_margin=int(pre.get("crop_margin", cls.crop_margin)),
             foreground_threshold=float(pre.get("foreground_threshold", cls.foreground_threshold)),
@@ -188,6 +229,7 @@ class PreprocessMeta:
     num_classes: int
     class_voxels: tuple[int, ...] | None = None  # per class voxel count (None without label)
     class_slice_voxels: tuple[int, ...] | None = None  # per class: voxels of the slices containing it
+    slice_axis: int = 2  # array axis this subject is sliced along (resolve_slice_axis)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -204,6 +246,12 @@ class PreprocessMeta:
     @property
     def has_label(self) -> bool:
         return self.class_voxels is not None
+
+    @property
+    def in_plane_shape(self) -> tuple[int, int]:
+        """(H, W) of one slice of the preprocessed volume."""
+        first, second = in_plane_axes(self.slice_axis)
+        return int(self.shape[first]), int(self.shape[second])
 
     def to_geometry(self) -> Geometry:
         """Rebuild io.Geometry (for io.to_original / io.write_label) without re-reading the file."""
@@ -356,6 +404,10 @@ def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map
                 raw_label = resample_label(raw_label, shape)
         new_spacing = tuple(s * n / m for s, n, m in zip(spacing, canonical_shape, shape, strict=True))
 
+    slice_axis = resolve_slice_axis(
+        settings.axis, new_spacing, settings.fallback_axis, settings.anisotropy_threshold
+    )
+
     # 2. intensity scaling, 3. label mapping
     image01, ranges = scale_intensity(image, settings.intensity, subject.id)
     dtype = label_dtype(label_map.num_classes)
@@ -385,7 +437,7 @@ def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map
     pad = [(0, 0), (0, 0), (0, 0)]
     if settings.pad_size is not None:
         cropped = image01.shape[1:]
-        planes = in_plane_axes(settings.axis)
+        planes = in_plane_axes(slice_axis)
         needed = [max(settings.pad_size[i], cropped[ax]) for i, ax in enumerate(planes)]
         if any(cropped[ax] > settings.pad_size[i] for i, ax in enumerate(planes)):
             raise DataError(
@@ -410,7 +462,7 @@ def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map
 
     voxels = slice_voxels = None
     if label is not None:
-        v, s = class_statistics(label, label_map.num_classes, settings.axis)
+        v, s = class_statistics(label, label_map.num_classes, slice_axis)
         voxels, slice_voxels = tuple(int(x) for x in v), tuple(int(x) for x in s)
 
     meta = PreprocessMeta(
@@ -434,6 +486,7 @@ def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map
         num_classes=label_map.num_classes,
         class_voxels=voxels,
         class_slice_voxels=slice_voxels,
+        slice_axis=slice_axis,
     )
     return PreprocessedSubject(
         id=subject.id, image=np.ascontiguousarray(image01, dtype=np.float32), label=label, meta=meta

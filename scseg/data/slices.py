@@ -5,10 +5,19 @@ with 2.5D context, skipping near-empty slices, oversampling foreground) and augm
 walks one subject's slices in order and stacks the predictions back into a volume. Every random draw
 comes from `np.random.default_rng([seed, epoch, index])`, so an epoch is the same whatever the number of
 DataLoader workers, and a resumed run sees the same samples.
+
+One canvas: every slice the network sees, in training and in evaluation or prediction, is zero-padded (centred,
+before augmentation and before normalisation) to the same in-plane canvas, by one function (`pad_to_canvas`).
+The canvas is the largest in-plane size of the training subjects (`canvas_of`), unless
+`data.preprocess.pad_size` already made every subject that size. A subject larger than the canvas at evaluation
+time is evaluated on a canvas grown just enough to hold it (centred, same padding and normalisation), with a
+warning naming the subject and both sizes: the network then sees more padding context than in training, which
+is usually harmless but is said out loud; set `data.preprocess.pad_size` to pin one canvas for every subject.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,16 +30,54 @@ from scseg.data.augment import apply_augmentation, normalize_image
 from scseg.data.errors import DataError
 from scseg.data.preprocess import PreprocessedSubject, axis_index
 
+Canvas = tuple[int, int]
 
-def _check_axis(subject: PreprocessedSubject, axis: str) -> int:
-    a = axis_index(axis)
-    settings = subject.meta.settings
-    if settings.get("pad_size") is not None and axis_index(settings.get("axis", axis)) != a:
-        raise DataError(
-            f"subject {subject.id}: preprocessed (padded) for slice axis {settings.get('axis')!r}, "
-            f"but data.slices.axis is {axis!r}; both must agree"
+
+def canvas_of(subjects: Sequence[PreprocessedSubject]) -> Canvas:
+    """The in-plane canvas (H, W) that holds a slice of every subject: the largest height and width."""
+    if not subjects:
+        raise DataError("canvas_of: no subjects (is the training split empty?)")
+    planes = [s.meta.in_plane_shape for s in subjects]
+    return max(p[0] for p in planes), max(p[1] for p in planes)
+
+
+def canvas_padding(size: Sequence[int], canvas: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Centred (before, after) zero padding of an (h, w) slice to `canvas` (which must hold it)."""
+    pads = []
+    for n, c in zip(size, canvas, strict=True):
+        extra = int(c) - int(n)
+        if extra < 0:
+            raise DataError(f"slice of in-plane size {tuple(size)} does not fit the canvas {tuple(canvas)}")
+        pads.append((extra // 2, extra - extra // 2))
+    return pads[0], pads[1]
+
+
+def pad_to_canvas(
+    image: np.ndarray, label: np.ndarray | None, canvas: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Zero-pad a (C, h, w) image (and its (h, w) label) to the canvas, centred: the one padding rule of training
+    and evaluation alike (called before augmentation and normalisation)."""
+    ph, pw = canvas_padding(image.shape[1:], canvas)
+    if ph == pw == (0, 0):
+        return image, label
+    image = np.pad(image, [(0, 0), ph, pw])
+    return image, None if label is None else np.pad(label, [ph, pw])
+
+
+def subject_canvas(subject: PreprocessedSubject, canvas: Sequence[int] | None) -> Canvas:
+    """The canvas one subject is evaluated on: `canvas`, grown (with a warning) when the subject does not fit."""
+    size = subject.meta.in_plane_shape
+    if canvas is None:
+        return size
+    grown = (max(size[0], int(canvas[0])), max(size[1], int(canvas[1])))
+    if grown != tuple(int(c) for c in canvas):
+        warnings.warn(
+            f"subject {subject.id}: in-plane size {size} exceeds the training canvas {tuple(canvas)}; it is "
+            f"evaluated on a canvas of {grown} (centred zero padding as in training). Set "
+            f"data.preprocess.pad_size to at least {list(grown)} to give every subject one canvas.",
+            stacklevel=2,
         )
-    return a
+    return grown
 
 
 def extract_slice(
@@ -63,21 +110,21 @@ class SliceDataset(Dataset):
     Items are `{"image": float32 (C, H, W), "label": int64 (H, W)}` with C = (2*context+1) * modalities.
     `min_foreground`: skip slices whose labelled (class > 0) fraction is below it (0 keeps all).
     `foreground_oversample`: probability that an item is replaced by a slice drawn uniformly from the
-    slices that contain foreground. `pad_to`: common in-plane size (H, W) for batching subjects of
-    different sizes; None = the largest in-plane size among `subjects` (zero padding at the far end).
+    slices that contain foreground. `canvas`: the in-plane size (H, W) every slice is padded to, centred
+    (`pad_to_canvas`); None = the largest in-plane size among `subjects` (`canvas_of`). Each subject is
+    sliced along its own `meta.slice_axis`.
     """
 
     def __init__(
         self,
         subjects: Sequence[PreprocessedSubject],
-        axis: str = "axial",
         context: int = 0,
         augment: A.Compose | None = None,
         normalize: str = "zscore",
         seed: int = 0,
         min_foreground: float = 0.0,
         foreground_oversample: float = 0.0,
-        pad_to: tuple[int, int] | None = None,
+        canvas: Sequence[int] | None = None,
     ) -> None:
         if not subjects:
             raise DataError("SliceDataset: no subjects given (is the training split empty?)")
@@ -93,10 +140,7 @@ class SliceDataset(Dataset):
             raise DataError(f"seed: expected a non-negative integer, got {seed}")
         normalize_image(np.zeros((1, 1, 1), np.float32), normalize, [0.0], [1.0])  # validates the mode
         self.subjects = list(subjects)
-        self.axis = axis
-        self.axis_index = 0
         for s in self.subjects:
-            self.axis_index = _check_axis(s, axis)
             if s.label is None:
                 raise DataError(f"subject {s.id}: training slices need a label, but this subject has none")
         self.context = context
@@ -106,17 +150,17 @@ class SliceDataset(Dataset):
         self.epoch = 0
         self.min_foreground = float(min_foreground)
         self.foreground_oversample = float(foreground_oversample)
-        planes = [tuple(d for i, d in enumerate(s.label.shape) if i != self.axis_index) for s in self.subjects]
-        self.pad_to = tuple(pad_to) if pad_to is not None else tuple(max(p[i] for p in planes) for i in (0, 1))
-        for s, p in zip(self.subjects, planes, strict=True):
-            if p[0] > self.pad_to[0] or p[1] > self.pad_to[1]:
-                raise DataError(f"subject {s.id}: in-plane size {p} exceeds the dataset's pad_to {self.pad_to}")
+        self.canvas: Canvas = canvas_of(self.subjects) if canvas is None else (int(canvas[0]), int(canvas[1]))
+        for s in self.subjects:
+            p = s.meta.in_plane_shape
+            if p[0] > self.canvas[0] or p[1] > self.canvas[1]:
+                raise DataError(f"subject {s.id}: in-plane size {p} exceeds the training canvas {self.canvas}")
 
         index: list[tuple[int, int]] = []
         foreground: list[tuple[int, int]] = []
         for si, s in enumerate(self.subjects):
             label = np.asarray(s.label)
-            other = tuple(i for i in range(3) if i != self.axis_index)
+            other = tuple(i for i in range(3) if i != s.meta.slice_axis)
             fg = np.count_nonzero(label, axis=other)
             frac = fg / float(np.prod([label.shape[i] for i in other]))
             index += [(si, int(j)) for j in np.flatnonzero(frac >= self.min_foreground)]
@@ -143,12 +187,9 @@ class SliceDataset(Dataset):
         if rng.random() < self.foreground_oversample and self.foreground:
             si, sj = self.foreground[int(rng.integers(len(self.foreground)))]
         subject = self.subjects[si]
-        image, label = extract_slice(subject, self.axis_index, sj, self.context)
+        image, label = extract_slice(subject, subject.meta.slice_axis, sj, self.context)
         assert label is not None
-        ph, pw = self.pad_to[0] - image.shape[1], self.pad_to[1] - image.shape[2]
-        if ph or pw:
-            image = np.pad(image, [(0, 0), (0, ph), (0, pw)])
-            label = np.pad(label, [(0, ph), (0, pw)])
+        image, label = pad_to_canvas(image, label, self.canvas)
         if self.augment is not None:
             hwc, label = apply_augmentation(self.augment, image.transpose(1, 2, 0), label, rng)
             image = np.ascontiguousarray(hwc.transpose(2, 0, 1))
@@ -163,27 +204,42 @@ class SliceDataset(Dataset):
 class SubjectSlices(Dataset):
     """One subject's slices in order, for evaluation / prediction (no augmentation).
 
-    Items are `{"image": float32 (C, H, W), "index": int}` plus `"label": int64 (H, W)` when the
-    subject has one. Stack predictions with `stack_slices` then invert with `preprocess.invert_to_canonical`.
+    Items are `{"image": float32 (C, H, W), "index": int}` plus `"label": int64 (H, W)` when the subject has
+    one, padded to `canvas` exactly as training pads them (None: no padding). Turn per-slice predictions back
+    into a volume with `to_volume` (removes the canvas padding, stacks along the subject's slice axis), then
+    invert with `preprocess.invert_to_canonical`.
     """
 
     def __init__(
-        self, subject: PreprocessedSubject, axis: str = "axial", context: int = 0, normalize: str = "zscore"
+        self,
+        subject: PreprocessedSubject,
+        context: int = 0,
+        normalize: str = "zscore",
+        canvas: Sequence[int] | None = None,
     ) -> None:
         if context < 0:
             raise DataError(f"data.slices.context: expected >= 0, got {context}")
         normalize_image(np.zeros((1, 1, 1), np.float32), normalize, [0.0], [1.0])
         self.subject = subject
-        self.axis = axis
-        self.axis_index = _check_axis(subject, axis)
+        self.axis_index = int(subject.meta.slice_axis)
         self.context = context
         self.normalize = normalize
+        self.canvas = subject_canvas(subject, canvas)
+        self.padding = canvas_padding(subject.meta.in_plane_shape, self.canvas)
 
     def __len__(self) -> int:
         return int(self.subject.image.shape[1 + self.axis_index])
 
+    def to_volume(self, slice_preds: Sequence[Any] | np.ndarray | torch.Tensor) -> np.ndarray:
+        """Per-slice predictions on the canvas (S, H, W), in slice order -> volume in the preprocessed grid."""
+        stacked = stack_slices(slice_preds, self.axis_index, move=False)
+        (t, b), (l, r) = self.padding
+        stacked = stacked[:, t : stacked.shape[1] - b, l : stacked.shape[2] - r]
+        return np.moveaxis(stacked, 0, self.axis_index)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, label = extract_slice(self.subject, self.axis_index, int(index), self.context)
+        image, label = pad_to_canvas(image, label, self.canvas)
         mean, std = _norm_stats(self.subject, self.context)
         item: dict[str, Any] = {
             "image": torch.from_numpy(normalize_image(image, self.normalize, mean, std)),
@@ -194,8 +250,11 @@ class SubjectSlices(Dataset):
         return item
 
 
-def stack_slices(slice_preds: Sequence[Any] | np.ndarray | torch.Tensor, axis: str) -> np.ndarray:
-    """Put per-slice predictions (S, H, W), in slice order, back into the preprocessed volume (X, Y, Z)."""
+def stack_slices(
+    slice_preds: Sequence[Any] | np.ndarray | torch.Tensor, axis: str | int, move: bool = True
+) -> np.ndarray:
+    """Put per-slice predictions (S, H, W), in slice order, back into a volume along `axis` (`move=False`: keep
+    the slices first). For slices padded to a canvas use `SubjectSlices.to_volume`."""
     if isinstance(slice_preds, torch.Tensor):
         stacked = slice_preds.detach().cpu().numpy()
     elif isinstance(slice_preds, np.ndarray):
@@ -206,4 +265,4 @@ def stack_slices(slice_preds: Sequence[Any] | np.ndarray | torch.Tensor, axis: s
         )
     if stacked.ndim != 3:
         raise ValueError(f"stack_slices: expected (S, H, W) predictions, got shape {stacked.shape}")
-    return np.moveaxis(stacked, 0, axis_index(axis))
+    return np.moveaxis(stacked, 0, axis_index(axis)) if move else stacked

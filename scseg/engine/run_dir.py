@@ -38,7 +38,17 @@ DEFAULT_HASH_EXCLUDE: tuple[str, ...] = (
     "data.loader.prefetch_factor",
     "trainer.progress_bar",
     "trainer.log_every_n_steps",
+    "trainer.tune_malloc",  # the C allocator's thresholds: speed, never results
+    "trainer.checkpoint_every_n_steps",  # how often a run saves, not what it trains (resume is bit-identical)
+    "trainer.checkpoint_every_minutes",
 )
+# Keys added after run folders existed: at these values they leave the hash (and so every run folder's name)
+# unchanged, so adding a knob never renames the runs of configs that do not use it.
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "data.slices.fallback_axis": "axial",
+    "data.slices.anisotropy_threshold": 1.5,
+    "data.val_fraction": None,
+}
 RESUME_MODES = ("auto", "never", "must")
 STATES = ("running", "done", "failed")
 STATUS_FILE = "status.json"
@@ -80,8 +90,12 @@ def _canonical(cfg: Any, root: DictConfig | None, path: str, exclude: tuple[str,
         out = {}
         for key, value in cfg.items():
             child = f"{path}.{key}" if path else str(key)
-            if not _excluded(child, exclude):
-                out[str(key)] = _canonical(value, root, child, exclude)
+            if _excluded(child, exclude):
+                continue
+            plain = _canonical(value, root, child, exclude)
+            if child in HASH_NEUTRAL_DEFAULTS and plain == HASH_NEUTRAL_DEFAULTS[child]:
+                continue
+            out[str(key)] = plain
         return out
     if isinstance(cfg, (list, tuple)):
         return [_canonical(value, root, f"{path}.{i}", exclude) for i, value in enumerate(cfg)]

@@ -15,7 +15,7 @@ from scseg.data.config import compose_data_config
 from scseg.data.datamodule import DataModule
 from scseg.data.errors import DataError
 from scseg.data.io import write_label
-from scseg.data.slices import SliceDataset, stack_slices
+from scseg.data.slices import SliceDataset
 
 TINY = ["layout.n_subjects=5", "layout.n_test=1", "layout.size=[32,32,32]", "val_subjects=1"]
 
@@ -27,7 +27,7 @@ def _dm(*extra: str, seed: int = 0) -> DataModule:
 def _predict_reference(dm: DataModule, subject) -> np.ndarray:
     """A 'perfect model': the evaluation view's labels, stacked back into the preprocessed volume."""
     view = dm.eval_slices(subject)
-    return stack_slices([view[i]["label"] for i in range(len(view))], dm.axis)
+    return view.to_volume([view[i]["label"] for i in range(len(view))])
 
 
 def test_identity_splits_and_channels():
@@ -127,7 +127,7 @@ def test_prepare_images_for_prediction():
     np.testing.assert_array_equal(subject.image, labelled.image)
     view = dm.eval_slices(subject)
     assert "label" not in view[0]
-    pred = stack_slices([torch.zeros(view[i]["image"].shape[1:], dtype=torch.int64) for i in range(len(view))], dm.axis)
+    pred = view.to_volume([torch.zeros(view[i]["image"].shape[1:], dtype=torch.int64) for i in range(len(view))])
     assert dm.to_original(subject, pred).shape == nib.load(image_path).shape
     with pytest.raises(DataError, match="no label file"):
         dm.reference(subject)
@@ -171,3 +171,16 @@ def test_real_subject_roundtrip(name, request):
     assert subject.meta.has_label
     back = dm.to_original(subject, np.asarray(subject.label))
     np.testing.assert_array_equal(back, dm.reference(subject))
+
+
+def test_validation_fraction_takes_a_share_of_training_subjects(capsys):
+    base = ["layout.n_test=2", "layout.size=[32,32,32]", "val_subjects=null", "val_fraction=0.2"]
+    dm = DataModule(compose_data_config("phantom", [*base, "layout.n_subjects=12"]))
+    assert [len(dm.cases(s)) for s in ("train", "val", "test")] == [8, 2, 2]  # round(0.2 * 10) = 2
+    explicit = DataModule(compose_data_config("phantom", [*base, "layout.n_subjects=12", "val_subjects=3"]))
+    assert len(explicit.cases("val")) == 3  # an integer wins
+    few = DataModule(compose_data_config("phantom", [*base, "layout.n_subjects=4"]))
+    assert [len(few.cases(s)) for s in ("train", "val", "test")] == [2, 0, 2]
+    assert "validation is off: 2 training subject(s)" in capsys.readouterr().err
+    with pytest.raises(DataError, match="data.val_fraction"):
+        DataModule(compose_data_config("phantom", [*base, "layout.n_subjects=12", "val_fraction=1.5"])).cases("val")

@@ -58,7 +58,7 @@ def _prepared(n: int = 2, pad=None, shapes=None, axis="axial"):
 
 def test_items_shapes_dtypes_and_context_channels():
     subjects = _prepared()
-    ds = SliceDataset(subjects, axis="axial", context=1, normalize="none")
+    ds = SliceDataset(subjects, context=1, normalize="none")
     depth = subjects[0].image.shape[3]
     assert len(ds) == 2 * depth
     assert ds.in_channels == 3 * 2
@@ -135,14 +135,15 @@ def test_workers_do_not_change_samples(tmp_path):
 def test_subjects_of_different_sizes_batch_together():
     subjects = _prepared(2, shapes=[(24, 20, 16), (20, 22, 16)])
     ds = SliceDataset(subjects, normalize="none")
-    assert ds.pad_to == (max(s.image.shape[1] for s in subjects), max(s.image.shape[2] for s in subjects))
+    assert ds.canvas == (max(s.image.shape[1] for s in subjects), max(s.image.shape[2] for s in subjects))
     batch = next(iter(DataLoader(ds, batch_size=len(ds))))
-    assert batch["image"].shape[2:] == ds.pad_to
+    assert batch["image"].shape[2:] == ds.canvas
 
 
 def test_subject_slices_and_stack_roundtrip():
     s = _prepared(1, pad=(24, 24), axis="coronal")[0]
-    view = SubjectSlices(s, axis="coronal", context=2)
+    assert s.meta.slice_axis == 1
+    view = SubjectSlices(s, context=2)
     assert len(view) == s.image.shape[2]
     item = view[0]
     assert item["image"].shape == (5 * 2, 24, 24) and item["index"] == 0
@@ -150,8 +151,46 @@ def test_subject_slices_and_stack_roundtrip():
     np.testing.assert_array_equal(vol, s.label)
     vol2 = stack_slices(torch.stack([view[i]["label"] for i in range(len(view))]), "coronal")
     np.testing.assert_array_equal(vol2, s.label)
-    with pytest.raises(DataError, match="coronal.*axial"):
-        SubjectSlices(s, axis="axial")
+    np.testing.assert_array_equal(view.to_volume([view[i]["label"] for i in range(len(view))]), s.label)
+
+
+def test_training_and_evaluation_feed_the_network_the_same_tensors():
+    """One canvas: for every slice of every subject (different in-plane sizes), the training dataset (augmentation
+    off) and the evaluation view give identical network inputs; predictions on the canvas map back exactly."""
+    subjects = _prepared(3, shapes=[(24, 20, 16), (18, 26, 16), (22, 17, 12)])
+    train = SliceDataset(subjects, context=1, normalize="zscore")
+    sizes = [s.meta.in_plane_shape for s in subjects]
+    assert len(set(sizes)) == 3 and train.canvas == (max(h for h, _ in sizes), max(w for _, w in sizes))
+    position = {pair: i for i, pair in enumerate(train.index)}
+    for si, s in enumerate(subjects):
+        view = SubjectSlices(s, context=1, normalize="zscore", canvas=train.canvas)
+        for j in range(len(view)):
+            item = view[j]
+            torch.testing.assert_close(item["image"], train[position[(si, j)]]["image"], rtol=0, atol=0)
+            assert torch.equal(item["label"], train[position[(si, j)]]["label"])
+        labels_on_canvas = [view[j]["label"] for j in range(len(view))]
+        np.testing.assert_array_equal(view.to_volume(labels_on_canvas), s.label)
+
+
+def test_a_subject_larger_than_the_canvas_is_evaluated_on_a_grown_canvas_with_a_warning():
+    s = _prepared(1, shapes=[(24, 20, 16)])[0]
+    small = (s.meta.in_plane_shape[0] - 4, s.meta.in_plane_shape[1] + 6)
+    with pytest.warns(UserWarning, match=r"subject s0: in-plane size .* exceeds the training canvas"):
+        view = SubjectSlices(s, canvas=small)
+    assert view.canvas == (s.meta.in_plane_shape[0], small[1])
+    np.testing.assert_array_equal(view.to_volume([view[j]["label"] for j in range(len(view))]), s.label)
+
+
+def test_acquisition_axis_follows_each_subjects_coarsest_axis():
+    from scseg.data.preprocess import resolve_slice_axis
+
+    assert resolve_slice_axis("acquisition", (1.25, 8.0, 1.25)) == 1
+    assert resolve_slice_axis("acquisition", (7.7, 1.2, 1.2)) == 0
+    assert resolve_slice_axis("acquisition", (1.0, 1.0, 1.2)) == 2  # isotropic enough: the fallback (axial)
+    assert resolve_slice_axis("acquisition", (1.0, 1.0, 1.2), fallback_axis="coronal") == 1
+    assert resolve_slice_axis("sagittal", (1.0, 1.0, 9.0)) == 0  # a named axis is taken as is
+    with pytest.raises(DataError, match="data.slices.axis"):
+        resolve_slice_axis("oblique", (1.0, 1.0, 1.0))
 
 
 def test_training_needs_labels():

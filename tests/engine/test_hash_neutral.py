@@ -1,0 +1,17 @@
+"""New config keys at their defaults leave the config hash, and so every existing run folder's name, unchanged."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from scseg.engine.run_dir import HASH_NEUTRAL_DEFAULTS, config_hash
+
+
+def test_keys_at_their_neutral_defaults_do_not_change_the_hash():
+    before = {"seed": 0, "data": {"name": "x", "slices": {"axis": "axial"}}}
+    after = OmegaConf.create(before)
+    for dotted, default in HASH_NEUTRAL_DEFAULTS.items():
+        OmegaConf.update(after, dotted, default, force_add=True)
+    assert config_hash(OmegaConf.create(before)) == config_hash(after)
+    OmegaConf.update(after, "data.slices.fallback_axis", "coronal")
+    assert config_hash(OmegaConf.create(before)) != config_hash(after)
