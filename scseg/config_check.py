@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from scseg.engine.trainer import SCHEDULER_INTERVALS
 from scseg.models import AGGREGATIONS, ARCHITECTURES, SE_VARIANTS
 from scseg.models.fcdensenet import FCDenseNet
+from scseg.se_options import SE_POSITIONS
 
 
 class ConfigError(ValueError):
@@ -25,8 +26,9 @@ class ConfigError(ValueError):
 @dataclass
 class SESchema:
     name: str
-    reduction: int
+    reduction: int | None  # null: the architecture's model.se_reduction, else 2 (scseg.se_options)
     aggregation: str
+    positions: Any  # a list, any subset of SE_POSITIONS: checked by _check_se
     in_bottleneck: bool
 
 
@@ -58,6 +60,7 @@ class LoggerSchema:
     enabled: bool
     image_slices: int
     log_every_n_steps: int
+    gate_maps: bool
 
 
 @dataclass
@@ -115,10 +118,13 @@ def _check_model(node: dict) -> None:
         raise ConfigError(f"model.arch is {arch!r}; registered architectures: {', '.join(ARCHITECTURES)}")
     target = FCDenseNet if arch.startswith("fcdensenet") else ARCHITECTURES[arch]
     params = inspect.signature(target.__init__).parameters
-    reserved = {"self", "in_channels", "num_classes", "se_factory", "se_in_bottleneck"}
-    valid = sorted(set(params) - reserved)
+    reserved = {"self", "in_channels", "num_classes", "se_factory", "se_in_bottleneck", "se_positions"}
+    valid = sorted((set(params) - reserved) | {"se_reduction"})
     for key, value in node.items():
         if key == "arch":
+            continue
+        if key == "se_reduction":  # the architecture's default cSE reduction, read by build_model
+            _check_reduction("model.se_reduction", value)
             continue
         if key not in valid:
             raise ConfigError(f"unknown config key 'model.{key}' for arch {arch!r}; valid keys: {', '.join(valid)}")
@@ -136,6 +142,25 @@ def _check_model(node: dict) -> None:
             raise ConfigError(f"config key 'model.{key}' must be a list, got {value!r}")
 
 
+def _check_reduction(key: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"config key '{key}' must be a positive integer or null, got {value!r}")
+
+
+def _check_se(node: dict) -> None:
+    """``se.reduction`` positive (or null); ``se.positions`` a list of known positions."""
+    _check_reduction("se.reduction", node["reduction"])
+    positions = node["positions"]
+    if not isinstance(positions, list) or not all(isinstance(p, str) for p in positions):
+        raise ConfigError(f"config key 'se.positions' must be a list such as [encoder, decoder], got {positions!r}")
+    unknown = [p for p in positions if p not in SE_POSITIONS]
+    if unknown:
+        raise ConfigError(
+            f"config key 'se.positions' holds {', '.join(map(repr, unknown))}; "
+            f"valid positions: {', '.join(SE_POSITIONS)}"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first unknown, missing or mistyped key of ``cfg``."""
     try:
@@ -148,6 +173,7 @@ def validate_config(cfg: DictConfig) -> None:
         if group not in container:
             raise ConfigError(f"missing config group '{group}'")
         _check_node(f"{group}.", container[group], schema)
+    _check_se(container["se"])
     _check_model(container["model"])
     for key in ("checkpoint_every_n_steps", "checkpoint_every_minutes"):
         value = container["trainer"][key]

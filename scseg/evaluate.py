@@ -2,13 +2,14 @@
 
 Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the data module and the model, loads
 ``checkpoints/best.pt`` (``weights_only``, never executing code) and writes ``per_case[_<split>].csv`` and
-``summary[_<split>].json`` into the run folder (the test split keeps the training run's file names).
+``summary[_<split>].json`` into the run folder (the test split keeps the training run's file names). The summary
+comes from the same builder as after training (:func:`scseg.engine.summary.build_summary`), with the config
+hashes training recorded carried over, so ``scseg-compare`` files the run exactly as before (issue 12).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -46,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tune_allocator()  # keep large buffers in the process (issue 10); SCSEG_TUNE_MALLOC=0 turns it off
 
-    from scseg.atomic import DiskFullError, atomic_write_text
+    from scseg.atomic import DiskFullError
     from scseg.data.errors import DataError
-    from scseg.engine.run import json_safe, run_metadata, write_per_case
+    from scseg.engine.run import write_per_case
+    from scseg.engine.summary import build_summary, recorded_hashes, write_summary
     from scseg.evaluation import counts_to_rows, evaluate_subjects
-    from scseg.metrics import summarize
+    from scseg.models import count_parameters
 
     started = time.perf_counter()
     try:
@@ -67,19 +69,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = evaluate_subjects(model, dm, dm.subjects(args.split), int(cfg.trainer.eval_batch_size), device)
     rows = counts_to_rows(counts, dm.class_names)
-    summary = summarize(rows, list(dm.class_names), args.split)
-    summary.update(
-        arch=str(cfg.model.arch),
-        se=str(cfg.se.name),
-        seed=int(cfg.seed),
-        checkpoint=str(args.run_dir / "checkpoints" / f"{args.checkpoint}.pt"),
+    best_metric = state.get("best_metric")
+    summary = build_summary(
+        cfg,
+        rows,
+        dm.class_names,
+        args.split,
+        n_params=count_parameters(model),
+        checkpoint=args.run_dir / "checkpoints" / f"{args.checkpoint}.pt",
         epoch=int(state["epoch"]),
-        **run_metadata(device, time.perf_counter() - started),
+        best_epoch=(state.get("extra") or {}).get("best_epoch"),
+        best_val_dice=None if best_metric is None else float(best_metric),
+        device=device,
+        wall_time_s=time.perf_counter() - started,
+        **recorded_hashes(args.run_dir),
     )
     suffix = "" if args.split == "test" else f"_{args.split}"
     try:
         write_per_case(args.run_dir / f"per_case{suffix}.csv", rows)
-        atomic_write_text(args.run_dir / f"summary{suffix}.json", json.dumps(json_safe(summary), indent=2))
+        write_summary(args.run_dir / f"summary{suffix}.json", summary)
     except DiskFullError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 LOSS_NAMES = ("ce", "dice", "ce_dice")
 ABSENT_CLASS_RULES = ("exclude", "include")
+BOUNDARY_MODES = ("multiplicative", "additive")
 
 
 def _check_inputs(logits: Tensor, labels: Tensor, loss_name: str) -> int:
@@ -71,6 +72,24 @@ def _as_class_weights(class_weights: Tensor | Sequence[float] | None, owner: str
     return weights.detach().clone().float()
 
 
+def floor_class_weights(weights: Tensor, min_ratio: float) -> Tensor:
+    """Raise every positive class weight to at least ``min_ratio`` x the median of the positive weights.
+
+    Why: median-frequency weights give a class that fills most of the image (background) a weight hundreds of
+    times below a small structure's (MALC: 0.0049 vs 1.27), so labelling background as that structure costs
+    the cross-entropy almost nothing and a network may flood empty regions with it (issue 11). For
+    median-frequency weights the median weight is about 1, so ``min_ratio`` is about the smallest weight
+    allowed. Classes with weight 0 (absent from the training labels) stay 0; ``min_ratio=0`` changes nothing.
+    """
+    if min_ratio < 0:
+        raise ValueError(f"min_class_weight_ratio must be >= 0; got {min_ratio}")
+    positive = weights > 0
+    if min_ratio == 0 or not bool(positive.any()):
+        return weights
+    floor = min_ratio * weights[positive].quantile(0.5)
+    return torch.where(positive, weights.clamp_min(floor), weights)
+
+
 def boundary_map(labels: Tensor, width: int = 1) -> Tensor:
     """Pixels whose ``(2*width+1)``-square neighbourhood holds another label: a bool map ``(N, H, W)``.
 
@@ -92,8 +111,18 @@ def boundary_map(labels: Tensor, width: int = 1) -> Tensor:
 class WeightedCrossEntropy(nn.Module):
     """Pixel-wise weighted cross-entropy (the paper's weighted CE term).
 
-    Per-pixel weight ``w(x) = class_weights[label(x)] * (1 + boundary_weight * is_boundary(x))`` where
-    ``is_boundary`` comes from :func:`boundary_map` with ``boundary_width``. ``class_weights=None`` means all 1.
+    Per-pixel weight, with ``w_c = class_weights[label(x)]`` (``class_weights=None`` means all 1) and
+    ``edge(x)`` from :func:`boundary_map` with ``boundary_width``:
+
+    - ``boundary_mode="multiplicative"`` (default; this project's original form):
+      ``w(x) = w_c * (1 + boundary_weight * edge(x))``. An edge pixel of a low-weight class (background)
+      stays low-weight.
+    - ``boundary_mode="additive"`` (the paper's and QuickNAT's form, Roy et al.):
+      ``w(x) = w_c + boundary_weight * w0 * edge(x)`` with ``w0 = 2 * max_c w_c``, which for median-frequency
+      weights ``w_c = median(f) / f_c`` is the paper's ``w0 = 2 * median(f) / min(f)`` (``boundary_weight=1``
+      gives exactly the paper's map). Every edge pixel, of whichever class, gets the same extra weight.
+
+    ``min_class_weight_ratio`` floors the class weights first (see :func:`floor_class_weights`).
 
     Normalisation: the loss is the plain mean over all pixels of ``w(x) * nll(x)``, as in the paper's
     formulation. (torch's ``F.cross_entropy(weight=...)`` instead divides by the sum of weights, which cancels
@@ -105,15 +134,33 @@ class WeightedCrossEntropy(nn.Module):
         class_weights: Tensor | Sequence[float] | None = None,
         boundary_weight: float = 0.0,
         boundary_width: int = 1,
+        boundary_mode: str = "multiplicative",
+        min_class_weight_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         if boundary_weight < 0:
             raise ValueError(f"WeightedCrossEntropy: boundary_weight must be >= 0; got {boundary_weight}")
         if boundary_width < 1:
             raise ValueError(f"WeightedCrossEntropy: boundary_width must be >= 1 pixel; got {boundary_width}")
+        if boundary_mode not in BOUNDARY_MODES:
+            raise ValueError(
+                f"WeightedCrossEntropy: unknown boundary_mode {boundary_mode!r}; choices: {', '.join(BOUNDARY_MODES)}"
+            )
+        if min_class_weight_ratio < 0:
+            raise ValueError(f"WeightedCrossEntropy: min_class_weight_ratio must be >= 0; got {min_class_weight_ratio}")
         self.boundary_weight = float(boundary_weight)
         self.boundary_width = int(boundary_width)
-        self.register_buffer("class_weights", _as_class_weights(class_weights, "WeightedCrossEntropy"))
+        self.boundary_mode = boundary_mode
+        self.min_class_weight_ratio = float(min_class_weight_ratio)
+        weights = _as_class_weights(class_weights, "WeightedCrossEntropy")
+        if weights is not None:
+            weights = floor_class_weights(weights, self.min_class_weight_ratio)
+        self.register_buffer("class_weights", weights)
+
+    @property
+    def boundary_w0(self) -> float:
+        """The additive mode's edge weight ``w0 = 2 * max_c w_c`` (2 without class weights)."""
+        return 2.0 * (float(self.class_weights.max()) if self.class_weights is not None else 1.0)
 
     def pixel_weights(self, labels: Tensor) -> Tensor:
         """The per-pixel weight map ``(N, H, W)`` float32 for these labels."""
@@ -122,7 +169,11 @@ class WeightedCrossEntropy(nn.Module):
         else:
             weights = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
         if self.boundary_weight > 0:
-            weights = weights * (1.0 + self.boundary_weight * boundary_map(labels, self.boundary_width).float())
+            edge = boundary_map(labels, self.boundary_width).float()
+            if self.boundary_mode == "additive":
+                weights = weights + (self.boundary_weight * self.boundary_w0) * edge
+            else:
+                weights = weights * (1.0 + self.boundary_weight * edge)
         return weights
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
@@ -209,6 +260,8 @@ class CombinedLoss(nn.Module):
         smooth: float = 1.0,
         include_background: bool = False,
         absent_classes: str = "exclude",
+        boundary_mode: str = "multiplicative",
+        min_class_weight_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
@@ -217,7 +270,9 @@ class CombinedLoss(nn.Module):
             )
         self.ce_weight = float(ce_weight)
         self.dice_weight = float(dice_weight)
-        self.ce = WeightedCrossEntropy(class_weights, boundary_weight, boundary_width)
+        self.ce = WeightedCrossEntropy(
+            class_weights, boundary_weight, boundary_width, boundary_mode, min_class_weight_ratio
+        )
         self.dice = SoftDiceLoss(smooth, include_background, absent_classes)
 
     def components(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -277,10 +332,12 @@ __all__ = [
     "CLASS_WEIGHTINGS",
     "create_loss_from_config",
     "ABSENT_CLASS_RULES",
+    "BOUNDARY_MODES",
     "LOSS_NAMES",
     "CombinedLoss",
     "SoftDiceLoss",
     "WeightedCrossEntropy",
     "boundary_map",
     "create_loss",
+    "floor_class_weights",
 ]

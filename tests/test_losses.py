@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from scseg.losses import CombinedLoss, SoftDiceLoss, WeightedCrossEntropy, boundary_map, create_loss
+from scseg.losses import (
+    CombinedLoss,
+    SoftDiceLoss,
+    WeightedCrossEntropy,
+    boundary_map,
+    create_loss,
+    floor_class_weights,
+)
 
 
 def _nll(logits_pixel: list[float], label: int) -> float:
@@ -176,3 +183,58 @@ def test_create_loss_names_and_errors():
         create_loss("ce", smooth=1.0)
     with pytest.raises(ValueError, match="class_weights"):
         create_loss("dice", class_weights=[1.0, 2.0])
+
+
+# --- options against background flooding (issue 11) ---------------------------------------------------------------
+
+
+def test_class_weight_floor_is_a_fraction_of_the_median_weight():
+    weights = torch.tensor([0.005, 0.5, 1.0, 2.0, 0.0])  # positive median (0.5 + 1.0) / 2 = 0.75; class 4 absent
+    floored = floor_class_weights(weights, 0.25)
+    assert floored.tolist() == pytest.approx([0.1875, 0.5, 1.0, 2.0, 0.0])
+    assert torch.equal(floor_class_weights(weights, 0.0), weights)
+    ce = WeightedCrossEntropy(weights, min_class_weight_ratio=0.25)
+    assert ce.class_weights.tolist() == pytest.approx(floored.tolist())
+    with pytest.raises(ValueError, match="min_class_weight_ratio"):
+        WeightedCrossEntropy(weights, min_class_weight_ratio=-0.1)
+
+
+def test_additive_boundary_weight_is_the_papers_w0():
+    labels = torch.tensor([[[0, 0, 1, 1]]])  # boundary at columns 1 and 2
+    logits = torch.zeros(1, 2, 1, 4)  # nll = log 2 everywhere
+    # frequencies f = (0.8, 0.2): median-frequency weights median(f)/f = (0.625, 2.5); w0 = 2 median(f)/min(f) = 5
+    f = torch.tensor([0.8, 0.2])
+    weights = (f.sum() / 2) / f  # the median of two values is their mean
+    ce = WeightedCrossEntropy(weights, boundary_weight=1.0, boundary_mode="additive")
+    w0 = 2 * (f.sum() / 2) / f.min()
+    assert ce.boundary_w0 == pytest.approx(float(w0)) == pytest.approx(5.0)
+    expected = [0.625, 0.625 + 5.0, 2.5 + 5.0, 2.5]
+    assert ce.pixel_weights(labels)[0, 0].tolist() == pytest.approx(expected)
+    assert ce(logits, labels).item() == pytest.approx(sum(expected) / 4 * math.log(2), rel=1e-6)
+    # the default stays multiplicative: class_w * (1 + boundary_weight)
+    mult = WeightedCrossEntropy(weights, boundary_weight=1.0).pixel_weights(labels)[0, 0].tolist()
+    assert mult == pytest.approx([0.625, 1.25, 5.0, 2.5])
+    assert WeightedCrossEntropy(boundary_mode="additive").boundary_w0 == 2.0  # unweighted: w0 = 2
+    with pytest.raises(ValueError, match="boundary_mode"):
+        WeightedCrossEntropy(boundary_mode="both")
+
+
+def test_new_loss_keys_reach_the_loss_and_leave_the_run_hash_alone():
+    from omegaconf import OmegaConf, open_dict
+
+    from scseg.config import compose_train_config
+    from scseg.engine.run import identity
+    from scseg.losses import create_loss_from_config
+
+    cfg = compose_train_config([])
+    assert cfg.loss.boundary_mode == "multiplicative" and cfg.loss.min_class_weight_ratio == 0.0
+    older = cfg.copy()  # the config as every run before these keys existed
+    with open_dict(older):
+        del older.loss["boundary_mode"], older.loss["min_class_weight_ratio"]
+    assert identity(older) == identity(cfg)
+    tuned = compose_train_config(["loss.min_class_weight_ratio=0.25", "loss.include_background=true"])
+    assert identity(tuned) != identity(cfg)
+    loss = create_loss_from_config(
+        OmegaConf.to_container(tuned.loss, resolve=True), class_weights=lambda: torch.tensor([0.01, 1.0, 2.0])
+    )
+    assert loss.ce.class_weights.tolist() == pytest.approx([0.25, 1.0, 2.0]) and loss.dice.include_background

@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import os
-import platform
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,22 +21,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-import scseg
 from scseg.atomic import atomic_write_text
 from scseg.config_check import ConfigError, validate_config
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import run_dir as rd
 from scseg.engine.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
+from scseg.engine.summary import HASH_EXCLUDE, build_summary, comparison_hash, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
 from scseg.evaluation import counts_to_rows
-from scseg.metrics import summarize
 from scseg.models import count_parameters, create_model
+from scseg.se_options import DEFAULT_SE_POSITIONS, positions_label, se_settings
 
-# Execution details that never change the trained weights beyond floating-point noise, on top of run_dir's list.
-HASH_EXCLUDE = rd.DEFAULT_HASH_EXCLUDE + ("data.cache_dir", "trainer.num_threads", "trainer.eval_batch_size")
 PER_CASE_COLUMNS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
 
 
@@ -56,10 +52,30 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     canonical = cfg.copy()  # interpolations stay as text, so machine-specific paths never enter the hash
     if str(cfg.se.name) != "scse":
         OmegaConf.update(canonical, "se.aggregation", None)
+    _canonical_se_settings(cfg, canonical)
     digest = rd.config_hash(canonical, exclude=HASH_EXCLUDE)
     se = str(cfg.se.name)
     aggregation = str(cfg.se.aggregation) if se == "scse" else None
     return digest, rd.run_name(str(cfg.model.arch), se, aggregation, int(cfg.seed), rd.short_hash(digest))
+
+
+def _canonical_se_settings(cfg: DictConfig, canonical: DictConfig) -> None:
+    """Hash the network's effective SE placement and reduction, in the form earlier runs hashed them.
+
+    ``se.reduction`` becomes the reduction used (``null`` -> ``model.se_reduction``) and ``model.se_reduction`` leaves
+    the hash; ``bottleneck`` is expressed as ``se.in_bottleneck`` and the rest of ``se.positions`` in network order.
+    At the defaults this is exactly the old config, so no existing run folder is renamed.
+    """
+    settings = se_settings(cfg)
+    positions = settings["se_positions"]
+    with open_dict(canonical):
+        OmegaConf.update(canonical, "se.reduction", settings["se_reduction"], force_add=True)
+        if "se_reduction" in canonical.model:
+            del canonical.model["se_reduction"]
+        OmegaConf.update(canonical, "se.in_bottleneck", "bottleneck" in positions, force_add=True)
+        OmegaConf.update(
+            canonical, "se.positions", [p for p in positions if p != "bottleneck"], merge=False, force_add=True
+        )
 
 
 def run_folder(cfg: DictConfig, name: str | None = None) -> Path:
@@ -83,14 +99,16 @@ def reset_run_folder(folder: Path) -> None:
 def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn.Module:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     arch = kwargs.pop("arch")
+    kwargs.pop("se_reduction", None)  # the architecture's default reduction: se_settings applies it
+    settings = se_settings(cfg)
     return create_model(
         arch,
         num_classes,
         in_channels=in_channels,
         se=str(cfg.se.name),
-        se_reduction=int(cfg.se.reduction),
+        se_reduction=settings["se_reduction"],
         se_aggregation=str(cfg.se.aggregation),
-        se_in_bottleneck=bool(cfg.se.in_bottleneck),
+        se_positions=settings["se_positions"],
         **kwargs,
     )
 
@@ -113,30 +131,6 @@ def write_per_case(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(scseg.__file__).parents[1], capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def run_metadata(device: torch.device, wall_time_s: float) -> dict:
-    return {
-        "scseg_version": scseg.__version__,
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({platform.processor() or platform.machine()})",
-        "threads": torch.get_num_threads(),
-        "wall_time_s": round(wall_time_s, 2),
-    }
-
-
 def write_config_snapshot(folder: Path, cfg: DictConfig, overrides: list[str]) -> None:
     """``.hydra/config.yaml`` (resolved) and ``overrides.yaml`` in the run folder, as Hydra itself would."""
     hydra_dir = folder / ".hydra"
@@ -153,41 +147,35 @@ def evaluate_and_report(
     digest: str,
     n_params: int,
     started: float,
+    epoch: int | None = None,
 ) -> dict:
-    """Evaluate ``trainer.model`` on the test split; rank 0 writes per_case.csv and summary.json."""
+    """Evaluate ``trainer.model`` on the test split; rank 0 writes per_case.csv and summary.json.
+
+    ``epoch``: the epoch of the evaluated checkpoint (default: the epochs trained). The summary comes from
+    :func:`scseg.engine.summary.build_summary`, the builder ``scseg-evaluate`` uses too.
+    """
     split = str(cfg.test_split)
     counts = trainer.evaluate_counts(split)
     rows = counts_to_rows(counts, trainer.dm.class_names)
-    summary = summarize(rows, list(trainer.dm.class_names), split)
-    summary.update(
-        arch=str(cfg.model.arch),
-        se=str(cfg.se.name),
-        aggregation=str(cfg.se.aggregation) if cfg.se.name == "scse" else None,
-        seed=int(cfg.seed),
-        config_hash=digest,
+    summary = build_summary(
+        cfg,
+        rows,
+        trainer.dm.class_names,
+        split,
         n_params=n_params,
-        checkpoint=str(checkpoint) if checkpoint else None,
+        checkpoint=checkpoint,
+        epoch=trainer.state.epoch if epoch is None else epoch,
         best_epoch=trainer.state.best_epoch,
         best_val_dice=trainer.state.best_metric,
-        experiment=str(cfg.experiment_name),
-        **run_metadata(trainer.device, time.perf_counter() - started),
+        config_hash=digest,
+        comparison_hash=comparison_hash(cfg),
+        device=trainer.device,
+        wall_time_s=time.perf_counter() - started,
     )
     if folder is not None and trainer.dist.is_main:
         write_per_case(folder / "per_case.csv", rows)
-        atomic_write_text(folder / "summary.json", json.dumps(json_safe(summary), indent=2))
+        write_summary(folder / "summary.json", summary)
     return summary
-
-
-def json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def _progress_wanted(setting: Any, multirun: bool) -> bool:
@@ -260,6 +248,7 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
         raise ConfigError(f"model / se config cannot build a network: {exc}") from exc
     n_params = count_parameters(model)
     logger = RunLogger(folder if dist.is_main else None, enabled=bool(cfg.logger.enabled))
+    logger.text("run/settings", _settings_text(cfg, n_params))
     trainer = Trainer(
         cfg, model, dm, folder, dist, logger, show_progress=_progress_wanted(cfg.trainer.progress_bar, multirun)
     )
@@ -274,10 +263,14 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
             return RunResult(folder, "interrupted")
         best = folder / "checkpoints" / "best.pt"
         barrier(dist)
+        evaluated_epoch = None
         if best.exists():
             state = ckpt.load_checkpoint(best)
             ckpt.load_model_weights(trainer.model, state, str(cfg.model.arch), dm.num_classes)
-        summary = evaluate_and_report(trainer, cfg, folder, best if best.exists() else None, digest, n_params, started)
+            evaluated_epoch = int(state["epoch"])
+        summary = evaluate_and_report(
+            trainer, cfg, folder, best if best.exists() else None, digest, n_params, started, evaluated_epoch
+        )
         if dist.is_main:
             logger.hparams(
                 _hparams(cfg, n_params),
@@ -297,18 +290,36 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
 
 
 def _hparams(cfg: DictConfig, n_params: int) -> dict:
-    return {
+    """Only the study's swept dimensions: TensorBoard ticks the first five hparams (by name) in its HPARAMS table,
+    so anything else would hide them. The rest of the run's settings go to :func:`_settings_text`."""
+    settings = se_settings(cfg)
+    hparams = {
         "arch": str(cfg.model.arch),
         "se": str(cfg.se.name),
-        "aggregation": str(cfg.se.aggregation),
-        "se_reduction": int(cfg.se.reduction),
+        "aggregation": str(cfg.se.aggregation) if cfg.se.name == "scse" else "n/a",
+        "se_reduction": settings["se_reduction"],
         "seed": int(cfg.seed),
-        "lr": float(cfg.optimizer.lr),
-        "loss": str(cfg.loss.name),
-        "max_epochs": int(cfg.trainer.max_epochs),
-        "n_params": n_params,
-        "data": str(cfg.data.name),
     }
+    if tuple(settings["se_positions"]) != DEFAULT_SE_POSITIONS:
+        hparams["se_positions"] = positions_label(settings["se_positions"])
+    return hparams
+
+
+def _settings_text(cfg: DictConfig, n_params: int) -> str:
+    """The run's other settings as a Markdown table (TensorBoard's TEXT tab), next to the study hparams."""
+    rows = {
+        "experiment": str(cfg.experiment_name),
+        "data": str(cfg.data.name),
+        "loss": str(cfg.loss.name),
+        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1],
+        "lr": f"{float(cfg.optimizer.lr):g}",
+        "scheduler": str(cfg.scheduler._target_).rsplit(".", 1)[-1],
+        "max_epochs": str(int(cfg.trainer.max_epochs)),
+        "batch_size": str(int(cfg.data.loader.batch_size)),
+        "n_params": f"{n_params:,}",
+        "se_positions": positions_label(se_settings(cfg)["se_positions"]),
+    }
+    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 
 
 def _read_json(path: Path) -> dict | None:

@@ -48,6 +48,15 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "data.slices.fallback_axis": "axial",
     "data.slices.anisotropy_threshold": 1.5,
     "data.val_fraction": None,
+    # SE placement (issue 13): the paper's encoder + decoder blocks, as every earlier run. The identity
+    # (scseg.engine.run.identity) also folds se.in_bottleneck into it and replaces se.reduction by the effective one
+    # (model.se_reduction when null), so equal networks share a folder and the new model.se_reduction key never
+    # renames a run.
+    "se.positions": ["encoder", "decoder"],
+    "model.se_reduction": None,
+    # Loss options against background flooding (issue 11); the defaults are the loss every earlier run used.
+    "loss.boundary_mode": "multiplicative",
+    "loss.min_class_weight_ratio": 0.0,
 }
 RESUME_MODES = ("auto", "never", "must")
 STATES = ("running", "done", "failed")

@@ -1,4 +1,4 @@
-"""TensorBoard output of a run: scalars, label-overlay image grids and hparams, all in the run's own folder.
+"""TensorBoard output of a run: scalars, label overlays, SE gate maps, hparams and text, all in the run's own folder.
 
 Only rank 0 creates a writer; every method is a no-op when logging is disabled, so the trainer never branches.
 """
@@ -90,6 +90,14 @@ class RunLogger:
         if self.writer is not None:
             self.writer.add_image(tag, torch.from_numpy(chw), step, dataformats="CHW")
 
+    def histogram(self, tag: str, values: np.ndarray | torch.Tensor, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_histogram(tag, values, step)
+
+    def text(self, tag: str, markdown: str, step: int = 0) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, markdown, step)
+
     def hparams(self, hparams: Mapping[str, object], metrics: Mapping[str, float]) -> None:
         """Write hparams into this run's own event file (no time-stamped subfolder), for the HPARAMS tab."""
         if self.writer is None:
@@ -108,3 +116,78 @@ class RunLogger:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+# Viridis at nine stops: perceptually ordered and readable for colour-blind viewers; gate maps share one 0..1 scale.
+_VIRIDIS = np.array(
+    [
+        [68, 1, 84],
+        [71, 44, 122],
+        [59, 81, 139],
+        [44, 113, 142],
+        [33, 144, 141],
+        [39, 173, 129],
+        [92, 200, 99],
+        [170, 220, 50],
+        [253, 231, 37],
+    ],
+    dtype=np.float32,
+)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (clipped), any shape S -> (3, *S) viridis RGB in [0, 1]."""
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    lo = np.floor(v).astype(int)
+    hi = np.minimum(lo + 1, len(_VIRIDIS) - 1)
+    frac = (v - lo)[..., None]
+    rgb = (1 - frac) * _VIRIDIS[lo] + frac * _VIRIDIS[hi]
+    return np.moveaxis(rgb / 255.0, -1, 0).astype(np.float32)
+
+
+def upsample_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) -> (H, W) by nearest neighbour, so a coarse block's gate shows its true resolution."""
+    h, w = values.shape
+    rows = np.minimum((np.arange(size[0]) * h) // size[0], h - 1)
+    cols = np.minimum((np.arange(size[1]) * w) // size[1], w - 1)
+    return values[rows][:, cols]
+
+
+def gate_heatmap_grid(images: Sequence[np.ndarray], gates: Sequence[np.ndarray], alpha: float = 0.6) -> np.ndarray:
+    """One row per slice: the sSE gate (h, w) as a heat map | the same over the grey input slice (H, W).
+
+    The gate is shown at its block's resolution (nearest upsampling) on a fixed 0..1 scale, so blocks and
+    validations compare directly; a colour bar (0 left, 1 right) runs along the bottom.
+    """
+    rows = []
+    for image, gate in zip(images, gates):
+        heat = colormap(upsample_nearest(np.asarray(gate, dtype=np.float32), image.shape))
+        grey = overlay(image, np.zeros(image.shape, dtype=np.int64), 1)
+        rows.append(np.concatenate([heat, (1 - alpha) * grey + alpha * heat], axis=2))
+    grid = np.concatenate(rows, axis=1)
+    scale = colormap(np.broadcast_to(np.linspace(0.0, 1.0, grid.shape[2]), (4, grid.shape[2])))
+    return np.concatenate([grid, np.ones((3, 2, grid.shape[2]), np.float32), scale], axis=1).astype(np.float32)
+
+
+def channel_bars(gates: np.ndarray, panel_height: int = 40, max_width: int = 256) -> np.ndarray:
+    """cSE gates ``(N, C)`` -> one bar chart per slice (one bar per channel, 0..1), stacked: (3, H, W).
+
+    A red line marks 0.5, the gate of a block that does not recalibrate at all (sigmoid of 0).
+    """
+    gates = np.clip(np.nan_to_num(np.asarray(gates, dtype=np.float32)), 0.0, 1.0)
+    n, c = gates.shape
+    bar = int(np.clip(max_width // max(c, 1), 1, 8))
+    inner = panel_height - 2
+    panels = []
+    for g in gates:
+        heights = np.round(g * inner).astype(int)
+        panel = np.full((3, panel_height, c * bar), 0.15, np.float32)
+        filled = np.arange(inner)[::-1, None] < heights[None, :]  # (inner, C): row 0 is the top
+        panel[:, 1:-1, :] = np.where(
+            np.repeat(filled, bar, axis=1)[None], np.array([0.95, 0.75, 0.3], np.float32)[:, None, None], 0.15
+        )
+        half = 1 + inner - int(round(0.5 * inner))
+        panel[:, half, :] = np.array([0.9, 0.1, 0.1], np.float32)[:, None]
+        panels.append(panel)
+        panels.append(np.zeros((3, 2, c * bar), np.float32))
+    return np.concatenate(panels[:-1] if n else [np.zeros((3, 1, 1), np.float32)], axis=1)

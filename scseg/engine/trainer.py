@@ -15,6 +15,7 @@ killed at any moment and resumed ends with the same weights as an uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -33,7 +34,8 @@ from torch.utils.data import DataLoader, Sampler
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
-from scseg.engine.tb_logging import RunLogger, comparison_grid
+from scseg.engine.gates import GateCapture, Gates
+from scseg.engine.tb_logging import RunLogger, channel_bars, comparison_grid, gate_heatmap_grid
 from scseg.evaluation import evaluate_subjects, predict_slices
 from scseg.losses import create_loss_from_config
 from scseg.metrics import ClassCounts, dice_from_counts
@@ -403,7 +405,9 @@ class Trainer:
         return fg, per_class
 
     def log_images(self, epoch: int) -> None:
-        """Input / reference / prediction overlays of fixed slices of the first validation subject."""
+        """Input / reference / prediction overlays of fixed slices of the first validation subject and, for a run
+        with SE and ``logger.gate_maps``, every SE block's gates on the same slices (captured by hooks during this
+        very prediction: no extra forward)."""
         n = int(self.cfg.logger.get("image_slices", 0))
         if self.logger.writer is None or n <= 0 or not self.dm.subjects("val"):
             return
@@ -414,15 +418,25 @@ class Trainer:
         if not items or "label" not in items[0]:
             return
         images = torch.stack([it["image"] for it in items])
-        predictions = predict_slices(self.model, images.unbind(0), len(items), self.device, self.forward)
+        capture = GateCapture(self.model) if self.cfg.logger.get("gate_maps", True) else None
+        with capture if capture is not None and capture.blocks else contextlib.nullcontext():
+            predictions = predict_slices(self.model, images.unbind(0), len(items), self.device, self.forward)
         centre = images.shape[1] // 2  # the slice itself when 2.5D context stacks neighbours around it
-        grid = comparison_grid(
-            [im[centre].numpy() for im in images],
-            [it["label"].numpy() for it in items],
-            list(predictions),
-            self.dm.num_classes,
-        )
+        slices = [im[centre].numpy() for im in images]
+        grid = comparison_grid(slices, [it["label"].numpy() for it in items], list(predictions), self.dm.num_classes)
         self.logger.image("val/overlay", grid, self.state.step)
+        if capture is not None:
+            self.log_gates(slices, capture.collected())
+
+    def log_gates(self, slices: list[np.ndarray], gates: dict[str, Gates]) -> None:
+        """Per SE block: the sSE gate as a heat map over the overlay slices, the cSE gates as histogram and bars."""
+        for name, block in gates.items():
+            if block.spatial is not None:
+                heat = gate_heatmap_grid(slices, list(block.spatial.numpy()))
+                self.logger.image(f"gates/sse/{name}", heat, self.state.step)
+            if block.channel is not None:
+                self.logger.histogram(f"gates/cse/{name}", block.channel.flatten(), self.state.step)
+                self.logger.image(f"gates/cse_bars/{name}", channel_bars(block.channel.numpy()), self.state.step)
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from scseg.models.fcdensenet import PRESETS as FCDENSENET_PRESETS
 from scseg.models.fcdensenet import FCDenseNet
 from scseg.models.sdnet import SDNet
-from scseg.models.se import AGGREGATIONS, SE_VARIANTS, create_se
+from scseg.models.se import AGGREGATIONS, SE_VARIANTS, check_se_options, create_se, se_build_scope
 from scseg.models.unet import UNet
+from scseg.se_options import DEFAULT_SE_POSITIONS
 
 
 def _fcdensenet_builder(preset: str | None) -> Callable[..., nn.Module]:
@@ -38,26 +39,31 @@ def create_model(
     se_reduction: int = 2,
     se_aggregation: str = "add",
     se_in_bottleneck: bool = False,
+    se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
     **arch_kwargs,
 ) -> nn.Module:
     """Build a 2D segmentation network that returns logits ``(N, num_classes, H, W)``.
 
     ``arch`` is a key of :data:`ARCHITECTURES`; ``arch_kwargs`` are that architecture's own keyword arguments
     (see its docstring). Presets (``fcdensenet56/67/103``) fix layer counts and growth rate; explicit
-    ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance.
+    ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance; ``se_positions``
+    (any of ``encoder``, ``bottleneck``, ``decoder``; ``se_in_bottleneck`` adds ``bottleneck``) says which blocks.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
     # Validate the SE settings once, up front, so the error names the setting rather than a block.
-    create_se(se, 64, reduction=1, aggregation=se_aggregation)
+    check_se_options(se, se_aggregation)
     se_factory = functools.partial(create_se, se, spatial_dims=2, reduction=se_reduction, aggregation=se_aggregation)
-    return ARCHITECTURES[arch](
-        in_channels=in_channels,
-        num_classes=num_classes,
-        se_factory=se_factory,
-        se_in_bottleneck=se_in_bottleneck,
-        **arch_kwargs,
-    )
+    # SE blocks draw nothing from the global RNG (see create_se): every variant gets the same backbone weights.
+    with se_build_scope():
+        return ARCHITECTURES[arch](
+            in_channels=in_channels,
+            num_classes=num_classes,
+            se_factory=se_factory,
+            se_in_bottleneck=se_in_bottleneck,
+            se_positions=se_positions,
+            **arch_kwargs,
+        )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -65,4 +71,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["AGGREGATIONS", "ARCHITECTURES", "SE_VARIANTS", "count_parameters", "create_model", "create_se"]
+__all__ = [
+    "AGGREGATIONS",
+    "ARCHITECTURES",
+    "SE_VARIANTS",
+    "check_se_options",
+    "count_parameters",
+    "create_model",
+    "create_se",
+    "se_build_scope",
+]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from scseg.models.blocks import SEFactory, check_min_size, make_norm, match_size
+from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
 
 # Standard presets of Jegou et al.: layers per dense block (down path, bottleneck, up path) and growth rate.
 PRESETS: dict[str, dict] = {
@@ -91,8 +92,10 @@ class FCDenseNet(nn.Module):
         growth_rate: maps each dense layer adds (k).
         dropout: dropout after every dense layer and transition down (0.2 in the paper).
         norm: ``batch`` (paper), ``instance``, ``group`` or ``none``.
-        se_factory: builds a new SE module for a channel count.
-        se_in_bottleneck: also recalibrate the bottleneck's new maps.
+        se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
+        se_positions: which blocks get SE: any of ``encoder`` (down path), ``bottleneck``, ``decoder`` (up path);
+            the others keep an identity.
+        se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     SE placement: after each down block's full output (the tensor that feeds the skip and the transition
     down) and after each up block's output (its new maps, the tensor upsampled next; for the last block the
@@ -115,6 +118,7 @@ class FCDenseNet(nn.Module):
         growth_rate: int = 8,
         dropout: float = 0.2,
         norm: str = "batch",
+        se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
         se_in_bottleneck: bool = False,
     ) -> None:
         super().__init__()
@@ -124,6 +128,11 @@ class FCDenseNet(nn.Module):
                 f"down_layers and up_layers must be non-empty and of equal length, got {down_layers} and {up_layers}"
             )
         self.n_pools = len(down_layers)
+        self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
+
+        def se_at(position: str, channels: int) -> nn.Module:
+            return se_factory(channels) if position in self.se_positions else nn.Identity()
+
         self.first_conv = nn.Conv2d(in_channels, first_filters, kernel_size=3, padding=1)
 
         channels = first_filters
@@ -133,13 +142,13 @@ class FCDenseNet(nn.Module):
             block = DenseBlock(channels, n, growth_rate, norm, dropout, new_only=False)
             channels = block.out_channels
             self.down_blocks.append(block)
-            self.down_se.append(se_factory(channels))
+            self.down_se.append(se_at("encoder", channels))
             skip_channels.append(channels)
             self.transitions_down.append(TransitionDown(channels, norm, dropout))
 
         self.bottleneck = DenseBlock(channels, bottleneck_layers, growth_rate, norm, dropout, new_only=True)
         upsampled = self.bottleneck.out_channels
-        self.bottleneck_se = se_factory(upsampled) if se_in_bottleneck else nn.Identity()
+        self.bottleneck_se = se_at("bottleneck", upsampled)
 
         self.transitions_up, self.up_blocks, self.up_se = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for i, n in enumerate(up_layers):
@@ -147,7 +156,7 @@ class FCDenseNet(nn.Module):
             self.transitions_up.append(nn.ConvTranspose2d(upsampled, upsampled, kernel_size=3, stride=2))
             block = DenseBlock(upsampled + skip_channels[-1 - i], n, growth_rate, norm, dropout, new_only=not last)
             self.up_blocks.append(block)
-            self.up_se.append(se_factory(block.out_channels))
+            self.up_se.append(se_at("decoder", block.out_channels))
             upsampled = block.out_channels
         self.classifier = nn.Conv2d(upsampled, num_classes, kernel_size=1)
 

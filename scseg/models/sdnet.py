@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scseg.models.blocks import ConvNormAct, SEFactory, check_min_size, max_unpool2d_deterministic
+from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
 
 
 class SDNetBlock(nn.Sequential):
@@ -29,8 +32,10 @@ class SDNet(nn.Module):
         kernel_size: convolution kernel (7 in the original SD-Net; the authors' generic block uses 5).
         norm: ``batch`` (paper), ``instance``, ``group`` or ``none``.
         dropout: Dropout2d probability after each block's convolution, 0 disables.
-        se_factory: builds a new SE module for a channel count; one per encoder and decoder block.
-        se_in_bottleneck: also recalibrate the bottleneck block.
+        se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
+        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder`` (the paper: encoder
+            and decoder); the others keep an identity.
+        se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     Unpooling uses :func:`max_unpool2d_deterministic`, so the network runs under
     ``torch.use_deterministic_algorithms(True)``. With the defaults, 1 input channel and 28 classes it has
@@ -47,22 +52,27 @@ class SDNet(nn.Module):
         kernel_size: int = 7,
         norm: str = "batch",
         dropout: float = 0.0,
+        se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
         se_in_bottleneck: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
+        self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
+
+        def se_at(position: str) -> nn.Module:
+            return se_factory(filters) if position in self.se_positions else nn.Identity()
+
         self.encoders = nn.ModuleList(
             [
-                SDNetBlock(in_channels if i == 0 else filters, filters, kernel_size, norm, dropout, se_factory(filters))
+                SDNetBlock(in_channels if i == 0 else filters, filters, kernel_size, norm, dropout, se_at("encoder"))
                 for i in range(depth)
             ]
         )
-        bottleneck_se = se_factory(filters) if se_in_bottleneck else nn.Identity()
-        self.bottleneck = SDNetBlock(filters, filters, kernel_size, norm, dropout, bottleneck_se)
+        self.bottleneck = SDNetBlock(filters, filters, kernel_size, norm, dropout, se_at("bottleneck"))
         self.decoders = nn.ModuleList(
-            [SDNetBlock(2 * filters, filters, kernel_size, norm, dropout, se_factory(filters)) for _ in range(depth)]
+            [SDNetBlock(2 * filters, filters, kernel_size, norm, dropout, se_at("decoder")) for _ in range(depth)]
         )
         self.classifier = nn.Conv2d(filters, num_classes, kernel_size=1)
 

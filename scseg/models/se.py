@@ -6,21 +6,35 @@ One implementation serves 2D (``spatial_dims=2``) and 3D (``spatial_dims=3``) in
 
 Aggregations of scSE (the two recalibrated maps ``x*c`` and ``x*s``):
 
-- ``add``  (MICCAI paper, default): ``x*c + x*s``, computed literally: autograd then keeps only ``x`` and the
-  two small gates. The algebraically equal ``x * (c + s)`` keeps the broadcast full-size ``c + s`` as well
-  (twice the memory; measured by ``scripts/bench_se_memory.py``).
+- ``add``  (MICCAI paper, default): ``x*c + x*s``.
 - ``max``  (authors' code, best in the TMI paper): element-wise ``max(x*c, x*s)``. Because both gates are
   positive this equals ``x * g`` with ``g = max(c, s)`` where ``x >= 0`` and ``min(c, s)`` where ``x < 0``;
-  on signed inputs it is *not* ``x * max(c, s)``. The ``where`` form keeps 25 % less for backward than
-  ``max(x*c, x*s)`` (same script).
+  on signed inputs it is *not* ``x * max(c, s)``.
 - ``mul``: ``(x*c) * (x*s)``.
 - ``concat``: a 1x1 convolution from ``[x*c, x*s]`` (2C channels) back to C.
+
+Why the custom autograd functions: the gates are tiny and their arithmetic is negligible, so on a CPU an SE block
+costs what its passes over the full-size ``x`` cost (memory-bound), plus what autograd keeps for backward.
+Written literally, scSE ``add`` makes three full-size tensors in forward and computes ``grad * x`` twice in
+backward; the spatial squeeze as a 1x1 convolution to one channel has a slow backward, and the channel mean's
+backward materialises ``grad / (H*W)`` at full size. Here ``add``, ``max`` and ``mul`` run as one autograd node
+each that keeps only ``x`` and the two small gates and recomputes the rest in backward; the mean hands back a
+broadcast view; the 1x1 projection is one matrix product each way (still an ``nn.Conv2d``/``nn.Conv3d``
+module, so parameters, hooks and multiply-add counts are unchanged). Results equal the literal formulas up to
+float rounding (``tests/models/test_se.py``); ``scripts/bench_se_memory.py`` measures the bytes kept for
+backward and ``scripts/benchmark.py --sections se_blocks`` the time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 SE_VARIANTS = ("none", "cse", "sse", "scse")
 AGGREGATIONS = ("add", "max", "mul", "concat")
@@ -34,6 +48,156 @@ def _conv_cls(spatial_dims: int) -> type[nn.Module]:
     raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
 
 
+# ---------------------------------------------------------------------------------------------- autograd functions
+class _SpatialMean(torch.autograd.Function):
+    """Mean over the spatial dimensions, ``(N, C, *spatial) -> (N, C)``. Backward returns a broadcast view of
+    ``grad / numel`` instead of writing it out at full size (autograd's own mean backward does)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.mean(dim=tuple(range(2, x.ndim)))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        shape = ctx.shape
+        numel = shape[2:].numel()
+        return (grad / numel).reshape(*grad.shape, *([1] * (len(shape) - 2))).expand(shape)
+
+
+class _Project(torch.autograd.Function):
+    """``sum_c w_c x_c + b``: a 1x1 convolution to one channel as one matrix product per sample.
+
+    ``x.flatten(2)`` is a view for contiguous and channels-last inputs alike, so neither direction copies ``x``;
+    backward writes the input gradient once (``w`` outer ``grad``) and reads ``x`` once for the weight gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        n, channels = x.shape[:2]
+        # bmm, not matmul: matmul folds a (1, C) @ (N, C, P) product into one matrix product and copies x to do so
+        q = torch.bmm(weight.reshape(1, 1, channels).to(x.dtype).expand(n, 1, channels), x.flatten(2))  # (N, 1, P)
+        if bias is not None:
+            q = q + bias.to(q.dtype).reshape(1, 1, 1)
+        return q.reshape(x.shape[0], 1, *x.shape[2:])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        channels = x.shape[1]
+        grad_x = grad_w = grad_b = None
+        g = grad.to(x.dtype)
+        if ctx.needs_input_grad[0]:
+            w = weight.reshape(1, channels, *([1] * (x.ndim - 2))).to(x.dtype)
+            grad_x = torch.mul(w, g, out=torch.empty_like(x))  # (1, C) x (N, 1, P): x's shape and layout
+        if ctx.needs_input_grad[1]:
+            # (1, P) @ (P, C) per sample: ten times faster than (C, P) @ (P, 1), which takes a slow bmm path on CPU
+            grad_w = torch.bmm(g.reshape(x.shape[0], 1, -1), x.flatten(2).transpose(1, 2)).sum(0)  # (1, C)
+            grad_w = grad_w.reshape(weight.shape).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum().reshape(1).to(weight.dtype)
+        return grad_x, grad_w, grad_b
+
+
+def _sum_over_space(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dim=tuple(range(2, t.ndim)), keepdim=True)
+
+
+class _ScSEAdd(torch.autograd.Function):
+    """``x*c + x*s`` in two passes over ``x``; keeps ``x``, ``c``, ``s`` (nothing full-size besides ``x``)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, c, s)
+        return torch.mul(x, c).addcmul_(x, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor):
+        x, c, s = ctx.saved_tensors
+        grad_x = torch.mul(grad, c).addcmul_(grad, s) if ctx.needs_input_grad[0] else None
+        grad_c = grad_s = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            gx = grad * x
+            grad_c = _sum_over_space(gx)
+            grad_s = gx.sum(dim=1, keepdim=True)
+        return grad_x, grad_c, grad_s
+
+
+class _ScSEMax(torch.autograd.Function):
+    """``max(x*c, x*s)``; keeps ``x``, ``c``, ``s`` only. Gradients are those of the equal form
+    ``x * where(x >= 0, max(c, s), min(c, s))``: at ``x = 0`` the larger gate, ties of ``c`` and ``s`` split evenly."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, c, s)
+        out = torch.mul(x, c)
+        return torch.maximum(out, x * s, out=out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor):
+        x, c, s = ctx.saved_tensors
+        # the share of the gradient that flows through x*c: 1 where c is the gate applied (the larger one where
+        # x >= 0, the smaller one where x < 0), 0 where s is, 1/2 where c == s (torch.maximum / minimum's rule)
+        to_c = torch.where(x >= 0, c > s, c < s).to(grad.dtype)
+        ties = c == s
+        if ties.any():
+            to_c.masked_fill_(ties, 0.5)
+        grad_xc = grad * to_c
+        grad_xs = torch.sub(grad, grad_xc, out=to_c)
+        grad_x = torch.mul(grad_xc, c).addcmul_(grad_xs, s) if ctx.needs_input_grad[0] else None
+        grad_c = _sum_over_space(grad_xc.mul_(x)) if ctx.needs_input_grad[1] else None
+        grad_s = grad_xs.mul_(x).sum(dim=1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_c, grad_s
+
+
+class _ScSEMul(torch.autograd.Function):
+    """``(x*c) * (x*s)``; keeps ``x``, ``c``, ``s`` instead of both full-size products."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, c, s)
+        return torch.mul(x, c).mul_(x * s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor):
+        x, c, s = ctx.saved_tensors
+        gx = grad * x  # d out / d c = x*x*s and d out / d s = x*x*c, both through grad * x * x
+        grad_x = grad_c = grad_s = None
+        if ctx.needs_input_grad[0]:
+            grad_x = gx * (c * s) * 2
+        gxx = gx.mul_(x)
+        if ctx.needs_input_grad[1]:
+            grad_c = _sum_over_space(gxx * s)
+        if ctx.needs_input_grad[2]:
+            grad_s = gxx.mul_(c).sum(dim=1, keepdim=True)
+        return grad_x, grad_c, grad_s
+
+
+_AGGREGATE = {"add": _ScSEAdd, "max": _ScSEMax, "mul": _ScSEMul}
+
+
+class _Projection2d(nn.Conv2d):
+    """sSE's 1x1 convolution to one channel (same parameters, initialisation and hooks as ``nn.Conv2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Project.apply(x, self.weight, self.bias)
+
+
+class _Projection3d(nn.Conv3d):
+    """sSE's 1x1x1 convolution to one channel (same parameters, initialisation and hooks as ``nn.Conv3d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Project.apply(x, self.weight, self.bias)
+
+
+# ---------------------------------------------------------------------------------------------- blocks
 class ChannelSE(nn.Module):
     """cSE: spatial squeeze, channel excitation. One gate value per channel, constant over space."""
 
@@ -47,7 +211,7 @@ class ChannelSE(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel gate of shape ``(N, C, 1, ..., 1)`` in (0, 1)."""
-        squeezed = x.mean(dim=tuple(range(2, x.ndim)))
+        squeezed = _SpatialMean.apply(x)
         excited = torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed))))
         return excited.reshape(*excited.shape, *([1] * self.spatial_dims))
 
@@ -60,7 +224,8 @@ class SpatialSE(nn.Module):
 
     def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = _conv_cls(spatial_dims)(channels, 1, kernel_size=1)
+        _conv_cls(spatial_dims)  # validates spatial_dims
+        self.conv = (_Projection2d if spatial_dims == 2 else _Projection3d)(channels, 1, kernel_size=1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial gate of shape ``(N, 1, *spatial)`` in (0, 1)."""
@@ -86,12 +251,9 @@ class ConcurrentSE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cse.gate(x)
         s = self.sse.gate(x)
-        if self.aggregation == "add":
-            return x * c + x * s
-        if self.aggregation == "max":
-            return x * torch.where(x >= 0, torch.maximum(c, s), torch.minimum(c, s))
-        if self.aggregation == "mul":
-            return (x * c) * (x * s)
+        function = _AGGREGATE.get(self.aggregation)
+        if function is not None:
+            return function.apply(x, c, s)
         return self.fuse(torch.cat([x * c, x * s], dim=1))
 
 
@@ -104,6 +266,52 @@ def _hidden_channels(channels: int, reduction: int) -> int:
     return channels // reduction
 
 
+def check_se_options(name: str, aggregation: str = "add", spatial_dims: int = 2) -> None:
+    """Raise ``ValueError`` naming the setting when the SE variant, aggregation or dimensionality is unknown.
+
+    Builds nothing (so it draws no random numbers): ``create_model`` calls it up front, so the error names the
+    setting rather than a block, also for ``none`` which never builds one.
+    """
+    if name not in SE_VARIANTS:
+        raise ValueError(f"unknown SE variant {name!r}; valid choices: {', '.join(SE_VARIANTS)}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown scSE aggregation {aggregation!r}; valid choices: {', '.join(AGGREGATIONS)}")
+    _conv_cls(spatial_dims)
+
+
+# Per network under construction (see se_build_scope): how many SE blocks were built from each global RNG state.
+_SE_SCOPE: contextvars.ContextVar[dict[bytes, int] | None] = contextvars.ContextVar("scseg_se_scope", default=None)
+
+
+@contextlib.contextmanager
+def se_build_scope() -> Iterator[None]:
+    """Build one network inside this: SE blocks created one after another with no random draw in between (the
+    same global RNG state) are numbered, so they get different weights. ``create_model`` enters it."""
+    token = _SE_SCOPE.set({})
+    try:
+        yield
+    finally:
+        _SE_SCOPE.reset(token)
+
+
+def _next_se_seed() -> int:
+    """A seed for the next SE block, derived from the global CPU RNG state WITHOUT drawing from it.
+
+    The state at each block is the same whether the network gets SE blocks or not (they draw nothing from it), so
+    the seed depends only on the global seed and where in the backbone the block sits. Inside
+    :func:`se_build_scope`, blocks that see the same state are told apart by a count; outside it the same state
+    always gives the same seed.
+    """
+    state = hashlib.blake2b(torch.random.default_generator.get_state().numpy().tobytes(), digest_size=16).digest()
+    counts = _SE_SCOPE.get()
+    repeat = 0
+    if counts is not None:
+        repeat = counts.get(state, 0)
+        counts[state] = repeat + 1
+    digest = hashlib.blake2b(state + repeat.to_bytes(8, "little"), digest_size=8, person=b"scseg-se").digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
 def create_se(
     name: str, channels: int, spatial_dims: int = 2, reduction: int = 2, aggregation: str = "add"
 ) -> nn.Module:
@@ -111,17 +319,25 @@ def create_se(
 
     ``name`` is one of ``none`` (an identity with zero parameters), ``cse``, ``sse``, ``scse``.
     ``aggregation`` only matters for ``scse`` but is validated for every name, so a typo in a sweep fails early.
+
+    Every SE block of every network must come from here (the architectures get it as ``se_factory``): the block
+    is initialised from its own generator, seeded by :func:`_next_se_seed`, and the global RNG stream is left
+    exactly where it was. So at a given seed ``none``, ``cse``, ``sse`` and ``scse`` (any aggregation, reduction
+    or positions) start from identical backbone weights, and the SE weights are still a function of the seed
+    (issue 11).
     """
-    if name not in SE_VARIANTS:
-        raise ValueError(f"unknown SE variant {name!r}; valid choices: {', '.join(SE_VARIANTS)}")
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown scSE aggregation {aggregation!r}; valid choices: {', '.join(AGGREGATIONS)}")
-    _conv_cls(spatial_dims)
+    check_se_options(name, aggregation, spatial_dims)
     if name == "none":
         return nn.Identity()
-    if name == "sse":
-        return SpatialSE(channels, spatial_dims)
-    _hidden_channels(channels, reduction)
-    if name == "cse":
-        return ChannelSE(channels, reduction, spatial_dims)
-    return ConcurrentSE(channels, reduction, spatial_dims, aggregation)
+    if name != "sse":
+        _hidden_channels(channels, reduction)
+    seed = _next_se_seed()
+    # Only the CPU generator is forked and reseeded: parameters are created on the CPU, and reseeding CUDA
+    # generators (torch.manual_seed does) would change the dropout masks of a later GPU run.
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        if name == "sse":
+            return SpatialSE(channels, spatial_dims)
+        if name == "cse":
+            return ChannelSE(channels, reduction, spatial_dims)
+        return ConcurrentSE(channels, reduction, spatial_dims, aggregation)

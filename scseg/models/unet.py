@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scseg.models.blocks import ConvNormAct, SEFactory, check_min_size, match_size
+from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
 
 UPSAMPLING = ("nearest", "bilinear", "transposed")
 
@@ -46,8 +49,10 @@ class UNet(nn.Module):
         dropout: Dropout2d probability at the end of each block (before SE), 0 disables.
         upsampling: ``nearest`` (default, parameter-free), ``bilinear`` (parameter-free) or ``transposed``
             (a learned 2x2 stride-2 transposed convolution).
-        se_factory: builds a new SE module for a channel count; one per encoder and decoder block.
-        se_in_bottleneck: also recalibrate the bottleneck block.
+        se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
+        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder`` (the paper: encoder
+            and decoder); the others keep an identity.
+        se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     With the paper's settings, 1 input channel and 28 classes the network has 2,157,276 parameters
     (convolutions carry biases); scSE (add, r = 2) adds 4,257 per block.
@@ -65,6 +70,7 @@ class UNet(nn.Module):
         norm: str = "batch",
         dropout: float = 0.0,
         upsampling: str = "nearest",
+        se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
         se_in_bottleneck: bool = False,
     ) -> None:
         super().__init__()
@@ -74,14 +80,18 @@ class UNet(nn.Module):
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
         self.upsampling = upsampling
+        self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
+
+        def se_at(position: str) -> nn.Module:
+            return se_factory(filters) if position in self.se_positions else nn.Identity()
 
         def block(cin: int, se: nn.Module) -> UNetBlock:
             return UNetBlock(cin, filters, kernel_size, convs_per_block, norm, dropout, se)
 
         self.encoders = nn.ModuleList(
-            [block(in_channels if i == 0 else filters, se_factory(filters)) for i in range(depth)]
+            [block(in_channels if i == 0 else filters, se_at("encoder")) for i in range(depth)]
         )
-        self.bottleneck = block(filters, se_factory(filters) if se_in_bottleneck else nn.Identity())
+        self.bottleneck = block(filters, se_at("bottleneck"))
         self.upsamplers = nn.ModuleList(
             [
                 nn.ConvTranspose2d(filters, filters, kernel_size=2, stride=2)
@@ -90,7 +100,7 @@ class UNet(nn.Module):
                 for _ in range(depth)
             ]
         )
-        self.decoders = nn.ModuleList([block(2 * filters, se_factory(filters)) for _ in range(depth)])
+        self.decoders = nn.ModuleList([block(2 * filters, se_at("decoder")) for _ in range(depth)])
         self.classifier = nn.Conv2d(filters, num_classes, kernel_size=1)
 
     def _upsample(self, i: int, x: torch.Tensor, size: torch.Size) -> torch.Tensor:

@@ -20,6 +20,7 @@ from scseg.report.tables import (
     build_tables,
     main_table_markdown,
     render_markdown,
+    unlike_notes,
     write_csv,
 )
 
@@ -92,6 +93,7 @@ def build_report(
     messages = [f"Figures skipped: {note}"] if note else []
     if tables.problems:
         messages.append(f"{len(tables.problems)} run(s) not used or used with a caveat: see {md_path}")
+    messages.extend(unlike_notes(tables))  # cells that do not compare like with like, and why
     return ReportResult(
         markdown=md_path,
         csv=csv_path,

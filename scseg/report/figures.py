@@ -7,6 +7,7 @@ object-oriented API with the Agg canvas is used, so no global backend or pyplot 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def write_figures(
     written = {}
     for arch in archs if archs is not None else tables.archs:
         if tables.structures.get(arch):
-            written[arch] = plot_structure_bars(tables, arch, out_dir / FIGURE_STEM.format(arch=arch), dpi=dpi)
+            stem = FIGURE_STEM.format(arch=re.sub(r"[^A-Za-z0-9_.-]+", "_", arch))  # row keys hold | = +
+            written[arch] = plot_structure_bars(tables, arch, out_dir / stem, dpi=dpi)
     skipped = [a for a in (archs if archs is not None else tables.archs) if a not in written]
     note = f"no per-structure rows for {', '.join(skipped)}" if skipped else None
     return written, note

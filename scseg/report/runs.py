@@ -5,6 +5,10 @@ still-running run, a malformed file and an expected (architecture, variant, seed
 all each become a :class:`Problem` that the report prints.  Identity (architecture, SE variant, seed) is
 taken from ``summary.json``; for runs without one it is parsed from the run folder name
 ``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>``.
+
+Extra swept dimensions (the cSE reduction and the SE positions, :data:`EXTRA_DIMENSIONS`) are read from
+``summary.json`` when it has them, else from the run's ``.hydra/config.yaml``. Those that vary within a sweep split
+an architecture into several table rows (:func:`row_key`), so runs that differ in them are never averaged together.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from scseg.se_options import positions_label, resolve_positions, se_settings
 
 SE_NAMES: tuple[str, ...] = ("none", "cse", "sse", "scse")
 DEFAULT_AGGREGATION = "add"
@@ -27,6 +33,11 @@ RUN_NAME = re.compile(
 SUMMARY_KEYS: tuple[str, ...] = ("arch", "se", "seed", "fg_dice_per_subject")
 PER_CASE_COLUMNS: tuple[str, ...] = ("subject", "class_id", "class_name", "dice")
 RUN_MARKERS: tuple[str, ...] = ("status.json", "summary.json", "per_case.csv", ".hydra")
+# Settings a sweep may vary besides (arch, variant, seed); each that takes more than one value becomes a row part.
+EXTRA_DIMENSIONS: tuple[str, ...] = ("se_reduction", "se_positions")
+NOT_APPLICABLE = "n/a"  # the variant has no such setting (no cSE: no reduction; none: no positions either)
+UNKNOWN = "?"  # neither summary.json nor .hydra/config.yaml says
+Extras = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in EXTRA_DIMENSIONS order
 
 
 class SweepError(ValueError):
@@ -82,6 +93,11 @@ class Run:
     fg_dice_per_subject: dict[str, float]
     per_case: list[CaseDice] | None
     summary: dict
+    extras: Extras = ()
+    row: str = ""  # the table row (see row_key); set by load_sweep
+
+    def __post_init__(self) -> None:
+        self.row = self.row or self.arch
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class Problem:
     variant: Variant | None = None
     seed: int | None = None
     state: str = "unknown"
+    extras: Extras = ()
+    row: str | None = None  # the table row (see row_key); set by load_sweep when the arch is known
 
 
 @dataclass
@@ -105,9 +123,16 @@ class Sweep:
     problems: list[Problem] = field(default_factory=list)
     default_aggregation: str = DEFAULT_AGGREGATION
 
+    extra_dimensions: tuple[str, ...] = ()  # the EXTRA_DIMENSIONS that vary here, i.e. are part of the row keys
+
     @property
     def archs(self) -> list[str]:
         return sorted({r.arch for r in self.runs} | {p.arch for p in self.problems if p.arch})
+
+    @property
+    def rows(self) -> list[str]:
+        """Table row keys: the architectures, split by the extra dimensions that vary (see :func:`row_key`)."""
+        return sorted({r.row for r in self.runs} | {p.row for p in self.problems if p.row})
 
     @property
     def variants(self) -> list[Variant]:
@@ -129,6 +154,78 @@ def parse_run_name(name: str, default_aggregation: str = DEFAULT_AGGREGATION) ->
     if aggregation is not None and se != "scse":
         return None
     return match["arch"], make_variant(se, aggregation, default_aggregation), int(match["seed"])
+
+
+def _read_config(path: Path) -> dict | None:
+    """A run's resolved ``.hydra/config.yaml`` as a plain dict, or None when absent or unreadable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _extra_text(dimension: str, value: object, se: str | None) -> str:
+    if se == "none" or (dimension == "se_reduction" and se == "sse"):
+        return NOT_APPLICABLE
+    if value is None:
+        return UNKNOWN
+    if dimension == "se_positions":
+        try:
+            return positions_label(resolve_positions(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return str(value)
+    try:
+        return str(int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def read_extras(path: Path, summary: dict | None = None, se: str | None = None) -> Extras:
+    """The run's :data:`EXTRA_DIMENSIONS` as display text: from ``summary`` when it has them, else from the run's
+    ``.hydra/config.yaml`` (older runs: defaults for keys that did not exist yet), else ``?``; ``n/a`` where the
+    variant ``se`` has no such setting."""
+    values = {d: summary[d] for d in EXTRA_DIMENSIONS if summary is not None and summary.get(d) is not None}
+    if len(values) < len(EXTRA_DIMENSIONS):
+        config = _read_config(path / ".hydra" / "config.yaml")
+        if config is not None:
+            try:
+                settings = se_settings(config)
+            except (AttributeError, TypeError, ValueError):
+                settings = {}
+            for dimension in EXTRA_DIMENSIONS:
+                values.setdefault(dimension, settings.get(dimension))
+    return tuple((d, _extra_text(d, values.get(d), se)) for d in EXTRA_DIMENSIONS)
+
+
+def varying_dimensions(all_extras: Iterable[Extras]) -> tuple[str, ...]:
+    """The extra dimensions that take more than one value (``n/a`` does not count) across a sweep."""
+    seen: dict[str, set[str]] = {d: set() for d in EXTRA_DIMENSIONS}
+    for extras in all_extras:
+        for dimension, value in extras:
+            if value != NOT_APPLICABLE:
+                seen.setdefault(dimension, set()).add(value)
+    return tuple(d for d in EXTRA_DIMENSIONS if len(seen[d]) > 1)
+
+
+def row_key(arch: str, extras: Extras, dimensions: Sequence[str]) -> str:
+    """A table row: ``arch``, or ``arch|se_reduction=8|se_positions=encoder`` for the varying ``dimensions``."""
+    values = dict(extras)
+    return "|".join([arch, *(f"{d}={values.get(d, UNKNOWN)}" for d in dimensions)])
+
+
+def split_row_key(key: str) -> tuple[str, dict[str, str]]:
+    """Inverse of :func:`row_key`: (arch, {dimension: value})."""
+    arch, *parts = key.split("|")
+    return arch, dict(part.split("=", 1) for part in parts)
+
+
+def baseline_row_key(key: str) -> str:
+    """The row that holds the architecture's ``none`` runs (their reduction and positions do not apply)."""
+    arch, extras = split_row_key(key)
+    return row_key(arch, tuple((d, NOT_APPLICABLE) for d in extras), tuple(extras))
 
 
 def _is_run_folder(path: Path) -> bool:
@@ -189,10 +286,15 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
         seed = int(summary["seed"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: expected an integer seed and numeric Dice values ({err})") from err
+    aggregation = summary.get("aggregation")
+    if se == "scse" and not aggregation:
+        # summaries rewritten by scseg-evaluate before issue 12 lost the aggregation; the folder name keeps it
+        named = RUN_NAME.match(path.name)
+        aggregation = named["aggregation"] if named is not None and named["se"] == "scse" else None
     return Run(
         path=path,
         arch=str(summary["arch"]),
-        variant=make_variant(se, summary.get("aggregation"), default_aggregation),
+        variant=make_variant(se, aggregation, default_aggregation),
         seed=seed,
         fg_dice_per_subject=dice,
         per_case=None,
@@ -212,8 +314,10 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
         except (OSError, ValueError) as err:
             return None, [Problem(path.name, f"unreadable {status_path}: {err}", arch, variant, seed)]
 
+    extras = read_extras(path, None, variant.se if variant else None)
+
     def problem(reason: str) -> Problem:
-        return Problem(path.name, reason, arch, variant, seed, state)
+        return Problem(path.name, reason, arch, variant, seed, state, extras)
 
     if state == "failed":
         return None, [problem(_failure_reason(status_path))]
@@ -225,6 +329,7 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
         run = _run_from_summary(path, _read_json(summary_path), default_aggregation)
     except (OSError, ValueError) as err:
         return None, [problem(f"unusable summary.json: {err}")]
+    run.extras = read_extras(path, run.summary, run.variant.se)
     notes = []
     if state == "running":
         notes.append("status.json says running although summary.json exists; summary used")
@@ -236,7 +341,7 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
             run.per_case = read_per_case(per_case_path)
         except (OSError, ValueError) as err:
             notes.append(f"unusable per_case.csv, left out of the per-structure tables: {err}")
-    return run, [Problem(path.name, n, run.arch, run.variant, run.seed, state) for n in notes]
+    return run, [Problem(path.name, n, run.arch, run.variant, run.seed, state, run.extras) for n in notes]
 
 
 def _failure_reason(status_path: Path) -> str:
@@ -249,10 +354,10 @@ def _failure_reason(status_path: Path) -> str:
 
 
 def _dedupe(runs: Sequence[Run]) -> tuple[list[Run], list[Problem]]:
-    """Keep the newest summary per (arch, variant, seed); the others are listed, not averaged in."""
+    """Keep the newest summary per (row, variant, seed); the others are listed, not averaged in."""
     groups: dict[tuple[str, Variant, int], list[Run]] = {}
     for run in runs:
-        groups.setdefault((run.arch, run.variant, run.seed), []).append(run)
+        groups.setdefault((run.row, run.variant, run.seed), []).append(run)
     kept, problems = [], []
     for group in groups.values():
         group.sort(key=lambda r: ((r.path / "summary.json").stat().st_mtime, r.path.name))
@@ -266,30 +371,37 @@ def _dedupe(runs: Sequence[Run]) -> tuple[list[Run], list[Problem]]:
                     old.variant,
                     old.seed,
                     "done",
+                    old.extras,
+                    old.row,
                 )
             )
     return kept, problems
 
 
 def missing_cells(runs: Iterable[Run], problems: Iterable[Problem]) -> list[Problem]:
-    """Expected grid (every arch x variant seen anywhere x every seed seen anywhere) cells with no run folder."""
+    """Expected grid (every row x variant seen anywhere x every seed seen anywhere) cells with no run folder."""
     runs, problems = list(runs), list(problems)
-    present = {(r.arch, r.variant, r.seed) for r in runs}
-    present |= {(p.arch, p.variant, p.seed) for p in problems}
-    cells = {(r.arch, r.variant) for r in runs} | {(p.arch, p.variant) for p in problems if p.arch and p.variant}
+    present = {(r.row, r.variant, r.seed) for r in runs}
+    present |= {(p.row or p.arch, p.variant, p.seed) for p in problems}
+    cells = {(r.row, r.variant) for r in runs}
+    cells |= {(p.row or p.arch, p.variant) for p in problems if p.arch and p.variant}
     seeds = {r.seed for r in runs} | {p.seed for p in problems if p.seed is not None}
     out = []
-    for arch, variant in sorted(cells):
+    for row, variant in sorted(cells):
+        arch, extras = split_row_key(row)
+        where = "".join(f" {d}={v}" for d, v in extras.items())
         for seed in sorted(seeds):
-            if (arch, variant, seed) not in present:
+            if (row, variant, seed) not in present:
                 out.append(
                     Problem(
-                        f"{arch}-{variant.key}-seed{seed}",
+                        f"{arch}-{variant.key}-seed{seed}" + (f" ({where.strip()})" if where else ""),
                         "missing: no run folder for this grid cell",
                         arch,
                         variant,
                         seed,
                         "missing",
+                        tuple(extras.items()),
+                        row,
                     )
                 )
     return out
@@ -314,7 +426,17 @@ def load_sweep(root: str | Path, default_aggregation: str = DEFAULT_AGGREGATION)
         if run is not None:
             loaded.append(run)
         problems.extend(notes)
+    dimensions = varying_dimensions([r.extras for r in loaded] + [p.extras for p in problems])
+    for run in loaded:
+        run.row = row_key(run.arch, run.extras, dimensions)
+    problems = [replace(p, row=row_key(p.arch, p.extras, dimensions)) if p.arch else p for p in problems]
     runs, superseded = _dedupe(loaded)
     problems.extend(superseded)
     problems.extend(missing_cells(runs, problems))
-    return Sweep(root=root, runs=runs, problems=problems, default_aggregation=default_aggregation)
+    return Sweep(
+        root=root,
+        runs=runs,
+        problems=problems,
+        default_aggregation=default_aggregation,
+        extra_dimensions=dimensions,
+    )

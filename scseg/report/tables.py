@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scseg.report.runs import SE_NAMES, Problem, Sweep, Variant
+from scseg.report.likeness import CellCheck, check_sweep
+from scseg.report.runs import (
+    EXTRA_DIMENSIONS,
+    NOT_APPLICABLE,
+    SE_NAMES,
+    UNKNOWN,
+    Problem,
+    Sweep,
+    Variant,
+    baseline_row_key,
+    split_row_key,
+)
 from scseg.report.stats import MIN_PAIRS, PairedComparison, Summary, paired_comparison, seed_average, summarise
 
 DEFAULT_VARIANT_ORDER: tuple[str, ...] = ("none", "cse", "sse", "scse")
@@ -31,6 +42,7 @@ BASELINE = Variant("none", None)
 CSV_COLUMNS: tuple[str, ...] = (
     "table",
     "arch",
+    *EXTRA_DIMENSIONS,
     "variant",
     "variant_label",
     "structure",
@@ -44,7 +56,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     "n_pairs",
     "p_value",
     "p_note",
+    "n_params",
+    "like_none",
 )
+UNLIKE_MARK = "†"  # a cell whose runs were not trained like their `none` baseline (see likeness)
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,11 @@ class Structure:
 
 @dataclass
 class ComparisonTables:
-    """Everything the report shows, already computed; rendering only formats it."""
+    """Everything the report shows, already computed; rendering only formats it.
+
+    ``archs`` holds the table rows: architectures, or ``arch|dimension=value|..`` keys when a sweep varies an
+    extra dimension such as the cSE reduction (``runs.row_key``; ``arch_label`` renders them).
+    """
 
     archs: list[str]
     variants: list[Variant]
@@ -76,14 +95,49 @@ class ComparisonTables:
     ddof: int = 1
     min_pairs: int = MIN_PAIRS
     notes: list[str] = field(default_factory=list)
+    # per main-table cell: the trainable parameters of its runs (None: not recorded), and the like-with-like check
+    n_params: dict[tuple[str, Variant], list[int | None]] = field(default_factory=dict)
+    likeness: dict[tuple[str, Variant], CellCheck] = field(default_factory=dict)
 
     def variant_label(self, variant: Variant) -> str:
         return variant.label(self.default_aggregation)
 
+    def unlike(self, arch: str, variant: Variant) -> bool:
+        """Whether the cell's runs differ from their ``none`` baseline in more than the SE settings and seed."""
+        check = self.likeness.get((arch, variant))
+        return check is not None and check.flagged
+
+
+EXTRA_LABELS: dict[str, str] = {"se_reduction": "r={}", "se_positions": "SE at {}"}
+
 
 def arch_label(arch: str) -> str:
-    """Paper-style architecture name (unknown names are shown as they are)."""
-    return ARCH_LABELS.get(arch, arch)
+    """Paper-style name of a table row: the architecture (unknown names as they are), then the extra swept
+    settings of the row, e.g. ``U-Net (r=8, SE at encoder+decoder)``; settings that do not apply are left out."""
+    name, extras = split_row_key(arch)
+    parts = [EXTRA_LABELS.get(d, d + "={}").format(v) for d, v in extras.items() if v != NOT_APPLICABLE]
+    base = ARCH_LABELS.get(name, name)
+    return f"{base} ({', '.join(parts)})" if parts else base
+
+
+def order_rows(found: Sequence[str], order: Sequence[str] = DEFAULT_ARCH_ORDER) -> list[str]:
+    """Rows by architecture (as :func:`order_archs`), then by their extra settings: ``n/a`` (the ``none``
+    baseline) first, numbers numerically, text alphabetically."""
+    archs = order_archs(sorted({split_row_key(r)[0] for r in found}), order)
+
+    def setting(value: str) -> tuple[int, float, str]:
+        if value == NOT_APPLICABLE:
+            return (0, 0.0, "")
+        try:
+            return (1, float(value), "")
+        except ValueError:
+            return (2, 0.0, value)
+
+    def key(row: str) -> tuple:
+        arch, extras = split_row_key(row)
+        return (archs.index(arch), *(setting(v) for v in extras.values()))
+
+    return sorted(found, key=key)
 
 
 def parse_variant_order(text: str) -> list[str]:
@@ -148,21 +202,23 @@ def build_tables(
     background_ids: Sequence[int] = (0,),
 ) -> ComparisonTables:
     """Compute every table of the report from a sweep (seed-average per subject first, then summarise)."""
-    archs = order_archs(sweep.archs, arch_order)
+    archs = order_rows(sweep.rows, arch_order)
     variants = order_variants(sweep.variants, variant_order, sweep.default_aggregation)
     overall: dict[tuple[str, Variant], Cell] = {}
     subject_means: dict[tuple[str, Variant], dict[str, float]] = {}
     structures: dict[str, list[Structure]] = {}
     per_structure: dict[tuple[str, Variant, str], Cell] = {}
+    n_params: dict[tuple[str, Variant], list[int | None]] = {}
     for arch in archs:
         arch_structures: dict[int, Structure] = {}
         for variant in variants:
-            runs = [r for r in sweep.runs if r.arch == arch and r.variant == variant]
+            runs = [r for r in sweep.runs if r.row == arch and r.variant == variant]
             if not runs:
                 continue
             averaged = seed_average(r.fg_dice_per_subject for r in runs)
             subject_means[arch, variant] = averaged
             overall[arch, variant] = Cell(summarise(averaged.values(), ddof=ddof), len(runs))
+            n_params[arch, variant] = [_n_params(r.summary) for r in sorted(runs, key=lambda r: r.seed)]
             found, per_name = _structure_values(runs, background_ids)
             for structure in found:
                 arch_structures.setdefault(structure.class_id, structure)
@@ -171,11 +227,14 @@ def build_tables(
                     summarise(seed_average(values).values(), ddof=ddof), len(values)
                 )
         structures[arch] = [arch_structures[k] for k in sorted(arch_structures)]
+    likeness = check_sweep(sweep, overall)
     diffs = {}
     for (arch, variant), values in subject_means.items():
-        if variant != BASELINE and (arch, BASELINE) in subject_means:
+        # a row without its own `none` (e.g. r=8) compares with the architecture's `none` row
+        base = arch if (arch, BASELINE) in subject_means else baseline_row_key(arch)
+        if variant != BASELINE and (base, BASELINE) in subject_means:
             diffs[arch, variant] = paired_comparison(
-                values, subject_means[arch, BASELINE], min_pairs=min_pairs, alternative=alternative, ddof=ddof
+                values, subject_means[base, BASELINE], min_pairs=min_pairs, alternative=alternative, ddof=ddof
             )
     return ComparisonTables(
         archs=archs,
@@ -188,7 +247,37 @@ def build_tables(
         default_aggregation=sweep.default_aggregation,
         ddof=ddof,
         min_pairs=min_pairs,
+        notes=_constant_settings(sweep) + _unchecked_note(likeness),
+        n_params=n_params,
+        likeness=likeness,
     )
+
+
+def _n_params(summary: dict) -> int | None:
+    value = summary.get("n_params")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _unchecked_note(likeness: dict[tuple[str, Variant], CellCheck]) -> list[str]:
+    pairs = sum(c.unchecked for c in likeness.values())
+    if not pairs:
+        return []
+    return [
+        f"like with like: {pairs} run pair(s) not checked (no comparison_hash in summary.json and no "
+        ".hydra/config.yaml in the run folder)"
+    ]
+
+
+def _constant_settings(sweep: Sweep) -> list[str]:
+    """The extra settings every run shares (they are not row parts, but a reader should know them)."""
+    notes = []
+    for dimension in EXTRA_DIMENSIONS:
+        if dimension in sweep.extra_dimensions:
+            continue
+        values = sorted({dict(r.extras).get(dimension) for r in sweep.runs} - {None, NOT_APPLICABLE, UNKNOWN})
+        if values:
+            notes.append(f"{dimension}: {', '.join(values)} (every run it applies to)")
+    return notes
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -223,14 +312,67 @@ def _cell_text(cell: Cell | None, digits: int, show_counts: bool) -> str:
 
 
 def main_table_markdown(tables: ComparisonTables, digits: int = 3) -> str:
-    """The paper's table: rows = architectures, columns = variants, mean ± std of subject-level fg Dice."""
+    """The paper's table: rows = architectures, columns = variants, mean ± std of subject-level fg Dice.
+
+    A cell marked † was not trained like its ``none`` baseline (other settings than the SE variant, its
+    aggregation, reduction and positions, and the seed); the lines under the table say what differs.
+    """
     uniform, note = _counts_note(list(tables.overall.values()))
     header = ["Architecture"] + [tables.variant_label(v) for v in tables.variants]
-    rows = [
-        [arch_label(a)] + [_cell_text(tables.overall.get((a, v)), digits, not uniform) for v in tables.variants]
-        for a in tables.archs
-    ]
-    return f"{_md_table(header, rows)}\n\n{note}"
+
+    def text(arch: str, variant: Variant) -> str:
+        cell = _cell_text(tables.overall.get((arch, variant)), digits, not uniform)
+        return f"{cell} {UNLIKE_MARK}" if tables.unlike(arch, variant) else cell
+
+    rows = [[arch_label(a)] + [text(a, v) for v in tables.variants] for a in tables.archs]
+    footnotes = unlike_notes(tables)
+    return f"{_md_table(header, rows)}\n\n{note}" + "".join(f"\n\n{line}" for line in footnotes)
+
+
+def unlike_notes(tables: ComparisonTables) -> list[str]:
+    """One line per † cell: which run differs from which ``none`` run, and in what."""
+    lines = []
+    for arch in tables.archs:
+        for variant in tables.variants:
+            check = tables.likeness.get((arch, variant))
+            if check is None or not check.flagged:
+                continue
+            details = "; ".join(f"`{m.run}` vs `{m.baseline}`: {m.detail}" for m in check.mismatches)
+            lines.append(
+                f"{UNLIKE_MARK} {arch_label(arch)} / {tables.variant_label(variant)}: not like with like "
+                f"(differs from `none` in more than the SE settings and seed): {details}"
+            )
+    return lines
+
+
+def _params_text(counts: Sequence[int | None], baseline: Sequence[int | None] | None) -> str:
+    known = sorted({c for c in counts if c is not None})
+    if not known:
+        return "?"
+    text = f"{known[0]:,}" if len(known) == 1 else f"{known[0]:,}–{known[-1]:,}"
+    if len(known) < len(counts):
+        text += " (some ?)"
+    base = sorted({c for c in baseline or () if c is not None})
+    if len(known) == 1 and len(base) == 1 and base[0] and known[0] != base[0]:
+        text += f" ({(known[0] - base[0]) / base[0]:+.1%})"
+    return text
+
+
+def params_table_markdown(tables: ComparisonTables) -> str:
+    """Trainable parameters of every main-table cell (from summary.json), with the change against ``none``."""
+    header = ["Architecture"] + [tables.variant_label(v) for v in tables.variants]
+    rows = []
+    for arch in tables.archs:
+        base_row = arch if (arch, BASELINE) in tables.n_params else baseline_row_key(arch)
+        baseline = tables.n_params.get((base_row, BASELINE))
+        cells = [
+            _params_text(tables.n_params[arch, v], None if v == BASELINE else baseline)
+            if (arch, v) in tables.n_params
+            else "—"
+            for v in tables.variants
+        ]
+        rows.append([arch_label(arch), *cells])
+    return _md_table(header, rows)
 
 
 def diff_table_markdown(tables: ComparisonTables, digits: int = 3) -> str:
@@ -317,6 +459,12 @@ def render_markdown(
         "",
         main_table_markdown(tables, digits),
         "",
+        "## Parameters",
+        "",
+        "Trainable parameters per cell (summary.json's n_params; in brackets the change against `none`).",
+        "",
+        params_table_markdown(tables),
+        "",
         "## Difference to `none` (paired per subject)",
         "",
         f"Wilcoxon signed-rank test on the seed-averaged per-subject values; fewer than {tables.min_pairs} "
@@ -346,6 +494,12 @@ def _csv_float(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else repr(float(value))
 
 
+def _row_columns(row: str) -> dict[str, str]:
+    """CSV columns of a table row: the architecture and the row's extra settings (empty when not a row part)."""
+    arch, extras = split_row_key(row)
+    return {"arch": arch, **{d: extras.get(d, "") for d in EXTRA_DIMENSIONS}}
+
+
 def write_csv(tables: ComparisonTables, path: str | Path) -> None:
     """Long-format CSV: one row per main-table cell (``table=overall``, with the diff to none) and per
     structure cell (``table=structure``)."""
@@ -361,7 +515,7 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
                 writer.writerow(
                     {
                         "table": "overall",
-                        "arch": arch,
+                        **_row_columns(arch),
                         "variant": variant.key,
                         "variant_label": tables.variant_label(variant),
                         "structure": "",
@@ -375,6 +529,12 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
                         "n_pairs": diff.n_pairs if diff else "",
                         "p_value": _csv_float(diff.p_value) if diff else "",
                         "p_note": diff.note if diff else "",
+                        "n_params": ";".join(
+                            "" if c is None else str(c) for c in tables.n_params.get((arch, variant), [])
+                        ),
+                        "like_none": tables.likeness[arch, variant].verdict
+                        if (arch, variant) in tables.likeness
+                        else "",
                     }
                 )
             for structure in tables.structures.get(arch, []):
@@ -385,7 +545,7 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
                     writer.writerow(
                         {
                             "table": "structure",
-                            "arch": arch,
+                            **_row_columns(arch),
                             "variant": variant.key,
                             "variant_label": tables.variant_label(variant),
                             "structure": structure.name,

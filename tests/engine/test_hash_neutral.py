@@ -8,10 +8,20 @@ from scseg.engine.run_dir import HASH_NEUTRAL_DEFAULTS, config_hash
 
 
 def test_keys_at_their_neutral_defaults_do_not_change_the_hash():
-    before = {"seed": 0, "data": {"name": "x", "slices": {"axis": "axial"}}}
+    # every group a neutral key lives in exists in a real config (only the key itself is new)
+    before = {
+        "seed": 0,
+        "data": {"name": "x", "slices": {"axis": "axial"}},
+        "se": {"name": "scse"},
+        "model": {},
+        "loss": {"name": "ce_dice"},
+    }
     after = OmegaConf.create(before)
     for dotted, default in HASH_NEUTRAL_DEFAULTS.items():
         OmegaConf.update(after, dotted, default, force_add=True)
     assert config_hash(OmegaConf.create(before)) == config_hash(after)
     OmegaConf.update(after, "data.slices.fallback_axis", "coronal")
+    assert config_hash(OmegaConf.create(before)) != config_hash(after)
+    OmegaConf.update(after, "data.slices.fallback_axis", "axial")
+    OmegaConf.update(after, "se.positions", ["encoder"], merge=False)
     assert config_hash(OmegaConf.create(before)) != config_hash(after)

@@ -1,0 +1,1 @@
+"""Command-line faces of scseg. ``scseg-gates`` lives here; the other commands will move here too."""

@@ -1,0 +1,293 @@
+"""See inside the recalibration: find a network's SE blocks, capture their gates, summarise them per structure.
+
+The models' forward stays untouched: :class:`GateCapture` puts a forward hook on every SE block that recomputes
+the block's gates from the block's input (``gate(x)``; for scSE the two inner blocks' ``gate``, which scSE calls
+directly, so hooks on the inner modules would never fire). That costs one extra gate computation per block and
+only while the capture is open: the trainer opens it for the few validation slices it already predicts for
+TensorBoard, ``scseg-gates`` for a whole split.
+
+Block names follow the network's resolution levels: ``enc1`` .. ``encN`` (full resolution first), ``bottleneck``,
+``decN`` .. ``dec1`` (``dec1`` works at full resolution again, like ``enc1``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE
+
+SE_TYPES = (ChannelSE, SpatialSE, ConcurrentSE)
+# The first component of a block's module path -> its position (UNet / SD-Net / FC-DenseNet attribute names).
+_POSITION_OF = {
+    "encoders": "encoder",
+    "down_se": "encoder",
+    "bottleneck": "bottleneck",
+    "bottleneck_se": "bottleneck",
+    "decoders": "decoder",
+    "up_se": "decoder",
+}
+
+
+@dataclass(frozen=True)
+class SEBlock:
+    """One recalibration block of a network: readable name, position, module path and the module itself."""
+
+    name: str
+    position: str  # encoder | bottleneck | decoder | other
+    path: str
+    module: nn.Module
+
+    @property
+    def has_channel_gate(self) -> bool:
+        return isinstance(self.module, (ChannelSE, ConcurrentSE))
+
+    @property
+    def has_spatial_gate(self) -> bool:
+        return isinstance(self.module, (SpatialSE, ConcurrentSE))
+
+
+@dataclass
+class Gates:
+    """The gates one block applied to one batch: ``channel`` ``(N, C)`` and ``spatial`` ``(N, h, w)``, float32 on
+    the model's device (None where the block has no such gate)."""
+
+    channel: torch.Tensor | None
+    spatial: torch.Tensor | None
+
+
+def _block_name(path: str, model: nn.Module) -> tuple[str, str]:
+    """(readable name, position) for a module path such as ``encoders.0.2`` or ``up_se.3``."""
+    head, _, rest = path.partition(".")
+    position = _POSITION_OF.get(head)
+    if position is None:
+        return path, "other"
+    if position == "bottleneck":
+        return "bottleneck", position
+    index = re.match(r"\d+", rest)
+    if index is None:
+        return path, position
+    i = int(index.group())
+    if position == "encoder":
+        return f"enc{i + 1}", position
+    return f"dec{len(model.get_submodule(head)) - i}", position  # decoders run from the deepest level up
+
+
+def find_se_blocks(model: nn.Module) -> list[SEBlock]:
+    """Every SE block of ``model`` in network order (found by type; scSE's inner cSE / sSE are not separate)."""
+    blocks: list[SEBlock] = []
+    inner: set[int] = set()
+    for path, module in model.named_modules():
+        if id(module) in inner or not isinstance(module, SE_TYPES):
+            continue
+        if isinstance(module, ConcurrentSE):
+            inner.update(id(m) for m in module.modules() if m is not module)
+        name, position = _block_name(path, model)
+        blocks.append(SEBlock(name, position, path, module))
+    return blocks
+
+
+@torch.no_grad()
+def compute_gates(module: nn.Module, x: torch.Tensor) -> Gates:
+    """The gates ``module`` (cSE, sSE or scSE) applies to its input ``x`` (N, C, H, W)."""
+    cse = module.cse if isinstance(module, ConcurrentSE) else module if isinstance(module, ChannelSE) else None
+    sse = module.sse if isinstance(module, ConcurrentSE) else module if isinstance(module, SpatialSE) else None
+    channel = cse.gate(x).flatten(2).squeeze(2).float() if cse is not None else None
+    spatial = sse.gate(x)[:, 0].float() if sse is not None else None
+    return Gates(channel, spatial)
+
+
+class GateCapture:
+    """Context manager: while open, every forward through an SE block of ``model`` records that block's gates.
+
+    By default the gates are kept (moved to the CPU) in :attr:`gates` per block name, batches in order; pass
+    ``on_gates(block, gates)`` instead to consume each batch's gates on the fly (a whole split would not fit).
+    """
+
+    def __init__(self, model: nn.Module, on_gates: Callable[[SEBlock, Gates], None] | None = None) -> None:
+        self.blocks = find_se_blocks(model)
+        self.on_gates = on_gates
+        self.gates: dict[str, list[Gates]] = {b.name: [] for b in self.blocks}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, block: SEBlock) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            gates = compute_gates(module, args[0])
+            if self.on_gates is not None:
+                self.on_gates(block, gates)
+            else:
+                self.gates[block.name].append(
+                    Gates(*(None if g is None else g.detach().cpu() for g in (gates.channel, gates.spatial)))
+                )
+
+        return hook
+
+    def __enter__(self) -> GateCapture:
+        self._handles = [b.module.register_forward_hook(self._hook(b)) for b in self.blocks]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def collected(self) -> dict[str, Gates]:
+        """Per block, the recorded batches concatenated (slices in the order they were predicted)."""
+        out = {}
+        for name, batches in self.gates.items():
+            if not batches:
+                continue
+            channel = [b.channel for b in batches if b.channel is not None]
+            spatial = [b.spatial for b in batches if b.spatial is not None]
+            out[name] = Gates(torch.cat(channel) if channel else None, torch.cat(spatial) if spatial else None)
+        return out
+
+
+@contextmanager
+def capture_gates(model: nn.Module, on_gates: Callable[[SEBlock, Gates], None] | None = None) -> Iterator[GateCapture]:
+    """``with capture_gates(model) as capture: model(x)`` -> ``capture.collected()``."""
+    with GateCapture(model, on_gates) as capture:
+        yield capture
+
+
+@dataclass
+class _Moments:
+    """Running count, sum, sum of squares (float64) for a mean and a standard deviation without keeping values."""
+
+    n: np.ndarray
+    s: np.ndarray
+    ss: np.ndarray
+
+    @classmethod
+    def zeros(cls, size: int) -> _Moments:
+        return cls(np.zeros(size, np.int64), np.zeros(size), np.zeros(size))
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(all="ignore"):
+            mean = self.s / self.n
+            std = np.sqrt(np.maximum(self.ss / self.n - mean**2, 0.0))
+        return mean, std
+
+
+@dataclass
+class BlockGateStats:
+    """What one block's gates did over a split: the sSE gate per class region, the cSE gates' distribution."""
+
+    block: SEBlock
+    num_classes: int
+    resolution: tuple[int, int] | None = None  # (h, w) of the sSE gate of the last batch
+    channels: int | None = None
+    spatial: _Moments | None = None  # per class id (label downsampled to the gate's size, nearest)
+    channel: _Moments | None = None  # one entry: all channel gate values of all slices
+    channel_abs_dev: float = 0.0  # sum of |c - 0.5|
+    per_channel: _Moments | None = None  # per channel over slices: how selective the block is, channel by channel
+
+    def add(self, gates: Gates, labels: torch.Tensor) -> None:
+        """Accumulate one batch: ``labels`` (N, H, W) integer class ids at the input resolution."""
+        if gates.spatial is not None:
+            size = tuple(gates.spatial.shape[-2:])
+            self.resolution = size
+            small = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+            small = small.to(gates.spatial.device).flatten()
+            values = gates.spatial.double().flatten()
+            k = self.num_classes
+            if self.spatial is None:
+                self.spatial = _Moments.zeros(k)
+            self.spatial.n += torch.bincount(small, minlength=k)[:k].cpu().numpy()
+            self.spatial.s += torch.bincount(small, weights=values, minlength=k)[:k].cpu().numpy()
+            self.spatial.ss += torch.bincount(small, weights=values * values, minlength=k)[:k].cpu().numpy()
+        if gates.channel is not None:
+            c = gates.channel.double()
+            self.channels = int(c.shape[1])
+            if self.channel is None:
+                self.channel, self.per_channel = _Moments.zeros(1), _Moments.zeros(self.channels)
+            self.channel.n += c.numel()
+            self.channel.s += float(c.sum())
+            self.channel.ss += float((c * c).sum())
+            self.channel_abs_dev += float((c - 0.5).abs().sum())
+            self.per_channel.n += c.shape[0]
+            self.per_channel.s += c.sum(0).cpu().numpy()
+            self.per_channel.ss += (c * c).sum(0).cpu().numpy()
+
+    def rows(self, class_names: list[str] | tuple[str, ...]) -> list[dict]:
+        """CSV rows: one per class region for the sSE gate, one for the cSE gates (see ``GATE_COLUMNS``)."""
+        base = {"block": self.block.name, "position": self.block.position}
+        out = []
+        if self.spatial is not None:
+            mean, std = self.spatial.mean_std()
+            h, w = self.resolution or (0, 0)
+            for k, name in enumerate(class_names):
+                out.append(
+                    {
+                        **base,
+                        "gate": "sse",
+                        "resolution": f"{h}x{w}",
+                        "region": name,
+                        "class_id": k,
+                        "n": int(self.spatial.n[k]),
+                        "mean": _num(mean[k]),
+                        "std": _num(std[k]),
+                        "mean_abs_dev_from_half": "",
+                        "channel_std": "",
+                    }
+                )
+        if self.channel is not None:
+            mean, std = self.channel.mean_std()
+            channel_means, _ = self.per_channel.mean_std()
+            out.append(
+                {
+                    **base,
+                    "gate": "cse",
+                    "resolution": f"{self.channels} channels",
+                    "region": "all",
+                    "class_id": "",
+                    "n": int(self.channel.n[0]),
+                    "mean": _num(mean[0]),
+                    "std": _num(std[0]),
+                    "mean_abs_dev_from_half": _num(self.channel_abs_dev / max(int(self.channel.n[0]), 1)),
+                    "channel_std": _num(float(np.std(channel_means))),
+                }
+            )
+        return out
+
+
+# gate: sse | cse. region: a class name (sSE: the gate inside that class, background included) or "all" (cSE).
+# std: spread over pixels (sSE) or over slices x channels (cSE); mean_abs_dev_from_half: mean |c - 0.5|, how far
+# the channel gates are from "no recalibration"; channel_std: std over channels of each channel's mean gate.
+GATE_COLUMNS = (
+    "block",
+    "position",
+    "gate",
+    "resolution",
+    "region",
+    "class_id",
+    "n",
+    "mean",
+    "std",
+    "mean_abs_dev_from_half",
+    "channel_std",
+)
+
+
+def _num(value: float) -> float | str:
+    return "" if not np.isfinite(value) else round(float(value), 6)
+
+
+__all__ = [
+    "GATE_COLUMNS",
+    "SE_TYPES",
+    "BlockGateStats",
+    "GateCapture",
+    "Gates",
+    "SEBlock",
+    "capture_gates",
+    "compute_gates",
+    "find_se_blocks",
+]

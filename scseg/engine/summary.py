@@ -1,0 +1,203 @@
+"""``summary.json``: ONE builder for training and re-evaluation, so both write the same keys (issue 12).
+
+``scseg-compare`` files a run under its (architecture, SE variant, aggregation, reduction, positions, seed) from
+this file; a re-evaluation that dropped ``aggregation`` once moved a scSE-max run silently into the scSE (add)
+column. :func:`build_summary` is the only place that assembles the payload; ``scseg.engine.run`` (after
+training) and ``scseg.evaluate`` (``scseg-evaluate RUN_DIR``) both call it, the latter with what only training
+knew (the config hashes) carried over by :func:`recorded_hashes`.
+
+The summary also carries a ``comparison_hash``: the config hash without the keys an SE comparison may vary (the
+``se`` group, ``model.se_reduction``, the seed and the experiment name). Runs of one architecture whose
+comparison hashes differ were not trained alike, so the report flags the cell (issue 11).
+:func:`comparable_settings` gives the same view of a resolved ``.hydra/config.yaml`` for runs without one.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import scseg
+from scseg.atomic import atomic_write_text
+from scseg.engine import run_dir as rd
+from scseg.metrics import summarize
+from scseg.se_options import se_settings
+
+# Execution details that never change the trained weights beyond floating-point noise, on top of run_dir's list.
+HASH_EXCLUDE: tuple[str, ...] = rd.DEFAULT_HASH_EXCLUDE + (
+    "data.cache_dir",
+    "trainer.num_threads",
+    "trainer.eval_batch_size",
+)
+# What an SE comparison may vary between the cells of one architecture (besides HASH_EXCLUDE): the SE variant,
+# its aggregation, reduction and positions (the whole ``se`` group and the architecture's default reduction),
+# the seed, and the experiment's name.
+COMPARISON_EXCLUDE: tuple[str, ...] = HASH_EXCLUDE + ("se", "model.se_reduction", "seed", "experiment_name")
+SUMMARY_FILE = "summary.json"
+
+
+def comparison_hash(cfg: DictConfig | Mapping) -> str:
+    """sha256 of the config without :data:`COMPARISON_EXCLUDE` (same canonical form as the run's config hash)."""
+    return rd.config_hash(cfg, exclude=COMPARISON_EXCLUDE)
+
+
+def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved config (e.g. ``.hydra/config.yaml`` loaded) as ``{dotted key: value}`` without the keys a
+    comparison may vary (:data:`COMPARISON_EXCLUDE`) and without new keys at their hash-neutral defaults, so two
+    runs compare equal exactly when they were trained alike. Lists stay values (compared whole)."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
+    out: dict[str, Any] = {}
+
+    def excluded(key: str) -> bool:
+        return any(key == e or key.startswith(e + ".") for e in COMPARISON_EXCLUDE)
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(f"{prefix}{key}" if not prefix else f"{prefix}.{key}", value)
+            return
+        if excluded(prefix) or (prefix in rd.HASH_NEUTRAL_DEFAULTS and node == rd.HASH_NEUTRAL_DEFAULTS[prefix]):
+            return
+        out[prefix] = node
+
+    walk("", config)
+    return out
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(scseg.__file__).parents[1], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_metadata(device: torch.device, wall_time_s: float) -> dict:
+    """Provenance of an evaluation: versions, commit, device, threads and wall time."""
+    return {
+        "scseg_version": scseg.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": torch.get_num_threads(),
+        "wall_time_s": round(wall_time_s, 2),
+    }
+
+
+def json_safe(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def build_summary(
+    cfg: DictConfig,
+    rows: Sequence[Mapping],
+    class_names: Sequence[str],
+    split: str,
+    *,
+    n_params: int,
+    checkpoint: str | Path | None,
+    epoch: int | None,
+    best_epoch: int | None,
+    best_val_dice: float | None,
+    config_hash: str | None,
+    comparison_hash: str | None,
+    device: torch.device,
+    wall_time_s: float,
+) -> dict:
+    """The ``summary.json`` payload: Dice statistics of ``rows`` plus the run's identity and provenance.
+
+    Identity keys (what the report files the run under): arch, se, aggregation (scSE only, else None),
+    se_reduction (cSE and scSE only), se_positions (any SE), seed, experiment; then config_hash,
+    comparison_hash, n_params, the evaluated checkpoint and its epoch, best_epoch / best_val_dice of training,
+    and :func:`run_metadata`.
+    """
+    se = str(cfg.se.name)
+    settings = se_settings(cfg)
+    summary = summarize(rows, list(class_names), split)
+    summary.update(
+        arch=str(cfg.model.arch),
+        se=se,
+        aggregation=str(cfg.se.aggregation) if se == "scse" else None,
+        se_reduction=settings["se_reduction"] if se in ("cse", "scse") else None,
+        se_positions=list(settings["se_positions"]) if se != "none" else None,
+        seed=int(cfg.seed),
+        experiment=str(cfg.experiment_name),
+        config_hash=config_hash,
+        comparison_hash=comparison_hash,
+        n_params=int(n_params),
+        checkpoint=str(checkpoint) if checkpoint else None,
+        epoch=None if epoch is None else int(epoch),
+        best_epoch=None if best_epoch is None or best_epoch < 0 else int(best_epoch),
+        best_val_dice=best_val_dice,
+        **run_metadata(device, wall_time_s),
+    )
+    return summary
+
+
+def write_summary(path: str | Path, summary: Mapping) -> None:
+    """Write a summary atomically as indented JSON (NaN and infinities become null)."""
+    atomic_write_text(Path(path), json.dumps(json_safe(dict(summary)), indent=2))
+
+
+def recorded_hashes(run_dir: str | Path) -> dict[str, str | None]:
+    """``{"config_hash", "comparison_hash"}`` recorded when the run trained, for a re-evaluation to carry over.
+
+    Re-evaluation reads the resolved ``.hydra/config.yaml``, whose hash differs from the one training computed
+    from the unresolved config, so both are taken from what training wrote: ``status.json`` for the config hash,
+    ``summary.json`` for either; None where neither has it (the report then compares ``.hydra`` configs).
+    """
+    folder = Path(run_dir)
+    found: dict[str, str | None] = {"config_hash": None, "comparison_hash": None}
+    try:
+        previous = json.loads((folder / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        previous = None
+    if isinstance(previous, dict):
+        for key in found:
+            if isinstance(previous.get(key), str):
+                found[key] = previous[key]
+    try:
+        status = rd.read_status(folder)
+    except rd.RunStateError:
+        status = None
+    if status is not None and isinstance(status.get("config_hash"), str):
+        found["config_hash"] = status["config_hash"]
+    return found
+
+
+__all__ = [
+    "COMPARISON_EXCLUDE",
+    "HASH_EXCLUDE",
+    "build_summary",
+    "comparable_settings",
+    "comparison_hash",
+    "git_commit",
+    "json_safe",
+    "recorded_hashes",
+    "run_metadata",
+    "write_summary",
+]

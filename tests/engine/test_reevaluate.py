@@ -1,0 +1,60 @@
+"""Re-evaluation keeps a run's identity (issue 12): ``scseg-evaluate`` writes summary.json with the same builder
+as training, so ``scseg-compare`` files a re-evaluated scSE-max run under max, not under the default add."""
+
+from __future__ import annotations
+
+import json
+
+from scseg import evaluate
+from scseg.engine.run import run_training
+from scseg.engine.summary import comparison_hash
+from scseg.report import build_report
+from scseg.report.runs import Variant
+
+IDENTITY_KEYS = (
+    "arch",
+    "se",
+    "aggregation",
+    "se_reduction",
+    "se_positions",
+    "seed",
+    "experiment",
+    "config_hash",
+    "comparison_hash",
+    "n_params",
+    "epoch",
+    "best_epoch",
+    "best_val_dice",
+)
+
+
+def test_reevaluated_scse_max_run_keeps_its_keys_and_column(tiny_config):
+    base = run_training(tiny_config("unet"))
+    result = run_training(tiny_config("unet", "se=scse", "se.aggregation=max"))
+    before = json.loads((result.run_dir / "summary.json").read_text())
+    assert before["aggregation"] == "max" and before["se_reduction"] == 2
+    assert before["se_positions"] == ["encoder", "decoder"] and before["n_params"] > base.summary["n_params"]
+    # none and scSE-max differ only in the SE settings: same comparison hash, different config hash
+    assert before["comparison_hash"] == base.summary["comparison_hash"]
+    assert before["config_hash"] != base.summary["config_hash"]
+
+    assert evaluate.main([str(result.run_dir), "--device", "cpu"]) == 0
+    after = json.loads((result.run_dir / "summary.json").read_text())
+    assert set(after) == set(before)
+    assert {k: after[k] for k in IDENTITY_KEYS} == {k: before[k] for k in IDENTITY_KEYS}
+    assert after["fg_dice_per_subject"] == before["fg_dice_per_subject"]
+
+    report = build_report(result.run_dir.parent, figures=False)
+    max_variant = Variant("scse", "max")
+    assert ("unet", max_variant) in report.tables.overall
+    assert ("unet", Variant("scse", "add")) not in report.tables.overall
+    assert report.tables.likeness["unet", max_variant].verdict == "yes"  # compared like with like
+    assert report.tables.n_params["unet", max_variant] == [before["n_params"]]
+
+
+def test_comparison_hash_ignores_only_the_se_settings_and_seed(tiny_config):
+    reference = comparison_hash(tiny_config("unet"))
+    for same in (("se=scse", "se.aggregation=max", "se.reduction=4"), ("se=cse", "seed=3"), ("experiment_name=x",)):
+        assert comparison_hash(tiny_config("unet", *same)) == reference, same
+    for other in (("optimizer.lr=0.5",), ("model.filters=8",), ("loss.min_class_weight_ratio=0.25",)):
+        assert comparison_hash(tiny_config("unet", *other)) != reference, other
