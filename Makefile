@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-cpus test-slow lint format demo study tb summary clean
+.PHONY: help install test test-cpus test-slow lint format demo study tb summary bench clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,8 +52,9 @@ test-cpus: install ## run the training tests (marker `learning`) under every CPU
 test-slow: install ## run the slow tests too (each states its time budget)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-lint: install ## ruff check
+lint: install ## ruff check, and the import-layer contracts of pyproject.toml (lint-imports)
 	$(VENV)/bin/ruff check scseg tests scripts
+	$(VENV)/bin/lint-imports
 
 format: install ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix scseg tests scripts
@@ -61,6 +62,16 @@ format: install ## ruff format + autofix
 
 summary: install ## parameters, multiply-adds and SE overhead of every arch x SE variant
 	$(VPY) -m scseg.models.summary
+
+# Issue 10's benchmarks (SE blocks, training step and trainer overhead, input pipeline, start-up, evaluation, GPU):
+# markdown to stdout, every raw time in $(BENCH_JSON), and the page $(BENCH_PAGE) regenerated. Run it on an idle
+# machine (about 6-9 minutes on 2 cores); BENCH_ARGS adds options, e.g. BENCH_ARGS="--sections se_blocks,training".
+# MONAI, the evaluation section's optional reference: $(VPY) -m pip install -e ".[bench]".
+BENCH_JSON ?= runs/benchmark.json
+BENCH_PAGE ?= docs/benchmarks.md
+BENCH_ARGS ?=
+bench: install ## benchmarks of issue 10 on an idle machine: JSON + docs/benchmarks.md (~6-9 min on 2 cores)
+	$(VPY) scripts/benchmark.py --out $(BENCH_JSON) --markdown $(BENCH_PAGE) --command "make bench $(BENCH_ARGS)" $(BENCH_ARGS)
 
 demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)
 	bash scripts/demo.sh $(RUNS)
@@ -81,5 +92,5 @@ tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)
 
 clean: ## remove caches and build leftovers (keeps .venv and runs)
-	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	rm -rf .pytest_cache .ruff_cache .import_linter_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

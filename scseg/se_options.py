@@ -1,8 +1,9 @@
-"""Where SE blocks go (``se.positions``) and how narrow their cSE bottleneck is (``se.reduction``): the rules.
+"""The SE vocabulary and rules: the variant and aggregation names, where SE blocks go (``se.positions``) and how
+narrow their cSE bottleneck is (``se.reduction``).
 
-One place, free of torch, because four readers must agree on them: the networks (which blocks get SE), the run
-identity (equal networks hash equally), ``scseg-compare`` (which reads a finished run's settings back) and
-``scseg-gates``.
+One place, free of torch, because several readers must agree on them: the networks (which blocks get SE), the
+config check (valid names), the run identity (equal networks hash equally), ``scseg-compare`` (which reads a
+finished run's settings back) and ``scseg-gates``.
 
 - ``se.positions``: any subset of ``encoder``, ``bottleneck``, ``decoder`` (default ``[encoder, decoder]``, the
   paper's placement). The older ``se.in_bottleneck: true`` is an alias that adds ``bottleneck``.
@@ -15,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+# The SE variants (``se.name``) and scSE aggregations (``se.aggregation``) scseg builds.
+SE_VARIANTS: tuple[str, ...] = ("none", "cse", "sse", "scse")
+AGGREGATIONS: tuple[str, ...] = ("add", "max", "mul", "concat")
 SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder")
 DEFAULT_SE_POSITIONS: tuple[str, ...] = ("encoder", "decoder")
 DEFAULT_SE_REDUCTION = 2
@@ -71,9 +75,11 @@ def se_settings(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "AGGREGATIONS",
     "DEFAULT_SE_POSITIONS",
     "DEFAULT_SE_REDUCTION",
     "SE_POSITIONS",
+    "SE_VARIANTS",
     "positions_label",
     "resolve_positions",
     "resolve_reduction",

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from scseg.config import CONFIG_DIR, compose_train_config
-from scseg.config_check import ConfigError, validate_config
+from scseg.config.check import ConfigError, validate_config
 from scseg.engine.run import build_model
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -91,6 +91,20 @@ def test_bad_keys_fail_naming_the_key(mutate, message):
         mutate(cfg)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("preset", ["fcdensenet56", "fcdensenet67", "fcdensenet103"])
+def test_fcdensenet_presets_are_checked_against_their_own_signature(preset):
+    """A preset is a registered function whose keyword arguments are the config keys: its config validates, a
+    typo or a non-list layer count fails naming the key."""
+    cfg = compose_train_config([f"model={preset}"])
+    validate_config(cfg)
+    for key, value, message in (("growth_rat", 8, "model.growth_rat"), ("down_layers", 4, "model.down_layers")):
+        bad = cfg.copy()
+        with open_dict(bad):
+            bad.model[key] = value
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            validate_config(bad)
 
 
 def test_cfg_job_prints_composed_config():

@@ -6,11 +6,11 @@ import pytest
 from omegaconf import open_dict
 
 from scseg.config import compose_train_config
-from scseg.config_check import ConfigError, validate_config
-from scseg.engine import run_dir as rd
+from scseg.config.check import ConfigError, validate_config
 from scseg.engine.gates import find_se_blocks
-from scseg.engine.run import HASH_EXCLUDE, build_model, identity
+from scseg.engine.run import build_model, identity
 from scseg.models.se import ChannelSE
+from scseg.run_identity import HASH_EXCLUDE, config_hash
 from scseg.se_options import se_settings
 
 
@@ -22,7 +22,7 @@ def test_defaults_hash_exactly_as_configs_from_before_the_new_keys(model, extra)
     with open_dict(old):
         del old.se["positions"]
         old.model.pop("se_reduction", None)
-    assert identity(cfg)[0] == rd.config_hash(old, exclude=HASH_EXCLUDE)
+    assert identity(cfg)[0] == config_hash(old, exclude=HASH_EXCLUDE)
 
 
 def test_equal_networks_share_one_identity():
@@ -73,3 +73,14 @@ def test_ablation_experiment_sweeps_positions_and_reduction():
     validate_config(cfg)
     assert (cfg.model.arch, cfg.se.name, cfg.data.name) == ("unet", "scse", "phantom")
     assert se_settings(cfg) == {"se_reduction": 8, "se_positions": ["encoder"]}
+
+
+def test_the_se_vocabulary_has_one_home():
+    """Variant and aggregation names live in scseg.se_options (torch-free: the report and the config check read
+    them); the networks' registry re-exports them and the SE blocks agree."""
+    from scseg import models, se_options
+    from scseg.models import se as se_blocks
+
+    assert models.SE_VARIANTS is se_options.SE_VARIANTS and models.AGGREGATIONS is se_options.AGGREGATIONS
+    assert tuple(se_blocks.SE_VARIANTS) == se_options.SE_VARIANTS
+    assert tuple(se_blocks.AGGREGATIONS) == se_options.AGGREGATIONS

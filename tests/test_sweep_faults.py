@@ -16,7 +16,7 @@ import pytest
 
 from scseg.engine import run_dir as rd
 from scseg.engine.checkpoint import load_checkpoint
-from scseg.sweep import KILLED, NEVER_RAN, RECORD, outcomes
+from scseg.engine.sweep import KILLED, NEVER_RAN, RECORD, outcomes
 from tests.engine.tiny import TINY_DATA, TINY_MODELS, TINY_TRAINER
 
 

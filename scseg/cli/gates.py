@@ -25,7 +25,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from scseg.atomic import DiskFullError, atomic_write_text
+from scseg.data.errors import DataError
+from scseg.data.types import SPLITS
+from scseg.engine.allocator import tune_allocator
 from scseg.engine.gates import GATE_COLUMNS, BlockGateStats, Gates, SEBlock, capture_gates, find_se_blocks
+from scseg.engine.loading import load_run
+from scseg.engine.tb_logging import label_colours
 
 
 def measure_gates(
@@ -66,8 +72,6 @@ def gate_rows(stats: Sequence[BlockGateStats], class_names: Sequence[str]) -> li
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    from scseg.atomic import atomic_write_text
-
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=GATE_COLUMNS)
     writer.writeheader()
@@ -78,10 +82,9 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 def plot_gates(rows: Sequence[dict], class_names: Sequence[str], path: Path, title: str, dpi: int = 120) -> Path:
     """One figure: (left) mean sSE gate per block inside each structure vs background, error bars = std over
     pixels; (right) cSE gates per block: mean ± std, and the mean distance from 0.5 as bars. Needs matplotlib."""
+    # Imported here on purpose: matplotlib is the optional `report` extra; without it only the figure is skipped.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from scseg.engine.tb_logging import label_colours
 
     sse = [r for r in rows if r["gate"] == "sse"]
     cse = [r for r in rows if r["gate"] == "cse"]
@@ -167,18 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="scseg-gates", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per forward (default: the run's)")
     parser.add_argument("--no-figure", action="store_true", help="write only the CSV")
     parser.add_argument("--dpi", type=int, default=120)
     args = parser.parse_args(argv)
-
-    from scseg.atomic import DiskFullError
-    from scseg.data.errors import DataError
-    from scseg.engine.allocator import tune_allocator
-    from scseg.evaluate import load_run
 
     tune_allocator()
     try:

@@ -18,6 +18,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from scseg.plain import to_plain
+
 # Transforms a config may name. Flips are deliberately absent: brain labels are lateralised
 # (left / right structures are different classes), so a mirror would produce wrong labels.
 SUPPORTED_TRANSFORMS: dict[str, type] = {
@@ -33,19 +35,13 @@ SUPPORTED_TRANSFORMS: dict[str, type] = {
 NORMALIZE_MODES = ("zscore", "none")
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain Python; lists -> tuples (albumentations wants ranges as tuples)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+def _with_tuples(value: Any) -> Any:
+    """Config nodes -> plain Python (`to_plain`), lists -> tuples (albumentations wants ranges as tuples)."""
+    value = to_plain(value)
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _with_tuples(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return tuple(_plain(v) for v in value)
+        return tuple(_with_tuples(v) for v in value)
     return value
 
 
@@ -58,7 +54,7 @@ def build_augmentation(cfg: Mapping | None, setting: str = "data.augment") -> A.
     """
     if cfg is None:
         return None
-    cfg = _plain(cfg)
+    cfg = _with_tuples(cfg)
     if not isinstance(cfg, Mapping):
         raise ValueError(f"{setting}: expected a mapping with 'enabled' and 'transforms', got {cfg!r}")
     unknown_keys = set(cfg) - {"enabled", "transforms"}

@@ -26,12 +26,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from scseg.atomic import DiskFullError, atomic_write, atomic_write_text, fsync_dir, is_disk_full
 from scseg.data.errors import DataError
+from scseg.data.io import read_subject
+from scseg.data.label_map import LabelMap
 from scseg.data.preprocess import (
     PREPROCESS_VERSION,
     PreprocessedSubject,
@@ -39,23 +41,13 @@ from scseg.data.preprocess import (
     PreprocessSettings,
     preprocess_subject,
 )
+from scseg.data.types import Case
+from scseg.paths import CACHE_ENV, cache_root
 
-if TYPE_CHECKING:
-    from scseg.data.label_map import LabelMap
-    from scseg.data.layouts import Case
-
-CACHE_ENV = "SCSEG_CACHE"
 IMAGE_FILE = "image.npy"
 LABEL_FILE = "label.npy"
 META_FILE = "meta.json"
 SUBJECTS_DIR = "subjects"
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir` if given, else $SCSEG_CACHE, else ~/.cache/scseg (user-expanded, absolute)."""
-    if cache_dir is None or str(cache_dir) == "":
-        cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scseg"
-    return Path(cache_dir).expanduser().resolve()
 
 
 def file_fingerprint(path: str | os.PathLike) -> list[Any]:
@@ -189,8 +181,6 @@ class SubjectCache:
         """The cached subject; reads and preprocesses it first if the entry does not exist."""
         path = self.entry_path(case)
         if not path.is_dir():
-            from scseg.data.io import read_subject
-
             subject = read_subject(case, allow_4d_channels=self.allow_4d_channels)
             write_entry(preprocess_subject(subject, self.settings, self.label_map), path)
         return load_entry(path)

@@ -1,19 +1,18 @@
 """The one object the trainer, evaluator and predictor ask for data.
 
 Why this module exists: it turns the composed `data` config node into splits of cached, preprocessed
-subjects, the training slice dataset (with augmentation), class names and weights, evaluation views,
-and the way back from a prediction in the preprocessed grid to the file's own grid. Nothing above it
-needs to know about layouts, label maps, caching or geometry.
+subjects, the training slice dataset (with augmentation) and its loader (sample order from `EpochSampler`),
+class names and weights, evaluation views, and the way back from a prediction in the preprocessed grid to the
+file's own grid. Nothing above it needs to know about layouts, label maps, caching, sampling or geometry.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,14 +21,14 @@ from torch.utils.data import DataLoader
 from scseg.data.augment import build_augmentation
 from scseg.data.cache import ClassStatistics, SubjectCache, class_statistics_of
 from scseg.data.errors import DataError
+from scseg.data.io import read_subject, strip_image_suffix, to_original
+from scseg.data.label_map import load_label_map
+from scseg.data.layouts import load_layout, split_validation
 from scseg.data.preprocess import PreprocessedSubject, PreprocessSettings, invert_to_canonical
+from scseg.data.sampler import EpochSampler
 from scseg.data.slices import Canvas, SliceDataset, SubjectSlices, canvas_of
+from scseg.data.types import SPLITS, Case, Geometry
 
-if TYPE_CHECKING:
-    from scseg.data.io import Geometry
-    from scseg.data.layouts import Case
-
-SPLITS = ("train", "val", "test")
 # Below this many training subjects, `val_fraction` leaves validation off (a volume taken away would cost more
 # than the curve is worth); `val_subjects` set explicitly still applies.
 MIN_TRAIN_FOR_VALIDATION = 3
@@ -41,21 +40,19 @@ def _get(cfg: Mapping, key: str, default: Any = None) -> Any:
 
 
 def case_id_from_path(path: str | os.PathLike) -> str:
-    """File name without the image extension (.nii.gz, .nii, .mgz, .mgh)."""
+    """File name without its image suffix (`io.IMAGE_SUFFIXES`: .nii.gz, .nii, .mgz)."""
     name = Path(path).name
-    return re.sub(r"(\.nii\.gz|\.nii|\.mgz|\.mgh)$", "", name) or name
+    return strip_image_suffix(name) or name
 
 
 class DataModule:
     """Splits, cached subjects, datasets, class weights and inverse geometry for one `data` config.
 
-    `cfg_data` is the composed `data` node (see `scseg.data.config.compose_data_config`); `seed` drives
-    every random draw of the training slices (with the epoch and item index).
+    `cfg_data` is the composed `data` node (see `scseg.config.compose_data_config`); `seed` drives
+    every random draw of the training slices (with the epoch and item index) and their order.
     """
 
     def __init__(self, cfg_data: Mapping, seed: int = 0) -> None:
-        from scseg.data.label_map import load_label_map
-
         self.cfg = cfg_data
         self.seed = int(seed)
         if "label_map" not in cfg_data or cfg_data.get("label_map") is None:
@@ -121,8 +118,6 @@ class DataModule:
     # ---- splits and subjects ----------------------------------------------------------------------
     def _load_splits(self) -> dict[str, list[Case]]:
         if self._splits is None:
-            from scseg.data.layouts import load_layout, split_validation
-
             splits = {k: list(v) for k, v in load_layout(self.cfg["layout"]).items()}
             unknown = set(splits) - set(SPLITS)
             if unknown:
@@ -229,21 +224,34 @@ class DataModule:
             subjects, context=self.context, normalize=self.normalize, seed=self.seed, canvas=self.canvas
         )
 
-    def train_loader(self, dataset: SliceDataset | None = None, epoch: int = 0) -> DataLoader:
-        """A single-process DataLoader for `epoch`: order and augmentation derive from (seed, epoch).
+    def train_loader(
+        self,
+        dataset: SliceDataset | None = None,
+        epoch: int = 0,
+        iters_per_epoch: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> DataLoader:
+        """The training DataLoader, set to `epoch`: sample order from `EpochSampler` (seed, epoch), augmentation
+        draws from (seed, epoch, index), so an epoch is the same whatever the number of workers.
 
-        (For DDP use a DistributedSampler with set_epoch instead; call dataset.set_epoch as well.)
+        `iters_per_epoch` (batches per rank; None: one pass over the dataset) fixes the epoch length; under DDP
+        `rank` takes every `world_size`-th sample of the epoch. For the next epoch, or to resume inside one, call
+        ``loader.sampler.set_epoch(epoch, start)`` and ``dataset.set_epoch(epoch)``. Pinned memory
+        (`data.loader.pin_memory`) only on a CUDA `device`.
         """
         dataset = dataset if dataset is not None else self.train_dataset()
-        dataset.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(epoch))
+        num_samples = None if iters_per_epoch is None else int(iters_per_epoch) * self.batch_size * world_size
+        sampler = EpochSampler(len(dataset), self.seed, num_samples, rank, world_size)
+        sampler.set_epoch(int(epoch))
+        dataset.set_epoch(int(epoch))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self.pin_memory and torch.device(device).type == "cuda",
             drop_last=False,
             persistent_workers=False,
         )
@@ -271,8 +279,6 @@ class DataModule:
 
     def to_original(self, subject: PreprocessedSubject, pred: np.ndarray) -> np.ndarray:
         """Prediction in the preprocessed grid -> label volume in the image file's own grid."""
-        from scseg.data.io import to_original
-
         return to_original(invert_to_canonical(pred, subject.meta), self.geometry(subject))
 
     def reference(self, subject: PreprocessedSubject) -> np.ndarray:
@@ -286,9 +292,6 @@ class DataModule:
         return reference
 
     def _read_reference(self, subject: PreprocessedSubject) -> np.ndarray:
-        from scseg.data.io import read_subject, to_original
-        from scseg.data.layouts import Case
-
         meta = subject.meta
         if meta.label_path is None:
             raise DataError(f"subject {subject.id}: has no label file, so there is no reference")
@@ -304,8 +307,6 @@ class DataModule:
         Use `eval_slices` on the result, `stack_slices`, then `to_original` and io.write_label with
         `geometry`.
         """
-        from scseg.data.layouts import Case
-
         if not paths:
             raise DataError("prepare_images: no image paths given")
         image_paths = tuple(Path(p) for p in paths)

@@ -12,58 +12,27 @@ shape or affine mismatch) raises `DataError` naming the file(s) and what was exp
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from scseg.data.errors import DataError
+from scseg.data.types import Case, Geometry, Subject, label_dtype
 
-if TYPE_CHECKING:
-    from scseg.data.layouts import Case
-
-SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".mgz")
+# The image / label file types scseg reads and writes, in order of preference (a case's channel files are looked
+# for in this order) and longest first (so that stripping a suffix takes ".nii.gz" whole).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz")
 RAS_ORNT = axcodes2ornt(("R", "A", "S"))
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """What is needed to put a canonical array back into the file's own grid."""
-
-    affine: np.ndarray  # the file's own 4x4 affine
-    shape: tuple[int, int, int]  # the file's own spatial shape
-    ornt_to_canonical: np.ndarray  # nibabel orientation transform (file -> RAS+ canonical), (3, 2)
-
-    @property
-    def canonical_shape(self) -> tuple[int, int, int]:
-        """Spatial shape after reorientation (the axes permuted as `ornt_to_canonical` says)."""
-        shape = [0, 0, 0]
-        for file_axis, (target_axis, _flip) in enumerate(self.ornt_to_canonical):
-            shape[int(target_axis)] = self.shape[file_axis]
-        return (shape[0], shape[1], shape[2])
-
-    @property
-    def canonical_affine(self) -> np.ndarray:
-        """The 4x4 affine of the canonical (RAS+ voxel order) array."""
-        return self.affine @ inv_ornt_aff(self.ornt_to_canonical, self.shape)
-
-
-@dataclass
-class Subject:
-    """One subject in canonical RAS+ voxel order, with what is needed to go back to the file grid."""
-
-    id: str
-    image: np.ndarray  # float32, (M, X, Y, Z): modalities first, canonical RAS+ orientation
-    label: np.ndarray | None  # RAW integer label ids (int32), (X, Y, Z), canonical; None without a label
-    affine: np.ndarray  # canonical 4x4 affine
-    spacing: tuple[float, float, float]  # canonical voxel size in mm
-    geometry: Geometry  # the original file geometry (of the first image)
-    image_paths: tuple[Path, ...]
-    label_path: Path | None
+def strip_image_suffix(name: str) -> str:
+    """A file name without its image suffix (``case_0000.nii.gz`` -> ``case_0000``); other names unchanged."""
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def geometry_of(affine: np.ndarray, shape: tuple[int, ...], source: str = "affine") -> Geometry:
@@ -110,8 +79,8 @@ def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
 
 def _check_suffix(path: Path) -> None:
     name = path.name.lower()
-    if not any(name.endswith(s) for s in SUPPORTED_SUFFIXES):
-        raise DataError(f"{path}: unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if not any(name.endswith(s) for s in IMAGE_SUFFIXES):
+        raise DataError(f"{path}: unsupported file type; expected one of {', '.join(IMAGE_SUFFIXES)}")
 
 
 def _load(path: Path) -> nib.spatialimages.SpatialImage:
@@ -271,18 +240,6 @@ def read_subject(case: Case, allow_4d_channels: bool = False, affine_atol: float
     )
 
 
-def label_dtype_for(array: np.ndarray) -> np.dtype:
-    """Smallest common integer dtype that holds the label values (uint8 / int16 / int32)."""
-    if array.size == 0:
-        return np.dtype(np.uint8)
-    lo, hi = int(array.min()), int(array.max())
-    if lo >= 0 and hi <= 255:
-        return np.dtype(np.uint8)
-    if lo >= -32768 and hi <= 32767:
-        return np.dtype(np.int16)
-    return np.dtype(np.int32)
-
-
 def write_label(array: np.ndarray, geometry: Geometry, path: Path) -> None:
     """Canonical label array -> NIfTI/MGZ file in the file's own geometry (same shape and affine), integer dtype."""
     path = Path(path)
@@ -291,7 +248,7 @@ def write_label(array: np.ndarray, geometry: Geometry, path: Path) -> None:
     if array.dtype.kind not in "iub":
         raise DataError(f"{path}: write_label expects an integer label array, got dtype {array.dtype}")
     data = to_original(array, geometry)
-    data = data.astype(label_dtype_for(data))
+    data = data.astype(label_dtype(int(data.min()), int(data.max())) if data.size else np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.lower().endswith(".mgz"):
         img = nib.MGHImage(data if data.dtype != np.int16 else data.astype(np.int32), geometry.affine)
@@ -312,20 +269,3 @@ def write_image(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.set_sform(img.affine, code=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
-
-
-def read_json_object(path: Path, what: str, expected: str) -> dict:
-    """A JSON file holding an object; missing, unreadable or non-object files are a DataError naming the file.
-
-    ``what`` names the file in messages ("split file", "dataset.json"); ``expected`` says what it should hold.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: {what} not found; expected {expected}") from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read the {what} ({err}); expected {expected}") from err
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected {expected}, got a JSON {type(data).__name__}")
-    return data

@@ -20,6 +20,7 @@ repository root.
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,13 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from scseg.data.errors import DataError
+from scseg.data.io import read_label_file
+from scseg.data.jsonio import read_json_object
+from scseg.data.types import label_dtype
+from scseg.paths import resolve_path
+from scseg.plain import to_plain
 
 UNKNOWN_MODES = ("error", "background")
 BACKGROUND = "background"
 # Raw ids in [0, LUT_LIMIT) are mapped with a lookup table; anything else goes through np.unique.
 LUT_LIMIT = 1 << 16
+# Mapped labels are stored as uint8 up to 256 classes, else int16 (what the cache and OpenCV handle).
+MAX_CLASSES = 32768
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,8 @@ class LabelMap:
 
     @property
     def out_dtype(self) -> np.dtype:
-        return np.dtype(np.uint8) if self.num_classes <= 256 else np.dtype(np.int16)
+        """dtype of mapped labels: the smallest that holds the class indices 0..K-1 (uint8, or int16)."""
+        return label_dtype(0, self.num_classes - 1)
 
     def apply(self, raw: np.ndarray, source: str) -> np.ndarray:
         """Raw ids -> class indices (uint8, or int16 beyond 256 classes); `source` names the file in messages."""
@@ -106,6 +116,8 @@ def _id_summary(raw_to_class: Mapping[int, int], limit: int = 30) -> str:
 
 
 def _validate(lm: LabelMap) -> None:
+    if len(lm.class_names) > MAX_CLASSES:
+        raise DataError(f"label map: {len(lm.class_names)} classes is more than the supported {MAX_CLASSES}")
     if not lm.class_names or lm.class_names[0] != BACKGROUND:
         raise DataError(f"label_map.class_names: expected index 0 to be {BACKGROUND!r}, got {list(lm.class_names)}")
     if len(set(lm.class_names)) != len(lm.class_names):
@@ -127,17 +139,6 @@ def _validate(lm: LabelMap) -> None:
         )
 
 
-def _plain(cfg: Any) -> Any:
-    """DictConfig/ListConfig -> plain containers (interpolations resolved); anything else unchanged."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return cfg
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
 def _as_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str | float):
         raise DataError(f"{where}: expected an integer label id, got {value!r}")
@@ -150,19 +151,8 @@ def _as_int(value: Any, where: str) -> int:
     return int(f)
 
 
-def _resolve(path: str | Path) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        import scseg
-
-        p = Path(scseg.__file__).resolve().parents[1] / p
-    return p
-
-
 def read_dataset_json(path: Path) -> dict:
     """An nnU-Net dataset.json as a dict; a missing or unreadable file is a DataError naming it."""
-    from scseg.data.io import read_json_object
-
     return read_json_object(path, "dataset.json", "an nnU-Net dataset.json object in data.layout.root")
 
 
@@ -193,7 +183,7 @@ def nnunet_label_map(dataset_json_path: str | Path, unknown: str = "error") -> L
 
 def load_label_map(cfg: Mapping) -> LabelMap:
     """The composed `label_map` config node -> LabelMap (forms: see module docstring)."""
-    cfg = _plain(cfg)
+    cfg = to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise DataError(f"label_map: expected a mapping, got {type(cfg).__name__}")
     unknown = str(cfg.get("unknown", "error"))
@@ -205,7 +195,7 @@ def load_label_map(cfg: Mapping) -> LabelMap:
         )
     form = forms[0]
     if form == "from_dataset_json":
-        return nnunet_label_map(_resolve(str(cfg["from_dataset_json"])), unknown=unknown)
+        return nnunet_label_map(resolve_path(str(cfg["from_dataset_json"])), unknown=unknown)
     if form == "raw_to_class":
         names = cfg.get("class_names")
         table = cfg["raw_to_class"]
@@ -272,8 +262,6 @@ class LabelAudit:
 
 def audit_label_map(label_map: LabelMap, label_paths: Iterable[str | Path]) -> LabelAudit:
     """Count raw ids over label files and report their fate under `label_map` (unknown ids count as background)."""
-    from scseg.data.io import read_label_file
-
     raw: dict[int, int] = {}
     for p in label_paths:
         data, _ = read_label_file(Path(p))
@@ -296,10 +284,6 @@ def audit_label_map(label_map: LabelMap, label_paths: Iterable[str | Path]) -> L
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m scseg.data.label_map <label_map.yaml> <label files...>`: print each raw id's fate."""
-    import argparse
-
-    from omegaconf import OmegaConf
-
     parser = argparse.ArgumentParser(prog="python -m scseg.data.label_map", description=main.__doc__)
     parser.add_argument("label_map", help="a configs/label_map/<name>.yaml file (explicit or grouped form)")
     parser.add_argument("labels", nargs="+", help="label files to count")

@@ -24,55 +24,22 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from scseg.data.errors import DataError
+from scseg.data.jsonio import read_json_object
+from scseg.data.label_map import read_dataset_json
+from scseg.data.phantom import PHANTOM_CASE_ID, PHANTOM_IMAGE_GLOB, PHANTOM_LABEL_GLOB, ensure_phantom_dataset
+from scseg.data.types import SPLITS, Case
+from scseg.paths import resolve_path
+from scseg.plain import to_plain
 
-SPLIT_KEYS = ("train", "val", "test")
 # Keys a split file may carry besides the splits (free text, MALC's rescan table).
 SPLIT_FILE_EXTRA_KEYS = ("note", "description", "comment", "_comment", "rescans")
 LAYOUT_TYPES = ("folder", "nnunet", "malc", "chaos", "phantom")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One case: image file(s) (one per modality/channel) and an optional label file."""
-
-    id: str
-    image_paths: tuple[Path, ...]
-    label_path: Path | None
-    subject: str | None = None  # the subject this case belongs to when it differs from id (MALC rescans)
-
-    @property
-    def subject_id(self) -> str:
-        """The id splits group by: cases of one subject never end up in different splits."""
-        return self.subject if self.subject is not None else self.id
-
-
-def repo_root() -> Path:
-    import scseg
-
-    return Path(scseg.__file__).resolve().parents[1]
-
-
-def resolve_path(path: str | Path, base: Path | None = None) -> Path:
-    """User-expanded path; relative ones are taken relative to `base` (default: the repository root)."""
-    p = Path(str(path)).expanduser()
-    if not p.is_absolute():
-        p = (base if base is not None else repo_root()) / p
-    return p
-
-
-def _plain(cfg: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 def _root(cfg: Mapping[str, Any], kind: str) -> Path:
@@ -87,18 +54,16 @@ def _root(cfg: Mapping[str, Any], kind: str) -> Path:
 # ---- split files ----------------------------------------------------------------------------------
 def read_split_file(path: Path) -> dict[str, Any]:
     """A split JSON: {"train": [ids], "test": [ids], optional "val", optional extra keys}; checked for overlap."""
-    from scseg.data.io import read_json_object
-
     data = read_json_object(path, "split file", "a JSON object with train/test id lists")
-    unknown = sorted(set(data) - set(SPLIT_KEYS) - set(SPLIT_FILE_EXTRA_KEYS))
+    unknown = sorted(set(data) - set(SPLITS) - set(SPLIT_FILE_EXTRA_KEYS))
     if unknown:
         raise DataError(
-            f"{path}: unknown keys {unknown}; expected {list(SPLIT_KEYS)} (and {list(SPLIT_FILE_EXTRA_KEYS)})"
+            f"{path}: unknown keys {unknown}; expected {list(SPLITS)} (and {list(SPLIT_FILE_EXTRA_KEYS)})"
         )
     if "train" not in data or "test" not in data:
         raise DataError(f"{path}: expected both 'train' and 'test' id lists, got keys {sorted(data)}")
     seen: dict[str, str] = {}
-    for key in SPLIT_KEYS:
+    for key in SPLITS:
         if key not in data:
             continue
         ids = data[key]
@@ -116,7 +81,7 @@ def read_split_file(path: Path) -> dict[str, Any]:
 def apply_split(cases: Mapping[str, Case], split: Mapping[str, Any], split_path: Path) -> dict[str, list[Case]]:
     """Split lists of ids -> lists of cases; unknown ids are an error naming the split file."""
     out: dict[str, list[Case]] = {}
-    for key in SPLIT_KEYS:
+    for key in SPLITS:
         if key not in split:
             continue
         missing = [i for i in split[key] if i not in cases]
@@ -273,8 +238,6 @@ def folder_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
 def nnunet_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     root = _root(cfg, "nnunet")
     ds_path = root / "dataset.json"
-    from scseg.data.label_map import read_dataset_json
-
     meta = read_dataset_json(ds_path)
     channels = meta.get("channel_names") or meta.get("modality")
     if not isinstance(channels, dict) or not channels:
@@ -325,7 +288,7 @@ def malc_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     if not isinstance(rescans, dict):
         raise DataError(f"{path}: 'rescans' must map rescan id -> original subject id")
     rescans = {str(k): str(v) for k, v in rescans.items()}
-    listed = {i for k in SPLIT_KEYS for i in split.get(k, [])}
+    listed = {i for k in SPLITS for i in split.get(k, [])}
     for rescan, original in rescans.items():
         if rescan in listed:
             raise DataError(f"{path}: rescan {rescan!r} is listed in a split; expected rescans only under 'rescans'")
@@ -368,8 +331,6 @@ def chaos_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
 # ---- phantom --------------------------------------------------------------------------------------
 def phantom_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     """Generate the phantom dataset once (content-addressed cache folder), then read it as a folder layout."""
-    from scseg.data.phantom import PHANTOM_CASE_ID, PHANTOM_IMAGE_GLOB, PHANTOM_LABEL_GLOB, ensure_phantom_dataset
-
     root = ensure_phantom_dataset(
         n_subjects=int(cfg.get("n_subjects", 20)),
         n_test=int(cfg.get("n_test", 5)),
@@ -393,7 +354,7 @@ _LAYOUTS = {
 
 def load_layout(cfg: Mapping) -> dict[str, list[Case]]:
     """The `data.layout` node -> {"train": [...], "test": [...]} (and "val" only if the layout defines it)."""
-    cfg = _plain(cfg)
+    cfg = to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise DataError(f"data.layout: expected a mapping, got {type(cfg).__name__}")
     kind = cfg.get("type")

@@ -28,10 +28,11 @@ import numpy as np
 from scipy import ndimage
 
 from scseg.data.errors import DataError
+from scseg.data.io import geometry_of, write_image, write_label
+from scseg.paths import cache_root
 
 # Bump when the generator's output changes for the same settings (invalidates cached phantom datasets).
 PHANTOM_VERSION = 1
-CACHE_ENV = "SCSEG_CACHE"
 PHANTOM_IMAGE_GLOB = "phantom_*_img.nii.gz"
 PHANTOM_LABEL_GLOB = "phantom_*_lbl.nii.gz"
 PHANTOM_CASE_ID = r"^(phantom_\d+)_(?:img|lbl)\.nii\.gz$"
@@ -176,8 +177,6 @@ def write_phantom_dataset(
     **generator: Any,
 ) -> list[str]:
     """Write `n_subjects` phantoms as phantom_XXX_img/lbl.nii.gz and split.json (last `n_test` are test)."""
-    from scseg.data.io import geometry_of, write_image, write_label
-
     if n_subjects < 1 or not 0 <= n_test < n_subjects:
         raise DataError(
             f"phantom: expected n_subjects >= 1 and 0 <= n_test < n_subjects, got n_subjects={n_subjects}, "
@@ -199,13 +198,6 @@ def write_phantom_dataset(
     return ids
 
 
-def phantom_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else $SCSEG_CACHE, else ~/.cache/scseg."""
-    if cache_dir is None or str(cache_dir) == "":
-        cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scseg"
-    return Path(cache_dir).expanduser().resolve()
-
-
 def ensure_phantom_dataset(
     n_subjects: int = 20,
     n_test: int = 5,
@@ -224,7 +216,7 @@ def ensure_phantom_dataset(
         "generator": check_generator_settings(dict(generator or {})),
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    target = phantom_cache_root(cache_dir) / "phantom" / key
+    target = cache_root(cache_dir) / "phantom" / key
     if (target / "split.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -28,17 +28,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from scseg.data.errors import DataError
-
-if TYPE_CHECKING:
-    from scseg.data.io import Geometry, Subject
-    from scseg.data.label_map import LabelMap
+from scseg.data.label_map import LabelMap
+from scseg.data.types import Geometry, Subject
+from scseg.plain import to_plain
 
 # Bump whenever the preprocessing code changes what it writes: it is part of every cache key.
 PREPROCESS_VERSION = 2
@@ -119,7 +118,8 @@ class PreprocessSettings:
     axis: str = "axial"  # slice axis (or `acquisition`): which two axes are padded, how class statistics count slices
     fallback_axis: str = "axial"  # `acquisition` on data whose spacing is isotropic enough
     anisotropy_threshold: float = 1.5  # `acquisition`: largest / smallest spacing at which the data count as sliced
-    target_spacing: tuple[float, float, float] | None = None  # mm, canonical (X, Y, Z); None = keep
+    # mm, canonical (X, Y, Z); None = keep the subject's grid; a None entry keeps that axis's own spacing
+    target_spacing: tuple[float | None, float | None, float | None] | None = None
     crop_margin: int = 8  # voxels added on each side of the image-foreground bounding box
     foreground_threshold: float = 0.05  # on the [0, 1]-scaled image: any modality above it is foreground
     pad_size: tuple[int, int] | None = None  # in-plane size (H, W) after padding; None = no padding
@@ -133,10 +133,11 @@ class PreprocessSettings:
                 f"data.slices.anisotropy_threshold: expected a ratio >= 1, got {self.anisotropy_threshold}"
             )
         if self.target_spacing is not None and (
-            len(self.target_spacing) != 3 or any(s <= 0 for s in self.target_spacing)
+            len(self.target_spacing) != 3 or any(s is not None and s <= 0 for s in self.target_spacing)
         ):
             raise DataError(
-                f"data.preprocess.target_spacing: expected null or three positive numbers (mm), "
+                f"data.preprocess.target_spacing: expected null or three positive numbers (mm, null = keep that "
+                f"axis), "
                 f"got {self.target_spacing}"
             )
         if self.crop_margin < 0:
@@ -147,8 +148,8 @@ class PreprocessSettings:
     @classmethod
     def from_config(cls, cfg_data: Mapping) -> PreprocessSettings:
         """Read `data.preprocess` and `data.slices.axis` from the composed data config."""
-        pre = _to_plain(cfg_data.get("preprocess") or {})
-        slices = _to_plain(cfg_data.get("slices") or {})
+        pre = to_plain(cfg_data.get("preprocess") or {})
+        slices = to_plain(cfg_data.get("slices") or {})
         known = {"target_spacing", "crop_margin", "foreground_threshold", "pad_size", "intensity"}
         unknown = set(pre) - known
         if unknown:
@@ -170,7 +171,9 @@ class PreprocessSettings:
             axis=str(slices.get("axis", cls.axis)),
             fallback_axis=str(slices.get("fallback_axis") or cls.fallback_axis),
             anisotropy_threshold=float(slices.get("anisotropy_threshold") or cls.anisotropy_threshold),
-            target_spacing=None if ts is None else _floats(ts, 3, "target_spacing"),
+            target_spacing=None
+            if ts is None
+            else tuple(None if v is None else float(v) for v in _seq(ts, 3, "target_spacing")),  # type: ignore
             crop_margin=int(pre.get("crop_margin", cls.crop_margin)),
             foreground_threshold=float(pre.get("foreground_threshold", cls.foreground_threshold)),
             pad_size=None if pad is None else tuple(int(v) for v in _seq(pad, 2, "pad_size")),  # type: ignore
@@ -180,17 +183,6 @@ class PreprocessSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-normalised (tuples as lists), so it equals itself after a round trip through meta.json."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-def _to_plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return value
 
 
 def _seq(value: Any, n: int, name: str) -> Sequence:
@@ -254,9 +246,7 @@ class PreprocessMeta:
         return int(self.shape[first]), int(self.shape[second])
 
     def to_geometry(self) -> Geometry:
-        """Rebuild io.Geometry (for io.to_original / io.write_label) without re-reading the file."""
-        from scseg.data.io import Geometry
-
+        """Rebuild the file's Geometry (for io.to_original / io.write_label) without re-reading the file."""
         g = self.geometry
         return Geometry(
             affine=np.asarray(g["affine"], dtype=np.float64),
@@ -277,15 +267,6 @@ class PreprocessedSubject:
     label: np.ndarray | None
     meta: PreprocessMeta
     path: Path | None = None
-
-
-def label_dtype(num_classes: int) -> np.dtype:
-    """Smallest dtype the cache and cv2 both handle: uint8 up to 256 classes, else int16."""
-    if num_classes <= 256:
-        return np.dtype(np.uint8)
-    if num_classes <= 32768:
-        return np.dtype(np.int16)
-    raise DataError(f"label map: {num_classes} classes is more than the supported 32768")
 
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
@@ -381,41 +362,62 @@ def _geometry_dict(geometry: Any) -> dict[str, Any]:
     }
 
 
-def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map: LabelMap) -> PreprocessedSubject:
-    """Run steps 1-5 (module docstring) on one subject read by io; label may be None (prediction)."""
+def _subject_arrays(subject: Subject) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The subject's image (M, X, Y, Z), raw label (or None) and the name of its label source, shapes checked."""
     image = np.asarray(subject.image)
     if image.ndim != 4:
         raise DataError(f"subject {subject.id}: expected image (M, X, Y, Z), got shape {image.shape}")
-    canonical_shape = tuple(int(s) for s in image.shape[1:])
-    spacing = tuple(float(s) for s in subject.spacing)
     label_src = str(subject.label_path) if subject.label_path is not None else subject.id
     raw_label = None if subject.label is None else np.asarray(subject.label)
+    canonical_shape = tuple(int(s) for s in image.shape[1:])
     if raw_label is not None and tuple(raw_label.shape) != canonical_shape:
         raise DataError(f"{label_src}: label shape {tuple(raw_label.shape)} differs from image shape {canonical_shape}")
+    return image, raw_label, label_src
 
-    # 1. resampling
-    shape = canonical_shape
-    new_spacing = spacing
-    if settings.target_spacing is not None:
-        shape = resampled_shape(canonical_shape, spacing, settings.target_spacing)
-        if shape != canonical_shape:
-            image = resample_image(image, shape)
-            if raw_label is not None:
-                raw_label = resample_label(raw_label, shape)
-        new_spacing = tuple(s * n / m for s, n, m in zip(spacing, canonical_shape, shape, strict=True))
 
-    slice_axis = resolve_slice_axis(
-        settings.axis, new_spacing, settings.fallback_axis, settings.anisotropy_threshold
-    )
+def resample_subject(
+    image: np.ndarray,
+    raw_label: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    target_spacing: tuple[float | None, float | None, float | None] | None,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int], tuple[float, float, float]]:
+    """Step 1: resample image (linear) and raw label (nearest) to ``target_spacing`` (None: keep the grid; a None
+    entry keeps that axis's own spacing, e.g. the thick slices of an anisotropic scan).
 
-    # 2. intensity scaling, 3. label mapping
-    image01, ranges = scale_intensity(image, settings.intensity, subject.id)
-    dtype = label_dtype(label_map.num_classes)
-    label = None
-    if raw_label is not None:
-        label = np.asarray(label_map.apply(raw_label, label_src)).astype(dtype)
+    Returns the image, the label, the resampled shape and its exact spacing (the extent kept, on a whole grid).
+    """
+    canonical_shape = tuple(int(s) for s in image.shape[1:])
+    if target_spacing is None:
+        return image, raw_label, canonical_shape, spacing  # type: ignore[return-value]
+    target = [own if wanted is None else wanted for own, wanted in zip(spacing, target_spacing, strict=True)]
+    shape = resampled_shape(canonical_shape, spacing, target)
+    if shape != canonical_shape:
+        image = resample_image(image, shape)
+        if raw_label is not None:
+            raw_label = resample_label(raw_label, shape)
+    new_spacing = tuple(s * n / m for s, n, m in zip(spacing, canonical_shape, shape, strict=True))
+    return image, raw_label, shape, new_spacing  # type: ignore[return-value]
 
-    # 4. crop to the image foreground
+
+def map_labels(raw_label: np.ndarray | None, label_map: LabelMap, source: str) -> np.ndarray | None:
+    """Step 3: raw label ids -> class indices (``label_map.out_dtype``); None stays None (prediction)."""
+    if raw_label is None:
+        return None
+    return np.asarray(label_map.apply(raw_label, source))
+
+
+def crop_to_foreground(
+    image01: np.ndarray,
+    label: np.ndarray | None,
+    settings: PreprocessSettings,
+    subject_id: str,
+    label_src: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[tuple[int, int], ...]]:
+    """Step 4: crop image, foreground mask and label to the image-foreground box grown by ``crop_margin``.
+
+    The box comes from the image alone (so prediction crops alike); a labelled voxel outside it is an error.
+    Returns the cropped image, mask and label and the box ([start, stop) per axis).
+    """
     mask = foreground_mask(image01, settings.foreground_threshold)
     box = crop_box(mask, settings.crop_margin)
     sl = tuple(slice(a, b) for a, b in box)
@@ -425,54 +427,94 @@ def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map
         if inside != total:
             raise DataError(
                 f"{label_src}: {total - inside} labelled voxels lie outside the image-foreground crop box "
-                f"{[list(b) for b in box]} of subject {subject.id}; lower data.preprocess.foreground_threshold "
+                f"{[list(b) for b in box]} of subject {subject_id}; lower data.preprocess.foreground_threshold "
                 f"(now {settings.foreground_threshold}) or raise data.preprocess.crop_margin "
                 f"(now {settings.crop_margin})"
             )
         label = label[sl]
-    image01 = image01[(slice(None), *sl)]
-    mask = mask[sl]
+    return image01[(slice(None), *sl)], mask[sl], label, box
 
-    # 5. pad the in-plane axes
+
+def pad_in_plane(
+    image01: np.ndarray,
+    mask: np.ndarray,
+    label: np.ndarray | None,
+    pad_size: tuple[int, int] | None,
+    slice_axis: int,
+    subject_id: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[tuple[int, int]]]:
+    """Step 5: zero-pad the two in-plane axes (those other than ``slice_axis``) to ``pad_size``, centred.
+
+    Returns the padded image, mask and label and the (before, after) padding per axis (all zero without a
+    ``pad_size``).
+    """
     pad = [(0, 0), (0, 0), (0, 0)]
-    if settings.pad_size is not None:
-        cropped = image01.shape[1:]
-        planes = in_plane_axes(slice_axis)
-        needed = [max(settings.pad_size[i], cropped[ax]) for i, ax in enumerate(planes)]
-        if any(cropped[ax] > settings.pad_size[i] for i, ax in enumerate(planes)):
-            raise DataError(
-                f"subject {subject.id}: cropped in-plane size {[cropped[ax] for ax in planes]} exceeds "
-                f"data.preprocess.pad_size {list(settings.pad_size)}; a pad_size of at least {needed} is needed"
-            )
-        for i, ax in enumerate(planes):
-            extra = settings.pad_size[i] - cropped[ax]
-            pad[ax] = (extra // 2, extra - extra // 2)
-        image01 = np.pad(image01, [(0, 0), *pad])
-        mask = np.pad(mask, pad)
-        if label is not None:
-            label = np.pad(label, pad)
+    if pad_size is None:
+        return image01, mask, label, pad
+    cropped = image01.shape[1:]
+    planes = in_plane_axes(slice_axis)
+    needed = [max(pad_size[i], cropped[ax]) for i, ax in enumerate(planes)]
+    if any(cropped[ax] > pad_size[i] for i, ax in enumerate(planes)):
+        raise DataError(
+            f"subject {subject_id}: cropped in-plane size {[cropped[ax] for ax in planes]} exceeds "
+            f"data.preprocess.pad_size {list(pad_size)}; a pad_size of at least {needed} is needed"
+        )
+    for i, ax in enumerate(planes):
+        extra = pad_size[i] - cropped[ax]
+        pad[ax] = (extra // 2, extra - extra // 2)
+    image01 = np.pad(image01, [(0, 0), *pad])
+    mask = np.pad(mask, pad)
+    if label is not None:
+        label = np.pad(label, pad)
+    return image01, mask, label, pad
 
-    # normalisation statistics (applied after augmentation, in the dataset)
+
+def normalisation_statistics(image01: np.ndarray, mask: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per modality: mean and std of the scaled image inside the foreground mask (whole image if the mask is
+    empty; a std below 1e-6 becomes 1). The z-score itself is applied after augmentation, in the dataset."""
     means, stds = [], []
     for m in range(image01.shape[0]):
         values = image01[m][mask] if mask.any() else image01[m].ravel()
         means.append(float(values.mean()))
         std = float(values.std())
         stds.append(std if std > 1e-6 else 1.0)
+    return means, stds
 
-    voxels = slice_voxels = None
-    if label is not None:
-        v, s = class_statistics(label, label_map.num_classes, slice_axis)
-        voxels, slice_voxels = tuple(int(x) for x in v), tuple(int(x) for x in s)
 
+def label_statistics(
+    label: np.ndarray | None, num_classes: int, slice_axis: int
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """Per class: voxels, and voxels of the slices containing the class (see :func:`class_statistics`); None
+    without a label."""
+    if label is None:
+        return None, None
+    v, s = class_statistics(label, num_classes, slice_axis)
+    return tuple(int(x) for x in v), tuple(int(x) for x in s)
+
+
+def preprocess_subject(subject: Subject, settings: PreprocessSettings, label_map: LabelMap) -> PreprocessedSubject:
+    """Run steps 1-5 (module docstring) on one subject read by io; label may be None (prediction)."""
+    image, raw_label, label_src = _subject_arrays(subject)
+    canonical_shape = tuple(int(s) for s in image.shape[1:])
+    spacing = tuple(float(s) for s in subject.spacing)
+    image, raw_label, shape, new_spacing = resample_subject(image, raw_label, spacing, settings.target_spacing)
+    slice_axis = resolve_slice_axis(
+        settings.axis, new_spacing, settings.fallback_axis, settings.anisotropy_threshold
+    )
+    image01, ranges = scale_intensity(image, settings.intensity, subject.id)
+    label = map_labels(raw_label, label_map, label_src)
+    image01, mask, label, box = crop_to_foreground(image01, label, settings, subject.id, label_src)
+    image01, mask, label, pad = pad_in_plane(image01, mask, label, settings.pad_size, slice_axis, subject.id)
+    means, stds = normalisation_statistics(image01, mask)
+    voxels, slice_voxels = label_statistics(label, label_map.num_classes, slice_axis)
     meta = PreprocessMeta(
         id=subject.id,
         settings=settings.to_dict(),
         version=PREPROCESS_VERSION,
         canonical_shape=canonical_shape,  # type: ignore[arg-type]
         canonical_spacing=spacing,  # type: ignore[arg-type]
-        resampled_shape=shape,  # type: ignore[arg-type]
-        spacing=new_spacing,  # type: ignore[arg-type]
+        resampled_shape=shape,
+        spacing=new_spacing,
         crop=tuple(box),
         pad=tuple(tuple(p) for p in pad),
         shape=tuple(int(s) for s in image01.shape[1:]),  # type: ignore[arg-type]

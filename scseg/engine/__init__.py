@@ -1,0 +1,1 @@
+"""The engine: one run end to end (training loop, run folders, checkpoints, inference, summaries, sweeps)."""

@@ -333,7 +333,6 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "CheckpointNotFoundError",
-    "atomic_write",
     "build_checkpoint_state",
     "capture_rng_state",
     "load_checkpoint",

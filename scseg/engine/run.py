@@ -3,7 +3,7 @@
     config -> validate -> run folder (hash name, lock, resume decision, status.json) -> data module
            -> model -> Trainer.fit -> best checkpoint on the test split -> per_case.csv + summary.json
 
-The Hydra face (``scseg.train``) only composes the config and calls :func:`run_training`; tests call it directly.
+The Hydra face (``scseg.cli.train``) only composes the config and calls :func:`run_training`; tests call it directly.
 Only rank 0 touches the run folder; other ranks train and evaluate their share.
 """
 
@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -24,15 +25,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scseg.atomic import atomic_write_text
-from scseg.config_check import ConfigError, validate_config
+from scseg.config.check import ConfigError, validate_config
+from scseg.data.datamodule import DataModule
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import run_dir as rd
 from scseg.engine.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
-from scseg.engine.summary import HASH_EXCLUDE, build_summary, comparison_hash, json_safe, write_summary
+from scseg.engine.inference import counts_to_rows
+from scseg.engine.summary import build_summary, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
-from scseg.evaluation import counts_to_rows
 from scseg.models import count_parameters, create_model
+from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
 from scseg.se_options import DEFAULT_SE_POSITIONS, positions_label, se_settings
 
 PER_CASE_COLUMNS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
@@ -53,10 +56,10 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     if str(cfg.se.name) != "scse":
         OmegaConf.update(canonical, "se.aggregation", None)
     _canonical_se_settings(cfg, canonical)
-    digest = rd.config_hash(canonical, exclude=HASH_EXCLUDE)
+    digest = config_hash(canonical, exclude=HASH_EXCLUDE)
     se = str(cfg.se.name)
     aggregation = str(cfg.se.aggregation) if se == "scse" else None
-    return digest, rd.run_name(str(cfg.model.arch), se, aggregation, int(cfg.seed), rd.short_hash(digest))
+    return digest, run_name(str(cfg.model.arch), se, aggregation, int(cfg.seed), short_hash(digest))
 
 
 def _canonical_se_settings(cfg: DictConfig, canonical: DictConfig) -> None:
@@ -85,8 +88,6 @@ def run_folder(cfg: DictConfig, name: str | None = None) -> Path:
 
 def reset_run_folder(folder: Path) -> None:
     """Remove what an earlier attempt of this run left (checkpoints, events, tables); keep the lock file."""
-    import shutil
-
     for child in folder.iterdir():
         if child.name == rd.LOCK_FILE:
             continue
@@ -113,9 +114,7 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn
     )
 
 
-def build_datamodule(cfg: DictConfig):
-    from scseg.data.datamodule import DataModule
-
+def build_datamodule(cfg: DictConfig) -> DataModule:
     return DataModule(cfg.data, seed=int(cfg.seed))
 
 

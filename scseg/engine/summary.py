@@ -3,13 +3,13 @@
 ``scseg-compare`` files a run under its (architecture, SE variant, aggregation, reduction, positions, seed) from
 this file; a re-evaluation that dropped ``aggregation`` once moved a scSE-max run silently into the scSE (add)
 column. :func:`build_summary` is the only place that assembles the payload; ``scseg.engine.run`` (after
-training) and ``scseg.evaluate`` (``scseg-evaluate RUN_DIR``) both call it, the latter with what only training
+training) and ``scseg.cli.evaluate`` (``scseg-evaluate RUN_DIR``) both call it, the latter with what only training
 knew (the config hashes) carried over by :func:`recorded_hashes`.
 
-The summary also carries a ``comparison_hash``: the config hash without the keys an SE comparison may vary (the
-``se`` group, ``model.se_reduction``, the seed and the experiment name). Runs of one architecture whose
-comparison hashes differ were not trained alike, so the report flags the cell (issue 11).
-:func:`comparable_settings` gives the same view of a resolved ``.hydra/config.yaml`` for runs without one.
+The summary also carries a ``comparison_hash`` (:func:`scseg.run_identity.comparison_hash`): the config hash
+without the keys an SE comparison may vary (the ``se`` group, ``model.se_reduction``, the seed and the experiment
+name). Runs of one architecture whose comparison hashes differ were not trained alike, so the report flags the
+cell (issue 11).
 """
 
 from __future__ import annotations
@@ -23,61 +23,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import scseg
 from scseg.atomic import atomic_write_text
 from scseg.engine import run_dir as rd
 from scseg.metrics import summarize
+from scseg.paths import REPO_ROOT
 from scseg.se_options import se_settings
 
-# Execution details that never change the trained weights beyond floating-point noise, on top of run_dir's list.
-HASH_EXCLUDE: tuple[str, ...] = rd.DEFAULT_HASH_EXCLUDE + (
-    "data.cache_dir",
-    "trainer.num_threads",
-    "trainer.eval_batch_size",
-)
-# What an SE comparison may vary between the cells of one architecture (besides HASH_EXCLUDE): the SE variant,
-# its aggregation, reduction and positions (the whole ``se`` group and the architecture's default reduction),
-# the seed, and the experiment's name.
-COMPARISON_EXCLUDE: tuple[str, ...] = HASH_EXCLUDE + ("se", "model.se_reduction", "seed", "experiment_name")
 SUMMARY_FILE = "summary.json"
-
-
-def comparison_hash(cfg: DictConfig | Mapping) -> str:
-    """sha256 of the config without :data:`COMPARISON_EXCLUDE` (same canonical form as the run's config hash)."""
-    return rd.config_hash(cfg, exclude=COMPARISON_EXCLUDE)
-
-
-def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved config (e.g. ``.hydra/config.yaml`` loaded) as ``{dotted key: value}`` without the keys a
-    comparison may vary (:data:`COMPARISON_EXCLUDE`) and without new keys at their hash-neutral defaults, so two
-    runs compare equal exactly when they were trained alike. Lists stay values (compared whole)."""
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-    out: dict[str, Any] = {}
-
-    def excluded(key: str) -> bool:
-        return any(key == e or key.startswith(e + ".") for e in COMPARISON_EXCLUDE)
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                walk(f"{prefix}{key}" if not prefix else f"{prefix}.{key}", value)
-            return
-        if excluded(prefix) or (prefix in rd.HASH_NEUTRAL_DEFAULTS and node == rd.HASH_NEUTRAL_DEFAULTS[prefix]):
-            return
-        out[prefix] = node
-
-    walk("", config)
-    return out
 
 
 def git_commit() -> str | None:
     """The repository's HEAD commit, or None outside a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(scseg.__file__).parents[1], capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
         )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
@@ -190,11 +152,8 @@ def recorded_hashes(run_dir: str | Path) -> dict[str, str | None]:
 
 
 __all__ = [
-    "COMPARISON_EXCLUDE",
-    "HASH_EXCLUDE",
+    "SUMMARY_FILE",
     "build_summary",
-    "comparable_settings",
-    "comparison_hash",
     "git_commit",
     "json_safe",
     "recorded_hashes",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 # A fixed, colour-blind-friendly-ish palette; class 0 (background) is transparent in overlays.
 _PALETTE = np.array(
@@ -76,8 +78,6 @@ class RunLogger:
     def __init__(self, run_dir: Path | None, enabled: bool) -> None:
         self.writer = None
         if enabled and run_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.writer = SummaryWriter(log_dir=str(run_dir))
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
@@ -102,8 +102,6 @@ class RunLogger:
         """Write hparams into this run's own event file (no time-stamped subfolder), for the HPARAMS tab."""
         if self.writer is None:
             return
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
         experiment, start, end = hparams_summary(clean, dict(metrics))
         file_writer = self.writer._get_file_writer()

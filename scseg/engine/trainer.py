@@ -4,19 +4,22 @@ Reading order: ``Trainer.fit`` -> ``train_epoch`` -> ``validate`` -> ``save``. E
 ``trainer``, ``optimizer``, ``scheduler`` and ``loss`` config groups; nothing here hides a hyper-parameter.
 
 Reproducibility: the order of training samples and their augmentation draws derive from (seed, epoch, index)
-(``EpochSampler`` and the slice dataset), dropout from torch's global RNG whose state is checkpointed. Checkpoints
-are written at every epoch end and, with ``trainer.checkpoint_every_n_steps`` / ``checkpoint_every_minutes``,
-inside an epoch too; a mid-epoch one also records how many batches of the epoch are done, the epoch's running
-loss sum and torch's RNG state at the epoch start (the DataLoader draws its worker seed from it). Resuming skips
-the finished batches without loading them (the sampler starts at an offset) and replays that draw, so a run
-killed at any moment and resumed ends with the same weights as an uninterrupted one on CPU with
-``deterministic=true`` and a fixed thread count (tests/engine/test_midepoch_resume.py kills real processes).
+(``scseg.data.sampler.EpochSampler`` and the slice dataset, both behind ``DataModule.train_loader``), dropout
+from torch's global RNG whose state is checkpointed. Checkpoints are written at every epoch end and, with
+``trainer.checkpoint_every_n_steps`` / ``checkpoint_every_minutes``, inside an epoch too; a mid-epoch one also
+records how many batches of the epoch are done, the epoch's running loss sum and torch's RNG state at the epoch
+start (the DataLoader draws its worker seed from it). Resuming skips the finished batches without loading them
+(the sampler starts at an offset) and replays that draw, so a run killed at any moment and resumed ends with the
+same weights as an uninterrupted one on CPU with ``deterministic=true`` and a fixed thread count
+(tests/engine/test_midepoch_resume.py kills real processes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import random
 import sys
 import time
 from collections.abc import Iterator
@@ -29,19 +32,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
 
+from scseg.config.check import SCHEDULER_INTERVALS
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.gates import GateCapture, Gates
+from scseg.engine.inference import evaluate_subjects, predict_slices
 from scseg.engine.tb_logging import RunLogger, channel_bars, comparison_grid, gate_heatmap_grid
-from scseg.evaluation import evaluate_subjects, predict_slices
 from scseg.losses import create_loss_from_config
 from scseg.metrics import ClassCounts, dice_from_counts
-
-# Scheduler config keys the trainer reads itself; everything else is passed to the scheduler's constructor.
-SCHEDULER_INTERVALS = ("epoch", "iteration", "validation")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,45 +64,7 @@ class TrainState:
     epoch_seen: int = 0
 
 
-class EpochSampler(Sampler[int]):
-    """Training sample indices of one epoch, drawn from ``np.random.default_rng([seed, epoch])``.
-
-    ``num_samples=None`` gives one permutation of the dataset; an integer draws that many (concatenated
-    permutations), which is how ``trainer.iters_per_epoch`` fixes the epoch length. Under DDP each rank takes
-    every ``world_size``-th index of the same sequence, so the ranks together see exactly one epoch.
-    ``set_epoch(epoch, start)`` skips this rank's first ``start`` indices: a resumed epoch never loads (nor
-    augments) the samples it already trained on.
-    """
-
-    def __init__(self, size: int, seed: int, num_samples: int | None = None, rank: int = 0, world_size: int = 1):
-        if size < 1:
-            raise ValueError("the training dataset has no slices; check the data config and its split")
-        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
-        total = num_samples if num_samples is not None else size
-        self.per_rank = math.ceil(total / world_size)
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch; ``start``: how many of this rank's indices of it to skip (a resumed epoch)."""
-        if not 0 <= start <= self.per_rank:
-            raise ValueError(f"start must be in [0, {self.per_rank}]; got {start}")
-        self.epoch, self.start = epoch, start
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        needed = self.per_rank * self.world_size
-        perms = [rng.permutation(self.size) for _ in range(math.ceil(needed / self.size))]
-        order = np.concatenate(perms)[:needed]
-        return iter(order[self.rank :: self.world_size][self.start :].tolist())
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start
-
-
 def seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global RNG: third-party code may draw from it)
     torch.manual_seed(seed)
@@ -115,8 +78,6 @@ def configure_determinism(deterministic: bool, num_threads: int | None) -> None:
     torch.backends.cudnn.deterministic = bool(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
-        import os
-
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
@@ -181,25 +142,18 @@ class Trainer:
             self.train_module = torch.compile(self.train_module)
 
         self.optimizer = instantiate(cfg.optimizer)(params=self.model.parameters())
+        # The data module owns the loader and its sample order (scseg.data.sampler.EpochSampler); the trainer
+        # only moves it from epoch to epoch (and to the first unfinished batch of a resumed epoch).
         self.train_dataset = datamodule.train_dataset()
         iters = self.tcfg.iters_per_epoch
-        batch_size = int(cfg.data.loader.batch_size)
-        self.sampler = EpochSampler(
-            len(self.train_dataset),
-            int(cfg.seed),
-            None if iters is None else int(iters) * batch_size * self.dist.world_size,
-            self.dist.rank,
-            self.dist.world_size,
-        )
-        self.loader = DataLoader(
+        self.loader = datamodule.train_loader(
             self.train_dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
-            num_workers=int(cfg.data.loader.num_workers),
-            pin_memory=bool(cfg.data.loader.get("pin_memory", False)) and self.device.type == "cuda",
-            drop_last=False,
-            persistent_workers=False,
+            iters_per_epoch=None if iters is None else int(iters),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            device=self.device,
         )
+        self.sampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
         self.scheduler, self.scheduler_interval = self._build_scheduler(cfg.scheduler)
         self.loss_fn = self._build_loss(cfg.loss).to(self.device)
@@ -320,8 +274,6 @@ class Trainer:
         batches = self._epoch_iterator(epoch)
         count, started = 0, time.perf_counter()
         if self.show_progress:
-            from tqdm import tqdm
-
             batches = tqdm(
                 batches,
                 desc=f"epoch {epoch + 1}/{self.tcfg.max_epochs}",
@@ -544,4 +496,4 @@ class Trainer:
         )
 
 
-__all__ = ["EpochSampler", "NonFiniteLossError", "TrainState", "Trainer", "configure_determinism", "seed_everything"]
+__all__ = ["NonFiniteLossError", "TrainState", "Trainer", "configure_determinism", "seed_everything"]

@@ -7,27 +7,21 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from scseg.models.fcdensenet import PRESETS as FCDENSENET_PRESETS
-from scseg.models.fcdensenet import FCDenseNet
+from scseg.models.fcdensenet import FCDenseNet, fcdensenet56, fcdensenet67, fcdensenet103
 from scseg.models.sdnet import SDNet
-from scseg.models.se import AGGREGATIONS, SE_VARIANTS, check_se_options, create_se, se_build_scope
+from scseg.models.se import check_se_options, create_se, se_build_scope
 from scseg.models.unet import UNet
-from scseg.se_options import DEFAULT_SE_POSITIONS
+from scseg.se_options import AGGREGATIONS, DEFAULT_SE_POSITIONS, SE_VARIANTS
 
-
-def _fcdensenet_builder(preset: str | None) -> Callable[..., nn.Module]:
-    def build(**kwargs) -> nn.Module:
-        merged = {**(FCDENSENET_PRESETS[preset] if preset else {}), **kwargs}
-        return FCDenseNet(**merged)
-
-    return build
-
-
+# Every entry is a class or a function whose own signature lists the architecture's keyword arguments (the config
+# check validates ``model.*`` against it) besides in_channels, num_classes and the SE arguments create_model adds.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "unet": UNet,
     "sdnet": SDNet,
-    "fcdensenet": _fcdensenet_builder(None),
-    **{name: _fcdensenet_builder(name) for name in FCDENSENET_PRESETS},
+    "fcdensenet": FCDenseNet,
+    "fcdensenet56": fcdensenet56,
+    "fcdensenet67": fcdensenet67,
+    "fcdensenet103": fcdensenet103,
 }
 
 

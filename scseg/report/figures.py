@@ -18,6 +18,7 @@ FIGURE_STEM = "comparison_{arch}.png"
 
 def _load_matplotlib():
     """The Figure class and the Agg canvas, or ImportError when matplotlib is not installed."""
+    # Imported here on purpose: matplotlib is the optional `report` extra; without it the figures are skipped.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

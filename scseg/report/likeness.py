@@ -3,8 +3,8 @@ comparison may vary (the SE variant, aggregation, reduction, positions, and the 
 
 A cell trained with another learning rate, width or loss than its ``none`` baseline measures that difference
 too, so the report marks it. Two runs are compared by the ``comparison_hash`` training stores in
-``summary.json`` (:func:`scseg.engine.summary.comparison_hash`) when both have one; otherwise by their resolved
-``.hydra/config.yaml`` reduced to :func:`scseg.engine.summary.comparable_settings`, which also names the keys
+``summary.json`` (:func:`scseg.run_identity.comparison_hash`) when both have one; otherwise by their resolved
+``.hydra/config.yaml`` reduced to :func:`scseg.run_identity.comparable_settings`, which also names the keys
 that differ. Runs with neither are counted as not checked.
 """
 
@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from scseg.report.runs import Run, Sweep, Variant, baseline_row_key
+from scseg.run_identity import comparable_settings
 
 BASELINE = Variant("none", None)
 MAX_LISTED_KEYS = 6
@@ -51,8 +54,6 @@ class CellCheck:
 
 def _read_settings(path: Path) -> dict[str, Any] | None:
     """The comparable settings of a run's ``.hydra/config.yaml``, or None when it has none (or it is unreadable)."""
-    import yaml
-
     config_path = path / ".hydra" / "config.yaml"
     if not config_path.is_file():
         return None
@@ -62,8 +63,6 @@ def _read_settings(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(config, dict):
         return None
-    from scseg.engine.summary import comparable_settings  # the engine's exclusion rules (imports torch)
-
     return comparable_settings(config)
 
 

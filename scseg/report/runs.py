@@ -4,7 +4,8 @@ The comparison report must never drop a run silently: a folder without ``summary
 still-running run, a malformed file and an expected (architecture, variant, seed) cell that has no run at
 all each become a :class:`Problem` that the report prints.  Identity (architecture, SE variant, seed) is
 taken from ``summary.json``; for runs without one it is parsed from the run folder name
-``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>``.
+``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>`` (:func:`scseg.run_identity.read_run_name`, the engine's own
+pattern read leniently).
 
 Extra swept dimensions (the cSE reduction and the SE positions, :data:`EXTRA_DIMENSIONS`) are read from
 ``summary.json`` when it has them, else from the run's ``.hydra/config.yaml``. Those that vary within a sweep split
@@ -16,20 +17,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scseg.se_options import positions_label, resolve_positions, se_settings
+import yaml
 
-SE_NAMES: tuple[str, ...] = ("none", "cse", "sse", "scse")
+from scseg.run_identity import read_run_name
+from scseg.se_options import SE_VARIANTS, positions_label, resolve_positions, se_settings
+
 DEFAULT_AGGREGATION = "add"
-
-RUN_NAME = re.compile(
-    r"^(?P<arch>[A-Za-z0-9_.]+)-(?P<se>none|cse|sse|scse)(?:-(?P<aggregation>[A-Za-z0-9_.]+))?"
-    r"-seed(?P<seed>\d+)-(?P<hash>[0-9A-Za-z]+)$"
-)
 SUMMARY_KEYS: tuple[str, ...] = ("arch", "se", "seed", "fg_dice_per_subject")
 PER_CASE_COLUMNS: tuple[str, ...] = ("subject", "class_id", "class_name", "dice")
 RUN_MARKERS: tuple[str, ...] = ("status.json", "summary.json", "per_case.csv", ".hydra")
@@ -146,20 +143,14 @@ class Sweep:
 
 def parse_run_name(name: str, default_aggregation: str = DEFAULT_AGGREGATION) -> tuple[str, Variant, int] | None:
     """(arch, variant, seed) from a run folder name, or None when the name does not follow the contract."""
-    match = RUN_NAME.match(name)
-    if match is None:
+    parts = read_run_name(name)
+    if parts is None:
         return None
-    se = match["se"]
-    aggregation = match["aggregation"]
-    if aggregation is not None and se != "scse":
-        return None
-    return match["arch"], make_variant(se, aggregation, default_aggregation), int(match["seed"])
+    return parts["arch"], make_variant(parts["se"], parts["aggregation"], default_aggregation), parts["seed"]
 
 
 def _read_config(path: Path) -> dict | None:
     """A run's resolved ``.hydra/config.yaml`` as a plain dict, or None when absent or unreadable."""
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
@@ -230,7 +221,7 @@ def baseline_row_key(key: str) -> str:
 
 def _is_run_folder(path: Path) -> bool:
     return path.is_dir() and (
-        RUN_NAME.match(path.name) is not None or any((path / marker).exists() for marker in RUN_MARKERS)
+        read_run_name(path.name) is not None or any((path / marker).exists() for marker in RUN_MARKERS)
     )
 
 
@@ -276,8 +267,8 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
     if missing:
         raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
     se = str(summary["se"]).lower()
-    if se not in SE_NAMES:
-        raise ValueError(f"{where}: se is {summary['se']!r}; expected one of {', '.join(SE_NAMES)}")
+    if se not in SE_VARIANTS:
+        raise ValueError(f"{where}: se is {summary['se']!r}; expected one of {', '.join(SE_VARIANTS)}")
     per_subject = summary["fg_dice_per_subject"]
     if not isinstance(per_subject, dict):
         raise ValueError(f"{where}: fg_dice_per_subject must map subject id -> Dice")
@@ -289,7 +280,7 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
     aggregation = summary.get("aggregation")
     if se == "scse" and not aggregation:
         # summaries rewritten by scseg-evaluate before issue 12 lost the aggregation; the folder name keeps it
-        named = RUN_NAME.match(path.name)
+        named = read_run_name(path.name)
         aggregation = named["aggregation"] if named is not None and named["se"] == "scse" else None
     return Run(
         path=path,

@@ -83,7 +83,7 @@ def wilcoxon_p(
     """Paired Wilcoxon signed-rank p-value of x vs y, or (None, why) when there is none to give."""
     if len(x) < min_pairs:
         return None, f"n too small ({len(x)} < {min_pairs} pairs)"
-    try:
+    try:  # here on purpose: scipy is the optional `report` extra; without it the tables are still written
         from scipy import stats
     except ImportError:
         return None, "scipy not installed (pip install -e .[report])"

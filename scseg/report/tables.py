@@ -17,7 +17,6 @@ from scseg.report.likeness import CellCheck, check_sweep
 from scseg.report.runs import (
     EXTRA_DIMENSIONS,
     NOT_APPLICABLE,
-    SE_NAMES,
     UNKNOWN,
     Problem,
     Sweep,
@@ -26,8 +25,9 @@ from scseg.report.runs import (
     split_row_key,
 )
 from scseg.report.stats import MIN_PAIRS, PairedComparison, Summary, paired_comparison, seed_average, summarise
+from scseg.se_options import SE_VARIANTS
 
-DEFAULT_VARIANT_ORDER: tuple[str, ...] = ("none", "cse", "sse", "scse")
+DEFAULT_VARIANT_ORDER: tuple[str, ...] = SE_VARIANTS  # the paper's column order: none, cSE, sSE, scSE
 DEFAULT_ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet", "fcdensenet56", "fcdensenet67", "fcdensenet103")
 ARCH_LABELS: dict[str, str] = {
     "unet": "U-Net",
@@ -147,10 +147,10 @@ def parse_variant_order(text: str) -> list[str]:
         raise ValueError(f"--variant-order is empty; expected e.g. {','.join(DEFAULT_VARIANT_ORDER)}")
     for token in tokens:
         se, _, aggregation = token.partition("-")
-        if se not in SE_NAMES or (aggregation and se != "scse"):
+        if se not in SE_VARIANTS or (aggregation and se != "scse"):
             raise ValueError(
                 f"--variant-order: unknown variant {token!r}; expected one of "
-                f"{', '.join(SE_NAMES)} or scse-<aggregation> (e.g. scse-max)"
+                f"{', '.join(SE_VARIANTS)} or scse-<aggregation> (e.g. scse-max)"
             )
     return tokens
 

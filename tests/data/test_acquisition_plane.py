@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scseg.data.config import compose_data_config
+from scseg.config import compose_data_config
 from scseg.data.datamodule import DataModule
 from tests.data.oblique import write_oblique_dataset
 

@@ -13,7 +13,8 @@ import pytest
 from scseg.data.errors import DataError
 from scseg.data.io import geometry_of, read_subject
 from scseg.data.label_map import LabelMap
-from scseg.data.layouts import Case, load_layout, split_validation
+from scseg.data.layouts import load_layout, split_validation
+from scseg.data.types import Case
 
 SHAPE = (8, 9, 10)
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -17,7 +17,6 @@ import scseg.data.cache as cache_mod
 from scseg.data.cache import (
     SubjectCache,
     cache_key,
-    cache_root,
     class_statistics_of,
     load_entry,
     median_frequency_weights,
@@ -25,8 +24,9 @@ from scseg.data.cache import (
 )
 from scseg.data.errors import DataError
 from scseg.data.label_map import LabelMap
-from scseg.data.layouts import Case
 from scseg.data.preprocess import PreprocessSettings
+from scseg.data.types import Case
+from scseg.paths import cache_root
 
 
 def _label_map(names=("background", "a", "b"), extra: dict | None = None) -> LabelMap:
@@ -88,12 +88,10 @@ def test_get_prepares_once_then_memory_maps(tmp_path, monkeypatch):
     assert isinstance(first.image, np.memmap) and isinstance(first.label, np.memmap)
     assert first.label.dtype == np.uint8 and first.image.dtype == np.float32
 
-    import scseg.data.io as io_mod
-
     def boom(*a, **k):
         raise AssertionError("read_subject must not run for a cached subject")
 
-    monkeypatch.setattr(io_mod, "read_subject", boom)
+    monkeypatch.setattr(cache_mod, "read_subject", boom)  # the name the cache reads files with
     second = cache.get(case)
     np.testing.assert_array_equal(second.label, first.label)
     assert second.meta == first.meta

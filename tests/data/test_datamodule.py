@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from scseg.config import compose_data_config
 from scseg.data.cache import median_frequency_weights
-from scseg.data.config import compose_data_config
 from scseg.data.datamodule import DataModule
 from scseg.data.errors import DataError
 from scseg.data.io import write_label
+from scseg.data.sampler import EpochSampler
 from scseg.data.slices import SliceDataset
 
 TINY = ["layout.n_subjects=5", "layout.n_test=1", "layout.size=[32,32,32]", "val_subjects=1"]
@@ -49,12 +50,12 @@ def test_prepare_is_idempotent(monkeypatch):
     entries = sorted((dm.cache_dir / "subjects").iterdir())
     assert len(entries) == 5
 
-    import scseg.data.io as io_mod
+    import scseg.data.cache as cache_mod
 
     def boom(*a, **k):
         raise AssertionError("prepare() re-read a cached subject")
 
-    monkeypatch.setattr(io_mod, "read_subject", boom)
+    monkeypatch.setattr(cache_mod, "read_subject", boom)  # the name the cache reads files with
     again = _dm()
     again.prepare()
     assert sorted((again.cache_dir / "subjects").iterdir()) == entries
@@ -72,6 +73,24 @@ def test_train_dataset_and_loader():
     other = next(iter(dm.train_loader(ds, epoch=1)))
     assert not torch.equal(batch["image"], other["image"])
     assert torch.isfinite(batch["image"]).all()
+
+
+def test_train_loader_draws_the_epoch_samplers_order_over_ranks():
+    """The loader the trainer trains on: EpochSampler's (seed, epoch) order, iters_per_epoch batches per rank, and
+    under DDP every world_size-th sample of that same order (the ranks together see the epoch once)."""
+    dm = _dm("loader.batch_size=4")
+    ds = dm.train_dataset()
+    single = dm.train_loader(ds, epoch=2, iters_per_epoch=3)
+    assert isinstance(single.sampler, EpochSampler) and len(single) == 3
+    expected = EpochSampler(len(ds), dm.seed, num_samples=12)
+    expected.set_epoch(2)
+    assert list(single.sampler) == list(expected)
+    ranks = [dm.train_loader(ds, epoch=2, iters_per_epoch=3, rank=r, world_size=2) for r in (0, 1)]
+    both = EpochSampler(len(ds), dm.seed, num_samples=24)
+    both.set_epoch(2)
+    order = list(both)
+    assert [list(loader.sampler) for loader in ranks] == [order[0::2], order[1::2]]
+    assert not single.pin_memory  # data.loader.pin_memory pins only on CUDA
 
 
 def test_val_dataset_is_unaugmented():
@@ -148,7 +167,7 @@ def test_compose_inside_an_active_hydra_restores_it():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from scseg.data.config import CONFIG_ROOT
+    from scseg.config import CONFIG_DIR as CONFIG_ROOT
 
     assert not GlobalHydra.instance().is_initialized()
     with initialize_config_dir(config_dir=str(CONFIG_ROOT / "data"), version_base=None):

@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scseg.data.__main__ import main
+from scseg.cli.inspect import main
 
 TINY = ["-o", "layout.n_subjects=4", "-o", "layout.n_test=1", "-o", "layout.size=[24,24,24]", "-o", "val_subjects=1"]
 REPO = Path(__file__).resolve().parents[2]

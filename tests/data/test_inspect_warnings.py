@@ -8,10 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scseg.data.__main__ import SliceView, dataset_warnings, main
-from scseg.data.config import compose_data_config
-from scseg.data.datamodule import SPLITS, DataModule
+from scseg.cli.inspect import SliceView, dataset_warnings, main
+from scseg.config import compose_data_config
+from scseg.data.datamodule import DataModule
 from scseg.data.preprocess import PreprocessSettings
+from scseg.data.types import SPLITS
 from tests.data.oblique import write_oblique_dataset
 
 PHANTOM = ["-o", "layout.n_subjects=4", "-o", "layout.n_test=1", "-o", "layout.size=[24,24,24]", "-o", "val_subjects=1"]

@@ -18,7 +18,7 @@ from scseg.data.io import (
     to_original,
     write_label,
 )
-from scseg.data.layouts import Case
+from scseg.data.types import Case
 
 SHAPE = (6, 7, 8)
 # LPS with anisotropic spacing, and a permuted (PIR-like) affine: neither is RAS voxel order.

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from scseg.data.config import compose_data_config
+from scseg.config import compose_data_config
 from scseg.data.errors import DataError
-from scseg.data.layouts import Case, load_layout, resolve_path, split_validation
+from scseg.data.layouts import load_layout, split_validation
+from scseg.data.types import Case
+from scseg.paths import resolve_path
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -10,13 +10,13 @@ from scipy import ndimage
 
 from scseg.data.errors import DataError
 from scseg.data.io import read_subject
-from scseg.data.layouts import Case
 from scseg.data.phantom import (
     PHANTOM_CLASS_NAMES,
     PHANTOM_STRUCTURES,
     generate_phantom_subject,
     write_phantom_dataset,
 )
+from scseg.data.types import Case
 
 
 @pytest.fixture(scope="module")

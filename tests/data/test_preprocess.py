@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from scseg.data.errors import DataError
-from scseg.data.io import Geometry, Subject, read_subject, to_original
+from scseg.data.io import read_subject, to_original
 from scseg.data.label_map import LabelMap
-from scseg.data.layouts import Case
 from scseg.data.preprocess import (
     IntensitySettings,
     PreprocessSettings,
@@ -22,6 +21,7 @@ from scseg.data.preprocess import (
     preprocess_subject,
     scale_intensity,
 )
+from scseg.data.types import Case, Geometry, Subject
 
 COMMON = Path(__file__).resolve().parents[2] / "configs" / "data" / "common.yaml"
 IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -200,3 +200,17 @@ def test_roundtrip_through_files_and_io(tmp_path):
     p = preprocess_subject(subject, PreprocessSettings(crop_margin=1, pad_size=(40, 40), axis="coronal"), _label_map())
     back = to_original(invert_to_canonical(p.label, p.meta), p.meta.to_geometry())
     np.testing.assert_array_equal(back, _mapped(lab_file))
+
+
+def test_target_spacing_with_a_null_axis_keeps_that_axis():
+    from scseg.data.preprocess import PreprocessSettings
+
+    settings = PreprocessSettings.from_config({"preprocess": {"target_spacing": [2.5, 2.5, None]}})
+    assert settings.target_spacing == (2.5, 2.5, None)
+    with pytest.raises(DataError, match="target_spacing"):
+        PreprocessSettings(target_spacing=(2.0, -1.0, None))
+    from scseg.data.preprocess import resample_subject
+
+    image = np.zeros((1, 20, 20, 6), np.float32)
+    _, _, shape, spacing = resample_subject(image, None, (1.25, 1.25, 7.7), (2.5, 2.5, None))
+    assert shape == (10, 10, 6) and spacing == (2.5, 2.5, 7.7)

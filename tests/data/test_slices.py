@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 from scseg.data.augment import build_augmentation
 from scseg.data.cache import SubjectCache, load_entry, write_entry
 from scseg.data.errors import DataError
-from scseg.data.io import Geometry, Subject
 from scseg.data.label_map import LabelMap
 from scseg.data.preprocess import PreprocessSettings, preprocess_subject
 from scseg.data.slices import SliceDataset, SubjectSlices, extract_slice, stack_slices
+from scseg.data.types import Geometry, Subject
 
 AUG = {
     "enabled": True,

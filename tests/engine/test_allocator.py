@@ -218,8 +218,8 @@ def test_non_glibc_is_a_silent_no_op(
 
 
 def test_config_switch_is_valid_and_outside_the_hash(tiny_config) -> None:
-    from scseg.config_check import validate_config
-    from scseg.engine.run_dir import config_hash
+    from scseg.config.check import validate_config
+    from scseg.run_identity import config_hash
 
     on, off = tiny_config("unet"), tiny_config("unet", "trainer.tune_malloc=false")
     assert on.trainer.tune_malloc is True and off.trainer.tune_malloc is False

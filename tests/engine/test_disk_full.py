@@ -22,11 +22,11 @@ import scseg.atomic
 from scseg.atomic import DiskFullError, atomic_write, atomic_write_text
 from scseg.data.cache import SubjectCache, load_entry
 from scseg.data.label_map import LabelMap
-from scseg.data.layouts import Case
 from scseg.data.preprocess import PreprocessSettings
+from scseg.data.types import Case
 from scseg.engine import run_dir as rd
 from scseg.engine.checkpoint import load_checkpoint
-from scseg.sweep import RECORD, write_job_record
+from scseg.engine.sweep import RECORD, write_job_record
 from tests.engine.tiny import TINY_DATA, TINY_MODELS, TINY_TRAINER
 
 _REAL_OPEN_TEMP = scseg.atomic._open_temp
@@ -184,7 +184,7 @@ def _train_cli(monkeypatch, runs: Path, *extra: str) -> None:
 
 def test_training_and_evaluate_out_of_space_end_in_one_line_and_rerun_completes(tmp_path, monkeypatch, capsys):
     """About 5-10 s: one tiny training run (stopped at its summary.json, then resumed) and four evaluations."""
-    from scseg import evaluate
+    from scseg.cli import evaluate
 
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
@@ -220,13 +220,13 @@ def test_training_and_evaluate_out_of_space_end_in_one_line_and_rerun_completes(
 
 def test_train_cli_reports_any_out_of_space_error_in_one_line(tmp_path, monkeypatch, capsys):
     """Writers outside scseg.atomic (TensorBoard, the phantom's NIfTI files) raise a plain OSError(ENOSPC)."""
-    import scseg.engine.run
+    import scseg.cli.train
 
     def out_of_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "events.out.tfevents"))
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(scseg.engine.run, "run_training", out_of_space)
+    monkeypatch.setattr(scseg.cli.train, "run_training", out_of_space)
     with pytest.raises(SystemExit) as caught:
         _train_cli(monkeypatch, tmp_path / "runs", "experiment_name=plain")
     assert caught.value.code == 2

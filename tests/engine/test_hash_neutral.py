@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from scseg.engine.run_dir import HASH_NEUTRAL_DEFAULTS, config_hash
+from scseg.run_identity import HASH_NEUTRAL_DEFAULTS, config_hash
 
 
 def test_keys_at_their_neutral_defaults_do_not_change_the_hash():

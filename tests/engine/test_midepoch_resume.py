@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from scseg.config_check import ConfigError, validate_config
+from scseg.config.check import ConfigError, validate_config
+from scseg.data.sampler import EpochSampler
 from scseg.data.slices import SliceDataset
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.run import run_folder, run_training
-from scseg.engine.trainer import EpochSampler
 from tests.engine.tiny import TINY_DATA, TINY_MODELS, TINY_TRAINER
 
 SETTINGS = (

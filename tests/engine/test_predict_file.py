@@ -9,8 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from scseg.cli.predict import group_file, main
+from scseg.engine.loading import load_run
 from scseg.engine.run import run_training
-from scseg.predict import group_file, main
 
 
 def _image(path, shape=(8, 8, 4)):
@@ -19,8 +20,6 @@ def _image(path, shape=(8, 8, 4)):
 
 
 def test_single_file_to_file_and_to_folder(tiny_config, tmp_path, capsys):
-    from scseg.evaluate import load_run
-
     run_dir = run_training(tiny_config("unet")).run_dir
     _, dm, _, _ = load_run(run_dir)
     source = dm.cases("test")[0].image_paths[0]
@@ -90,9 +89,9 @@ def test_multi_modality_single_file(tmp_path, capsys, monkeypatch):
         group_file(plain, 2)
 
     # through the command line: one line naming the file and the modalities, exit code 2
-    import scseg.evaluate
+    import scseg.cli.predict
 
-    monkeypatch.setattr(scseg.evaluate, "load_run", lambda *a, **k: (None, SimpleNamespace(modalities=2), None, {}))
+    monkeypatch.setattr(scseg.cli.predict, "load_run", lambda *a, **k: (None, SimpleNamespace(modalities=2), None, {}))
     assert main([str(tmp_path / "run"), str(plain), str(tmp_path / "out.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: input ") and "t1.nii.gz" in err and "2 modalities" in err and "\n" not in err

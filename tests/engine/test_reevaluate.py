@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from scseg import evaluate
+from scseg.cli import evaluate
 from scseg.engine.run import run_training
-from scseg.engine.summary import comparison_hash
 from scseg.report import build_report
 from scseg.report.runs import Variant
+from scseg.run_identity import comparison_hash
 
 IDENTITY_KEYS = (
     "arch",

@@ -16,14 +16,11 @@ from scseg.engine.run_dir import (
     RunLockedError,
     RunStateError,
     checkpoint_dir,
-    config_hash,
-    parse_run_name,
     read_status,
     resolve_resume,
-    run_name,
-    short_hash,
     write_status,
 )
+from scseg.run_identity import config_hash, parse_run_name, run_name, short_hash
 
 
 def _cfg(**changes) -> dict:

@@ -141,8 +141,8 @@ def test_mismatched_checkpoint_is_refused_by_name(tiny_config):
 
 
 def test_evaluate_and_predict_faces(tiny_config, tmp_path, capsys):
-    from scseg.evaluate import main as evaluate_main
-    from scseg.predict import main as predict_main
+    from scseg.cli.evaluate import main as evaluate_main
+    from scseg.cli.predict import main as predict_main
 
     result = run_training(tiny_config("unet"))
     before = json.loads((result.run_dir / "summary.json").read_text())
@@ -151,7 +151,7 @@ def test_evaluate_and_predict_faces(tiny_config, tmp_path, capsys):
     assert after["fg_dice_per_subject"] == before["fg_dice_per_subject"]
 
     # Predict the test images: one label volume each, in the input's own geometry.
-    from scseg.evaluate import load_run
+    from scseg.engine.loading import load_run
 
     _, dm, _, _ = load_run(result.run_dir)
     inputs = tmp_path / "inputs"

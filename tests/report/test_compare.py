@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scseg.compare import main
+from scseg.cli.compare import main
 from scseg.report.runs import load_sweep
 from scseg.report.tables import build_tables
 

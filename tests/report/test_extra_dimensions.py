@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from scseg.compare import main
+from scseg.cli.compare import main
 from scseg.report.runs import load_sweep, read_extras
 
 SUBJECTS = [f"sub{i}" for i in range(6)]

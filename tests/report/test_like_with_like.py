@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from scseg.compare import main
+from scseg.cli.compare import main
 
 
 def _edit_summary(folder: Path, **changes) -> None:

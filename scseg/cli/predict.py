@@ -8,8 +8,8 @@ indices. A single file IN gives OUT itself when OUT ends with ``.nii``, ``.nii.g
 siblings next to it (they are read with it). Bad input ends in one ``error: ...`` line and exit code 2.
 
 Each slice is padded to the canvas stored in the run's checkpoint (the in-plane size the network was trained on,
-restored by ``evaluate.load_run``), so a prediction sees the same padding as training did, whatever the data
-present on this machine.
+restored by ``scseg.engine.loading.load_run``), so a prediction sees the same padding as training did, whatever
+the data present on this machine.
 """
 
 from __future__ import annotations
@@ -22,18 +22,16 @@ from pathlib import Path
 
 import torch
 
+from scseg.data.errors import DataError
+from scseg.data.io import IMAGE_SUFFIXES, strip_image_suffix, write_label
 from scseg.engine.allocator import tune_allocator
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz")
+from scseg.engine.inference import predict_volume
+from scseg.engine.loading import load_run
 
 
 def _stem(path: Path) -> str:
     """File name without its image suffix."""
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_image_suffix(path.name)
 
 
 def _case_of(path: Path) -> tuple[str, int]:
@@ -128,11 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     tune_allocator()  # keep large buffers in the process (issue 10); SCSEG_TUNE_MALLOC=0 turns it off
-
-    from scseg.data.errors import DataError
-    from scseg.data.io import write_label
-    from scseg.evaluate import load_run
-    from scseg.evaluation import predict_volume
 
     try:
         single_file = not args.input.is_dir()

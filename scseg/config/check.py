@@ -3,6 +3,9 @@
 Hydra composes whatever YAML it is given; a typo such as ``trainer.max_epoch=5`` would otherwise be silently
 ignored. Each group is checked against a schema: the model group against the architecture's own keyword
 arguments (so the YAML and the constructor can never drift apart), the others against dataclasses below.
+
+The lists of valid values that only configs name live here too (:data:`RESUME_MODES`, :data:`SCHEDULER_INTERVALS`,
+:data:`AMP_DTYPES`); the engine reads them from here.
 """
 
 from __future__ import annotations
@@ -11,12 +14,23 @@ import inspect
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+import torch
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from scseg.engine.trainer import SCHEDULER_INTERVALS
-from scseg.models import AGGREGATIONS, ARCHITECTURES, SE_VARIANTS
-from scseg.models.fcdensenet import FCDenseNet
-from scseg.se_options import SE_POSITIONS
+from scseg.config.compose import CONFIG_DIR
+from scseg.data.types import SPLITS
+from scseg.losses import create_loss_from_config
+from scseg.models import ARCHITECTURES
+from scseg.se_options import AGGREGATIONS, SE_POSITIONS, SE_VARIANTS
+
+# ``resume``: continue a run folder's checkpoint when its config hash matches (auto), never, or fail without one.
+RESUME_MODES: tuple[str, ...] = ("auto", "never", "must")
+# ``scheduler.interval``, read by the trainer itself (everything else goes to the scheduler's constructor): step
+# the learning-rate scheduler per epoch, per optimizer step, or per validation (with the validation Dice).
+SCHEDULER_INTERVALS: tuple[str, ...] = ("epoch", "iteration", "validation")
+# ``trainer.amp_dtype``: the autocast dtype of mixed precision on CUDA.
+AMP_DTYPES: tuple[str, ...] = ("bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -74,9 +88,9 @@ class RootSchema:
 _CHOICES = {
     "se.name": SE_VARIANTS,
     "se.aggregation": AGGREGATIONS,
-    "trainer.amp_dtype": ("bfloat16", "float16"),
-    "resume": ("auto", "never", "must"),
-    "test_split": ("train", "val", "test"),
+    "trainer.amp_dtype": AMP_DTYPES,
+    "resume": RESUME_MODES,
+    "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,
 }
 
@@ -116,9 +130,8 @@ def _check_model(node: dict) -> None:
     arch = node.get("arch")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"model.arch is {arch!r}; registered architectures: {', '.join(ARCHITECTURES)}")
-    target = FCDenseNet if arch.startswith("fcdensenet") else ARCHITECTURES[arch]
-    params = inspect.signature(target.__init__).parameters
-    reserved = {"self", "in_channels", "num_classes", "se_factory", "se_in_bottleneck", "se_positions"}
+    params = inspect.signature(ARCHITECTURES[arch]).parameters  # a class's __init__ or a preset's own signature
+    reserved = {"in_channels", "num_classes", "se_factory", "se_in_bottleneck", "se_positions"}
     valid = sorted((set(params) - reserved) | {"se_reduction"})
     for key, value in node.items():
         if key == "arch":
@@ -195,10 +208,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 def _dry_build(container: dict) -> None:
     """Build optimizer, scheduler and loss on a dummy parameter, so a bad value fails now, not after data prep."""
-    import torch
-    from hydra.utils import instantiate
-
-    from scseg.losses import create_loss_from_config
 
     def attempt(group: str, build):
         try:
@@ -226,8 +235,6 @@ def _dry_build(container: dict) -> None:
 
 def _check_against_signature(group: str, node: dict) -> None:
     """Keys of a ``_target_`` node must be constructor arguments, numbers where the constructor's default is one."""
-    from hydra.utils import get_class
-
     try:
         target = get_class(node["_target_"])
     except Exception as exc:
@@ -251,8 +258,6 @@ _DATASET_KEYS = {"name", "layout", "label_map", "val_subjects", "val_fraction", 
 
 def _check_data(node: dict) -> None:
     """The data node against configs/data/common.yaml: unknown keys and numbers given as text fail by name."""
-    from scseg.config import CONFIG_DIR
-
     common = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "common.yaml"), resolve=False)
 
     def walk(prefix: str, given: dict, reference: dict) -> None:

@@ -15,44 +15,26 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from scseg.engine import checkpoint as ckpt
+from scseg.atomic import DiskFullError
+from scseg.data.errors import DataError
+from scseg.data.types import SPLITS
 from scseg.engine.allocator import tune_allocator
-
-
-def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, object, torch.nn.Module, dict]:
-    """(config, data module, model with the checkpoint's weights, checkpoint state) of a run folder."""
-    from scseg.engine.run import build_datamodule, build_model
-
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: {run_dir} is not an scseg run folder")
-    cfg = OmegaConf.load(config_path)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = ckpt.load_checkpoint(path)
-    dm = build_datamodule(cfg)
-    dm.set_canvas((state.get("extra") or {}).get("canvas"))  # the canvas the network was trained on
-    model = build_model(cfg, dm.num_classes, dm.in_channels)
-    ckpt.load_model_weights(model, state, str(cfg.model.arch), dm.num_classes)
-    return cfg, dm, model, state
+from scseg.engine.inference import counts_to_rows, evaluate_subjects
+from scseg.engine.loading import load_run
+from scseg.engine.run import write_per_case
+from scseg.engine.summary import build_summary, recorded_hashes, write_summary
+from scseg.models import count_parameters
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a run's best checkpoint on whole volumes.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     tune_allocator()  # keep large buffers in the process (issue 10); SCSEG_TUNE_MALLOC=0 turns it off
-
-    from scseg.atomic import DiskFullError
-    from scseg.data.errors import DataError
-    from scseg.engine.run import write_per_case
-    from scseg.engine.summary import build_summary, recorded_hashes, write_summary
-    from scseg.evaluation import counts_to_rows, evaluate_subjects
-    from scseg.models import count_parameters
 
     started = time.perf_counter()
     try:

@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,9 +57,6 @@ def expected_jobs(config: DictConfig) -> list[str] | None:
     Mirrors Hydra's basic sweeper (``hydra.sweeper.params`` then the command line, expanded in the same order);
     other sweepers (Optuna, ...) decide their jobs on the fly, so only the jobs' own records count for them.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     sweeper = config.hydra.get("sweeper")
     if sweeper is None or not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
         return None

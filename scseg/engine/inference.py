@@ -1,8 +1,9 @@
 """Volumetric evaluation, the way the paper evaluates: whole volumes, Dice per structure at the file's resolution.
 
 Pure functions: a model that is already built and loaded, and subjects from the data module, go in; label
-volumes, per-class counts and tables come out. Nothing here loads a checkpoint or reads a command line
-(``scseg.evaluate`` and ``scseg.predict`` do that), so the trainer and the commands share one code path:
+volumes, per-class counts and tables come out. Nothing here loads a checkpoint (``scseg.engine.loading`` does)
+or reads a command line (``scseg.cli.evaluate`` and ``scseg.cli.predict`` do), so the trainer and the commands
+share one code path:
 
     subject -> ordered slices -> batched logits -> argmax per slice -> stacked volume (preprocessed grid)
             -> undo padding, cropping, resampling and reorientation -> counts against the mapped reference
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scseg.metrics import class_counts, per_case_rows
+from scseg.metrics import ClassCounts, class_counts, per_case_rows
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
@@ -95,8 +96,6 @@ def evaluate_subjects(
 
 def counts_to_rows(counts: dict[str, np.ndarray], class_names: Sequence[str]) -> list[dict]:
     """Rows of per_case.csv (subject, class_id, class_name, tp, fp, fn, n_ref, n_pred, dice), subjects sorted."""
-    from scseg.metrics import ClassCounts
-
     rows: list[dict] = []
     for sid in sorted(counts):
         rows.extend(per_case_rows(sid, ClassCounts.from_array(counts[sid]), class_names))
