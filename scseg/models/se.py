@@ -36,8 +36,7 @@ import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-SE_VARIANTS = ("none", "cse", "sse", "scse")
-AGGREGATIONS = ("add", "max", "mul", "concat")
+from scseg.se_options import AGGREGATIONS, SE_VARIANTS
 
 
 def _conv_cls(spatial_dims: int) -> type[nn.Module]:
