@@ -143,10 +143,7 @@ class _ScSEMax(torch.autograd.Function):
         x, c, s = ctx.saved_tensors
         # the share of the gradient that flows through x*c: 1 where c is the gate applied (the larger one where
         # x >= 0, the smaller one where x < 0), 0 where s is, 1/2 where c == s (torch.maximum / minimum's rule)
-        to_c = torch.where(x >= 0, c > s, c < s).to(grad.dtype)
-        ties = c == s
-        if ties.any():
-            to_c.masked_fill_(ties, 0.5)
+        to_c = torch.where(x >= 0, c > s, c < s).to(grad.dtype).masked_fill_(c == s, 0.5)  # no host sync
         grad_xc = grad * to_c
         grad_xs = torch.sub(grad, grad_xc, out=to_c)
         grad_x = torch.mul(grad_xc, c).addcmul_(grad_xs, s) if ctx.needs_input_grad[0] else None
