@@ -1,0 +1,59 @@
+"""scripts/benchmark.py runs end to end (quick mode) and writes the JSON the docs page is built from.
+
+Timings are not asserted (they mean nothing at quick sizes); what is: the sections' structure, and that every
+Dice implementation gives the same numbers. Budget: about 10 s on 2 cores (one thread, to stay out of the way of
+a busy machine).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+def test_quick_benchmark_writes_json_and_markdown(tmp_path):
+    out, page = tmp_path / "bench.json", tmp_path / "benchmarks.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--threads=1",
+            "--sections=se_blocks,evaluation",
+            f"--out={out}",
+            f"--markdown={page}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+
+    assert {"cpu", "cores", "threads", "torch", "allocator"} <= set(report["meta"])
+    assert report["meta"]["threads"] == 1 and report["quick"] is True
+    assert set(report["sections"]) == {"se_blocks", "evaluation"}
+
+    se = report["sections"]["se_blocks"]
+    assert se["skipped"] is None and se["outputs_agree"] is True
+    rows = se["tables"][0]["rows"]
+    assert {r["block"] for r in rows} == {"cse", "sse", "scse-add", "scse-max", "scse-mul", "scse-concat"}
+    for row in rows:
+        assert row["scseg_ms"] > 0 and row["reference_ms"] > 0
+        assert row["scseg_kept"] > 0
+        if row["block"] in ("scse-add", "scse-max", "scse-mul"):
+            assert row["scseg_kept"] < 1.25  # only x (plus the small gates) is kept for backward
+
+    evaluation = report["sections"]["evaluation"]
+    assert evaluation["agree"] is True
+    methods = {r["method"] for r in evaluation["tables"][0]["rows"]}
+    assert {"scseg", "numpy loop (sum)"} <= methods
+    assert any(t["name"].startswith("scseg speed-up over the numpy loop") for t in report["targets"])
+
+    text = page.read_text()
+    assert text.startswith("# Benchmarks") and "## Results" in text and "Command: `python scripts/benchmark.py" in text
+    assert "### SE blocks" in result.stdout and "### Evaluation" in result.stdout
