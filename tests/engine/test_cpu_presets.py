@@ -17,7 +17,9 @@ ARCHS = ("unet", "sdnet", "fcdensenet")
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.parametrize("experiment, root_fixture", [("paper_malc_cpu", "malc_root"), ("paper_chaos_cpu", "chaos_root")])
+@pytest.mark.parametrize(
+    "experiment, root_fixture", [("paper_malc_cpu", "malc_root"), ("paper_chaos_cpu", "chaos_root")]
+)
 def test_cpu_preset_builds_and_steps_every_architecture(experiment, root_fixture, tmp_path, request):
     """Budget: about 10 s each on 2 cores (the training subjects are preprocessed, one step per architecture)."""
     request.getfixturevalue(root_fixture)
