@@ -36,6 +36,7 @@ class NaiveSCSE(nn.Module):
 
 
 def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for backward (deduplicated by storage): deterministic, not a timing."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

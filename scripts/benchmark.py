@@ -292,23 +292,9 @@ def reference_block(block: Any) -> Any:
     return Reference()
 
 
-def saved_bytes(module: Any, x: Any) -> int:
-    """Bytes of the tensors autograd keeps for backward (deduplicated by storage): deterministic, not a timing."""
-    import torch
-
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x).sum()
-    return sum(storages.values())
-
-
 def section_se_blocks(args: argparse.Namespace) -> Section:
     import torch
+    from bench_se_memory import saved_bytes  # scripts/ is on sys.path when this script runs: one byte counter
 
     from scseg.models import create_se
 
