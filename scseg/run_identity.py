@@ -63,6 +63,8 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     # Loss options against background flooding (issue 11); the defaults are the loss every earlier run used.
     "loss.boundary_mode": "multiplicative",
     "loss.min_class_weight_ratio": 0.0,
+    # How predictions return to a resampled file's grid; earlier runs copied arg-max labels by nearest neighbour.
+    "trainer.eval_resample": "nearest",
 }
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9_.]+$")

@@ -83,6 +83,7 @@ def test_every_group_option_composes(group):
         (lambda c: c.se.__setitem__("name", "sce"), "se.name"),
         (lambda c: c.se.__setitem__("aggregation", "avg"), "se.aggregation"),
         (lambda c: c.__setitem__("resume", "maybe"), "resume"),
+        (lambda c: c.trainer.__setitem__("eval_resample", "cubic"), "trainer.eval_resample"),
     ],
 )
 def test_bad_keys_fail_naming_the_key(mutate, message):

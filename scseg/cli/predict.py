@@ -25,8 +25,8 @@ import torch
 from scseg.data.errors import DataError
 from scseg.data.io import IMAGE_SUFFIXES, strip_image_suffix, write_label
 from scseg.engine.allocator import tune_allocator
-from scseg.engine.inference import predict_volume
-from scseg.engine.loading import load_run
+from scseg.engine.inference import predict_canonical
+from scseg.engine.loading import eval_resample_of, load_run
 
 
 def _stem(path: Path) -> str:
@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         model.to(device)
         for case, paths in cases.items():
             subject = dm.prepare_images(paths, case_id=case)
-            volume = predict_volume(model, dm, subject, int(cfg.trainer.eval_batch_size), device)
+            batch_size = int(cfg.trainer.eval_batch_size)
+            labels = predict_canonical(model, dm, subject, batch_size, device, resample=eval_resample_of(cfg))
             out = output_for(args.output, case, single_file)
-            write_label(dm.to_canonical(subject, volume), dm.geometry(subject), out)
+            write_label(labels, dm.geometry(subject), out)
             print(f"{paths[0].name} -> {out}")
     except (OSError, ValueError, RuntimeError, DataError) as exc:
         message = str(exc).strip().splitlines()

@@ -19,6 +19,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scseg.config.compose import CONFIG_DIR
+from scseg.data.preprocess import RESTORE_MODES
 from scseg.data.types import SPLITS
 from scseg.losses import create_loss_from_config
 from scseg.models import ARCHITECTURES
@@ -63,6 +64,7 @@ class TrainerSchema:
     tune_malloc: bool
     progress_bar: Any
     eval_batch_size: int
+    eval_resample: str
     checkpoint_every_n_steps: int | None
     checkpoint_every_minutes: float | None
     distributed: bool
@@ -89,6 +91,7 @@ _CHOICES = {
     "se.name": SE_VARIANTS,
     "se.aggregation": AGGREGATIONS,
     "trainer.amp_dtype": AMP_DTYPES,
+    "trainer.eval_resample": RESTORE_MODES,
     "resume": RESUME_MODES,
     "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,

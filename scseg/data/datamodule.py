@@ -24,7 +24,13 @@ from scseg.data.errors import DataError
 from scseg.data.io import read_subject, strip_image_suffix, to_original
 from scseg.data.label_map import load_label_map
 from scseg.data.layouts import load_layout, split_validation
-from scseg.data.preprocess import PreprocessedSubject, PreprocessSettings, invert_to_canonical
+from scseg.data.preprocess import (
+    PreprocessedSubject,
+    PreprocessSettings,
+    invert_probabilities_to_canonical,
+    invert_to_canonical,
+    resamples,
+)
 from scseg.data.sampler import EpochSampler
 from scseg.data.slices import Canvas, SliceDataset, SubjectSlices, canvas_of
 from scseg.data.types import SPLITS, Case, Geometry
@@ -280,6 +286,19 @@ class DataModule:
     def to_original(self, subject: PreprocessedSubject, pred: np.ndarray) -> np.ndarray:
         """Prediction in the preprocessed grid -> label volume in the image file's own grid."""
         return to_original(invert_to_canonical(pred, subject.meta), self.geometry(subject))
+
+    def canonical_to_original(self, subject: PreprocessedSubject, labels: np.ndarray) -> np.ndarray:
+        """Label volume in the subject's canonical grid -> the image file's own voxel order."""
+        return to_original(labels, self.geometry(subject))
+
+    def resamples(self, subject: PreprocessedSubject) -> bool:
+        """Whether preprocessing resampled this subject (then probabilities, not labels, should go back)."""
+        return resamples(subject.meta)
+
+    def probabilities_to_canonical(self, subject: PreprocessedSubject, probabilities: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(K, *preprocessed shape)`` -> arg-max labels in the canonical grid, interpolated
+        linearly (``preprocess.invert_probabilities_to_canonical``)."""
+        return invert_probabilities_to_canonical(probabilities, subject.meta)
 
     def reference(self, subject: PreprocessedSubject) -> np.ndarray:
         """The label-MAPPED reference in the file's own grid (read from the label file, then kept for re-use)."""

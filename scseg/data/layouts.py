@@ -57,9 +57,7 @@ def read_split_file(path: Path) -> dict[str, Any]:
     data = read_json_object(path, "split file", "a JSON object with train/test id lists")
     unknown = sorted(set(data) - set(SPLITS) - set(SPLIT_FILE_EXTRA_KEYS))
     if unknown:
-        raise DataError(
-            f"{path}: unknown keys {unknown}; expected {list(SPLITS)} (and {list(SPLIT_FILE_EXTRA_KEYS)})"
-        )
+        raise DataError(f"{path}: unknown keys {unknown}; expected {list(SPLITS)} (and {list(SPLIT_FILE_EXTRA_KEYS)})")
     if "train" not in data or "test" not in data:
         raise DataError(f"{path}: expected both 'train' and 'test' id lists, got keys {sorted(data)}")
     seen: dict[str, str] = {}

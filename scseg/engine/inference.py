@@ -7,6 +7,10 @@ share one code path:
 
     subject -> ordered slices -> batched logits -> argmax per slice -> stacked volume (preprocessed grid)
             -> undo padding, cropping, resampling and reorientation -> counts against the mapped reference
+
+When preprocessing resampled the subject and ``resample="linear"`` (``trainer.eval_resample``, the default), the
+softmax probabilities are stacked instead of the arg-max, interpolated to the file's grid class by class, and the
+arg-max is taken there; ``"nearest"`` is the arg-max on the coarse grid copied by nearest neighbour (blocky).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from scseg.data.preprocess import RESTORE_MODES
 from scseg.metrics import ClassCounts, class_counts, per_case_rows
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
@@ -47,6 +52,28 @@ def predict_slices(
     return np.concatenate(out, axis=0)
 
 
+@torch.no_grad()
+def predict_slice_probabilities(
+    model: nn.Module,
+    slices: torch.utils.data.Dataset,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+) -> np.ndarray:
+    """Softmax class probabilities of every slice of one subject, in order: ``(S, K, H, W)`` float32 array."""
+    was_training = model.training
+    model.eval()
+    run = forward or model
+    loader = DataLoader(slices, batch_size=batch_size, shuffle=False, num_workers=0)
+    out = []
+    for batch in loader:
+        images = batch["image"] if isinstance(batch, dict) else batch
+        logits = run(images.to(device, non_blocking=True))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out, axis=0)
+
+
 def predict_volume(
     model: nn.Module,
     datamodule: Any,
@@ -60,6 +87,28 @@ def predict_volume(
     return slices.to_volume(predict_slices(model, slices, batch_size, device, forward))
 
 
+def predict_canonical(
+    model: nn.Module,
+    datamodule: Any,
+    subject: Any,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+    resample: str = "linear",
+) -> np.ndarray:
+    """Label volume of one subject in its canonical (RAS+) grid at the file's resolution; ``resample`` is one of
+    ``preprocess.RESTORE_MODES`` and matters only for subjects that preprocessing resampled."""
+    if resample not in RESTORE_MODES:
+        raise ValueError(f"resample={resample!r}: expected one of {', '.join(RESTORE_MODES)}")
+    if resample == "linear" and datamodule.resamples(subject):
+        slices = datamodule.eval_slices(subject)
+        probs = predict_slice_probabilities(model, slices, batch_size, device, forward)
+        volume = np.stack([slices.to_volume(probs[:, k]) for k in range(probs.shape[1])])
+        del probs
+        return datamodule.probabilities_to_canonical(subject, volume)
+    return datamodule.to_canonical(subject, predict_volume(model, datamodule, subject, batch_size, device, forward))
+
+
 def predict_subject(
     model: nn.Module,
     datamodule: Any,
@@ -67,9 +116,11 @@ def predict_subject(
     batch_size: int,
     device: torch.device | str = "cpu",
     forward: ForwardFn | None = None,
+    resample: str = "linear",
 ) -> np.ndarray:
     """Label volume of one subject in its file's own voxel grid (shape and orientation of the input file)."""
-    return datamodule.to_original(subject, predict_volume(model, datamodule, subject, batch_size, device, forward))
+    canonical = predict_canonical(model, datamodule, subject, batch_size, device, forward, resample)
+    return datamodule.canonical_to_original(subject, canonical)
 
 
 def evaluate_subjects(
@@ -79,6 +130,7 @@ def evaluate_subjects(
     batch_size: int,
     device: torch.device | str = "cpu",
     forward: ForwardFn | None = None,
+    resample: str = "linear",
 ) -> dict[str, np.ndarray]:
     """Per-subject confusion counts ``{subject id: (5, K) int64 array}`` (rows: tp, fp, fn, n_ref, n_pred).
 
@@ -87,7 +139,7 @@ def evaluate_subjects(
     """
     results = {}
     for subject in subjects:
-        prediction = predict_subject(model, datamodule, subject, batch_size, device, forward)
+        prediction = predict_subject(model, datamodule, subject, batch_size, device, forward, resample)
         reference = datamodule.reference(subject)
         counts = class_counts(reference, prediction, datamodule.num_classes)
         results[subject_id(subject)] = counts.to_array()

@@ -36,4 +36,10 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, DataM
     return cfg, dm, model, state
 
 
-__all__ = ["load_run"]
+def eval_resample_of(cfg: DictConfig) -> str:
+    """The run's ``trainer.eval_resample``; a run folder from before the key existed restored labels by nearest
+    neighbour, so re-evaluating or predicting with it gives the numbers it was trained and selected with."""
+    return str(cfg.trainer.get("eval_resample", "nearest"))
+
+
+__all__ = ["eval_resample_of", "load_run"]

@@ -89,11 +89,14 @@ def distributed_counts(
     device: torch.device,
     dist: DistContext,
     forward: Any = None,
+    resample: str = "linear",
 ) -> dict[str, np.ndarray]:
     """Per-subject ``(5, K)`` counts on ``split``: subjects are sharded over ranks, counts summed (integers: exact)."""
     subjects = list(datamodule.subjects(split))
     ids = [str(s.id) for s in subjects]
-    mine = evaluate_subjects(model, datamodule, shard(subjects, dist), batch_size, device, forward=forward)
+    mine = evaluate_subjects(
+        model, datamodule, shard(subjects, dist), batch_size, device, forward=forward, resample=resample
+    )
     stacked = np.zeros((len(ids), 5, datamodule.num_classes), dtype=np.int64)
     for i, sid in enumerate(ids):
         if sid in mine:
@@ -341,7 +344,14 @@ class Trainer:
     def evaluate_counts(self, split: str) -> dict[str, np.ndarray]:
         """Per-subject counts on ``split`` (see :func:`distributed_counts`)."""
         return distributed_counts(
-            self.model, self.dm, split, int(self.tcfg.eval_batch_size), self.device, self.dist, self.forward
+            self.model,
+            self.dm,
+            split,
+            int(self.tcfg.eval_batch_size),
+            self.device,
+            self.dist,
+            self.forward,
+            resample=str(self.tcfg.eval_resample),
         )
 
     def validate(self, epoch: int) -> tuple[float, dict[str, float]]:

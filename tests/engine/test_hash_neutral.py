@@ -15,6 +15,7 @@ def test_keys_at_their_neutral_defaults_do_not_change_the_hash():
         "se": {"name": "scse"},
         "model": {},
         "loss": {"name": "ce_dice"},
+        "trainer": {"max_epochs": 1},
     }
     after = OmegaConf.create(before)
     for dotted, default in HASH_NEUTRAL_DEFAULTS.items():
@@ -24,4 +25,8 @@ def test_keys_at_their_neutral_defaults_do_not_change_the_hash():
     assert config_hash(OmegaConf.create(before)) != config_hash(after)
     OmegaConf.update(after, "data.slices.fallback_axis", "axial")
     OmegaConf.update(after, "se.positions", ["encoder"], merge=False)
+    assert config_hash(OmegaConf.create(before)) != config_hash(after)
+    OmegaConf.update(after, "se.positions", ["encoder", "decoder"], merge=False)
+    assert config_hash(OmegaConf.create(before)) == config_hash(after)
+    OmegaConf.update(after, "trainer.eval_resample", "linear")  # the new default: other numbers, another folder
     assert config_hash(OmegaConf.create(before)) != config_hash(after)
