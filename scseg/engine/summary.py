@@ -15,6 +15,7 @@ cell (issue 11).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -44,8 +45,21 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; elsewhere the platform's processor string), for provenance:
+    the same training runs at different speeds, and differs in float results, on another CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def run_metadata(device: torch.device, wall_time_s: float) -> dict:
-    """Provenance of an evaluation: versions, commit, device, threads and wall time."""
+    """Provenance of an evaluation: versions, commit, device, CPU, threads and wall time."""
     return {
         "scseg_version": scseg.__version__,
         "git_commit": git_commit(),
@@ -54,6 +68,8 @@ def run_metadata(device: torch.device, wall_time_s: float) -> dict:
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()})",
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "wall_time_s": round(wall_time_s, 2),
     }
@@ -152,6 +168,7 @@ def recorded_hashes(run_dir: str | Path) -> dict[str, str | None]:
 __all__ = [
     "SUMMARY_FILE",
     "build_summary",
+    "cpu_model",
     "git_commit",
     "json_safe",
     "recorded_hashes",
