@@ -1,7 +1,8 @@
-"""Write the whole comparison report of one experiment folder: Markdown, CSV and figures.
+"""Write the whole comparison report of one experiment folder (Markdown, CSV and figures), or its results page.
 
-This is the one function the ``scseg-compare`` face calls; it glues the loading (``runs``), the numbers
-(``tables``/``stats``) and the optional figures together and says what it wrote and what it skipped.
+These are the two functions the ``scseg-compare`` face calls; they glue the loading (``runs``), the numbers
+(``tables``/``stats``, and ``claims`` for the results page) and the optional figures together and say what they
+wrote and what they skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scseg.report.figures import write_figures
+from scseg.report.claims import ALPHA, PAPER_ARCHS, ClaimsReport, evaluate_claims
+from scseg.report.figures import write_figures, write_structure_figure
+from scseg.report.results_page import claims_summary, main_table, render_results_page
 from scseg.report.runs import DEFAULT_AGGREGATION, Sweep, load_sweep
 from scseg.report.stats import MIN_PAIRS
 from scseg.report.tables import (
@@ -25,6 +28,7 @@ from scseg.report.tables import (
 )
 
 PROVENANCE_KEYS: tuple[str, ...] = ("split", "scseg_version", "git_commit", "torch_version", "device")
+FIGURE_SUFFIX = "_structures.png"  # the results page's PNG: <page stem>_structures.png next to the page
 
 
 @dataclass
@@ -37,6 +41,19 @@ class ReportResult:
     figures_note: str | None
     main_table: str
     tables: ComparisonTables
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResultsPageResult:
+    """The page and its figure (None: ``figure_note`` says why), and the text printed on the terminal."""
+
+    markdown: Path
+    figure: Path | None
+    figure_note: str | None
+    main_table: str
+    claims_table: str
+    claims: ClaimsReport
     messages: list[str] = field(default_factory=list)
 
 
@@ -110,3 +127,67 @@ def _relative(path: Path, base: Path) -> str:
         return str(path.relative_to(base))
     except ValueError:
         return str(path)
+
+
+def default_task(sweep: Sweep) -> str:
+    """The runs' experiment name(s) from summary.json, else the experiment folder's name."""
+    names = sorted({str(r.summary["experiment"]) for r in sweep.runs if r.summary.get("experiment")})
+    return ", ".join(names) if names else sweep.root.resolve().name
+
+
+def build_results_page(
+    experiment_dir: str | Path,
+    page: str | Path,
+    task: str | None = None,
+    variant_order: Sequence[str] = DEFAULT_VARIANT_ORDER,
+    arch_order: Sequence[str] = DEFAULT_ARCH_ORDER,
+    default_aggregation: str = DEFAULT_AGGREGATION,
+    ddof: int = 1,
+    min_pairs: int = MIN_PAIRS,
+    alpha: float = ALPHA,
+    background_ids: Sequence[int] = (0,),
+    digits: int = 3,
+    figures: bool = True,
+    dpi: int = 120,
+    claim_archs: Sequence[str] = PAPER_ARCHS,
+) -> ResultsPageResult:
+    """Write the results page ``page`` (Markdown) and ``<page stem>_structures.png`` beside it.
+
+    Only reads ``experiment_dir``. Every test is two-sided (the claims name their direction). Raises
+    ``SweepError`` when the folder does not exist or holds no runs.
+    """
+    sweep = load_sweep(Path(experiment_dir), default_aggregation=default_aggregation)
+    tables = build_tables(
+        sweep,
+        variant_order=variant_order,
+        arch_order=arch_order,
+        ddof=ddof,
+        min_pairs=min_pairs,
+        alternative="two-sided",
+        background_ids=background_ids,
+    )
+    claims = evaluate_claims(sweep, tables, alpha=alpha, archs=claim_archs, background_ids=background_ids)
+    page = Path(page)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    figure_path = page.with_name(page.stem + FIGURE_SUFFIX)
+    if figures:
+        figure, note = write_structure_figure(tables, figure_path, dpi=dpi)
+    else:
+        figure, note = None, "disabled (--no-figures)"
+    text = render_results_page(
+        sweep, tables, claims, task or default_task(sweep), figure.name if figure else None, note, digits
+    )
+    page.write_text(text, encoding="utf-8")
+    messages = [f"Figure skipped: {note}"] if note else []
+    if tables.problems:
+        messages.append(f"{len(tables.problems)} run(s) not used or used with a caveat: see {page}")
+    messages.extend(unlike_notes(tables))
+    return ResultsPageResult(
+        markdown=page,
+        figure=figure,
+        figure_note=note,
+        main_table=main_table(tables, digits),
+        claims_table=claims_summary(claims),
+        claims=claims,
+        messages=messages,
+    )

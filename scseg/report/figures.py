@@ -25,23 +25,11 @@ def _load_matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def plot_structure_bars(
-    tables: ComparisonTables,
-    arch: str,
-    path: str | Path,
-    dpi: int = 120,
-    bar_group_width: float = 0.8,
-    inch_per_structure: float = 0.6,
-    height_in: float = 4.5,
-) -> Path:
-    """Write one architecture's per-structure Dice bar chart (error bars: std over subjects) to ``path``."""
-    figure_cls, canvas_cls = _load_matplotlib()
+def _draw_structure_bars(ax, tables: ComparisonTables, arch: str, bar_group_width: float = 0.8) -> None:
+    """One architecture's grouped bars (error bars: std over subjects) on the axes ``ax``."""
     structures = tables.structures.get(arch, [])
     variants = [v for v in tables.variants if (arch, v) in tables.overall]
     width = bar_group_width / max(len(variants), 1)
-    fig = figure_cls(figsize=(max(6.0, inch_per_structure * len(structures) + 2.0), height_in))
-    canvas_cls(fig)
-    ax = fig.add_subplot(1, 1, 1)
     for i, variant in enumerate(variants):
         means, stds = [], []
         for structure in structures:
@@ -59,6 +47,37 @@ def plot_structure_bars(
     ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title(f"{arch_label(arch)}: per-structure Dice (mean ± std over subjects)")
     ax.legend(fontsize=8, ncol=max(1, len(variants)), loc="upper center")
+
+
+def plot_structure_bars(
+    tables: ComparisonTables,
+    arch: str,
+    path: str | Path,
+    dpi: int = 120,
+    bar_group_width: float = 0.8,
+    inch_per_structure: float = 0.6,
+    height_in: float = 4.5,
+) -> Path:
+    """Write one architecture's per-structure Dice bar chart (error bars: std over subjects) to ``path``."""
+    return plot_structure_panels(tables, [arch], path, dpi, bar_group_width, inch_per_structure, height_in)
+
+
+def plot_structure_panels(
+    tables: ComparisonTables,
+    archs: Sequence[str],
+    path: str | Path,
+    dpi: int = 120,
+    bar_group_width: float = 0.8,
+    inch_per_structure: float = 0.6,
+    height_in: float = 4.5,
+) -> Path:
+    """Write one figure with a per-structure bar panel per architecture, stacked (the results page's one PNG)."""
+    figure_cls, canvas_cls = _load_matplotlib()
+    n_structures = max((len(tables.structures.get(a, [])) for a in archs), default=0)
+    fig = figure_cls(figsize=(max(6.0, inch_per_structure * n_structures + 2.0), height_in * max(len(archs), 1)))
+    canvas_cls(fig)
+    for k, arch in enumerate(archs):
+        _draw_structure_bars(fig.add_subplot(max(len(archs), 1), 1, k + 1), tables, arch, bar_group_width)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=dpi)
@@ -82,3 +101,17 @@ def write_figures(
     skipped = [a for a in (archs if archs is not None else tables.archs) if a not in written]
     note = f"no per-structure rows for {', '.join(skipped)}" if skipped else None
     return written, note
+
+
+def write_structure_figure(
+    tables: ComparisonTables, path: str | Path, archs: Sequence[str] | None = None, dpi: int = 120
+) -> tuple[Path | None, str | None]:
+    """The one-PNG form (a panel per architecture with per-structure rows); returns (path, why it was not drawn)."""
+    try:
+        _load_matplotlib()
+    except ImportError:
+        return None, "matplotlib not installed (pip install -e .[report])"
+    drawn = [a for a in (archs if archs is not None else tables.archs) if tables.structures.get(a)]
+    if not drawn:
+        return None, "no per-structure rows (per_case.csv) in any run"
+    return plot_structure_panels(tables, drawn, path, dpi=dpi), None

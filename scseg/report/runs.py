@@ -71,12 +71,16 @@ def make_variant(se: str, aggregation: str | None, default_aggregation: str = DE
 
 @dataclass(frozen=True)
 class CaseDice:
-    """One row of ``per_case.csv`` reduced to what the report needs (dice is NaN when undefined)."""
+    """One row of ``per_case.csv`` reduced to what the report needs (dice is NaN when undefined).
+
+    ``n_ref`` (reference voxels) ranks structures by size for the results page; NaN when the file has no such column.
+    """
 
     subject: str
     class_id: int
     class_name: str
     dice: float
+    n_ref: float = math.nan
 
 
 @dataclass
@@ -239,6 +243,14 @@ def _as_float(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _optional_float(value: object) -> float:
+    """A column only the results page needs (n_ref): NaN when absent or unreadable, never a reason to drop the file."""
+    try:
+        return _as_float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def read_per_case(path: Path) -> list[CaseDice]:
     """Rows of a run's ``per_case.csv``; raises ValueError naming the file when a column or value is bad."""
     with path.open(newline="", encoding="utf-8") as fh:
@@ -252,7 +264,13 @@ def read_per_case(path: Path) -> list[CaseDice]:
         for line, row in enumerate(reader, start=2):
             try:
                 rows.append(
-                    CaseDice(str(row["subject"]), int(row["class_id"]), str(row["class_name"]), _as_float(row["dice"]))
+                    CaseDice(
+                        str(row["subject"]),
+                        int(row["class_id"]),
+                        str(row["class_name"]),
+                        _as_float(row["dice"]),
+                        _optional_float(row.get("n_ref")),
+                    )
                 )
             except (TypeError, ValueError) as err:
                 raise ValueError(

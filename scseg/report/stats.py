@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,3 +115,21 @@ def paired_comparison(
     diff = summarise((x - y).tolist(), ddof=ddof)
     p, note = wilcoxon_p(x, y, min_pairs=min_pairs, alternative=alternative)
     return PairedComparison(diff.mean, diff.std, diff.n, p, note)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values, in input order, for one family of tests.
+
+    Why Holm: a claim decided by several tests must not count on the luckiest of them; Holm controls the
+    family-wise error like Bonferroni but rejects more. With the m given p-values sorted ascending,
+    p_(i) becomes max over j <= i of min(1, (m - j + 1) p_(j)). ``None`` (a test without a p-value) stays
+    ``None`` and is not counted in m.
+    """
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(ranked)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - rank) * float(p)))
+        adjusted[i] = running
+    return adjusted

@@ -98,6 +98,10 @@ class ComparisonTables:
     # per main-table cell: the trainable parameters of its runs (None: not recorded), and the like-with-like check
     n_params: dict[tuple[str, Variant], list[int | None]] = field(default_factory=dict)
     likeness: dict[tuple[str, Variant], CellCheck] = field(default_factory=dict)
+    # per main-table cell: each subject's fg Dice averaged over seeds (what every test pairs), and each seed's mean
+    # over subjects in seed order (its spread says how much a rerun moves the cell)
+    subject_means: dict[tuple[str, Variant], dict[str, float]] = field(default_factory=dict)
+    seed_means: dict[tuple[str, Variant], list[float]] = field(default_factory=dict)
 
     def variant_label(self, variant: Variant) -> str:
         return variant.label(self.default_aggregation)
@@ -209,6 +213,7 @@ def build_tables(
     structures: dict[str, list[Structure]] = {}
     per_structure: dict[tuple[str, Variant, str], Cell] = {}
     n_params: dict[tuple[str, Variant], list[int | None]] = {}
+    seed_means: dict[tuple[str, Variant], list[float]] = {}
     for arch in archs:
         arch_structures: dict[int, Structure] = {}
         for variant in variants:
@@ -219,6 +224,9 @@ def build_tables(
             subject_means[arch, variant] = averaged
             overall[arch, variant] = Cell(summarise(averaged.values(), ddof=ddof), len(runs))
             n_params[arch, variant] = [_n_params(r.summary) for r in sorted(runs, key=lambda r: r.seed)]
+            seed_means[arch, variant] = [
+                summarise(r.fg_dice_per_subject.values()).mean for r in sorted(runs, key=lambda r: r.seed)
+            ]
             found, per_name = _structure_values(runs, background_ids)
             for structure in found:
                 arch_structures.setdefault(structure.class_id, structure)
@@ -250,6 +258,8 @@ def build_tables(
         notes=_constant_settings(sweep) + _unchecked_note(likeness),
         n_params=n_params,
         likeness=likeness,
+        subject_means=subject_means,
+        seed_means=seed_means,
     )
 
 
@@ -350,7 +360,7 @@ def _params_text(counts: Sequence[int | None], baseline: Sequence[int | None] | 
     if not known:
         return "?"
     text = f"{known[0]:,}" if len(known) == 1 else f"{known[0]:,}–{known[-1]:,}"
-    if len(known) < len(counts):
+    if any(c is None for c in counts):  # a run of the cell did not record it (not: seeds that agree)
         text += " (some ?)"
     base = sorted({c for c in baseline or () if c is not None})
     if len(known) == 1 and len(base) == 1 and base[0] and known[0] != base[0]:
