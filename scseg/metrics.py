@@ -30,6 +30,10 @@ AVERAGING = (
 )
 
 
+# Voxels per block of `confusion_counts` (512 KiB of int64 indices: stays in a core's L2 cache). Speed only.
+CONFUSION_BLOCK = 1 << 16
+
+
 def _check_label_volume(array: np.ndarray, name: str, num_classes: int) -> None:
     if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
         raise ValueError(f"{name} must be an integer label volume; got dtype {array.dtype}")
@@ -54,8 +58,19 @@ def confusion_counts(reference: np.ndarray, prediction: np.ndarray, num_classes:
         )
     _check_label_volume(reference, "reference", num_classes)
     _check_label_volume(prediction, "prediction", num_classes)
-    flat = reference.ravel().astype(np.int64) * num_classes + prediction.ravel().astype(np.int64)
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    ref, pred = reference.ravel(), prediction.ravel()
+    cells = num_classes * num_classes
+    # The pair index ref * K + pred is built and counted one cache-sized block at a time in one reused buffer:
+    # a whole-volume int64 index would be written to and read back from main memory (2x slower at MALC size).
+    block = np.empty(min(CONFUSION_BLOCK, ref.size), dtype=np.intp)
+    counts = np.zeros(cells, dtype=np.int64)
+    for start in range(0, ref.size, CONFUSION_BLOCK):
+        stop = min(start + CONFUSION_BLOCK, ref.size)
+        index = block[: stop - start]
+        np.multiply(ref[start:stop], num_classes, out=index, casting="unsafe")
+        np.add(index, pred[start:stop], out=index, casting="unsafe")
+        counts += np.bincount(index, minlength=cells)
+    return counts.reshape(num_classes, num_classes)
 
 
 @dataclass(frozen=True)

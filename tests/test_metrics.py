@@ -9,6 +9,7 @@ import pytest
 
 from scseg.metrics import (
     AVERAGING,
+    CONFUSION_BLOCK,
     ROW_KEYS,
     ClassCounts,
     class_counts,
@@ -148,3 +149,16 @@ def test_summary_rejects_incomplete_or_duplicate_rows():
         summarize(rows + rows[1:], names, split="val")
     with pytest.raises(ValueError, match="class names"):
         summarize(rows, ["bg", "other"], split="val")
+
+
+@pytest.mark.parametrize("size", [1, 1000, CONFUSION_BLOCK, CONFUSION_BLOCK + 1, 3 * CONFUSION_BLOCK + 17])
+@pytest.mark.parametrize("dtypes", [(np.int32, np.int16), (np.uint8, np.int64), (np.bool_, np.bool_)])
+def test_confusion_counts_in_blocks_equal_the_per_voxel_count(size, dtypes):
+    """The block-wise count equals counting every (reference, prediction) pair, across block edges and dtypes."""
+    k = 2 if dtypes[0] == np.bool_ else 7
+    rng = np.random.default_rng(size)
+    ref = rng.integers(0, k, size).astype(dtypes[0])
+    pred = rng.integers(0, k, size).astype(dtypes[1])
+    expected = np.zeros((k, k), np.int64)
+    np.add.at(expected, (ref.astype(np.int64), pred.astype(np.int64)), 1)
+    np.testing.assert_array_equal(confusion_counts(ref, pred, k), expected)
