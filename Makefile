@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-cpus test-slow lint format demo study tb summary bench clean
+.PHONY: help install test test-cpus test-slow lint format demo study paper-cpu results tb summary bench clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,6 +87,24 @@ study: install ## the 3 x 4 comparison on your data: make study DATA=<nnU-Net fo
 	  model=unet,sdnet,fcdensenet se=none,cse,sse,scse data=nnunet "data.layout.root='$(abspath $(DATA))'" \
 	  "paths.runs_dir=$(RUNS)" $(STUDY_ARGS); status=$$?; \
 	$(VENV)/bin/scseg-compare "$(RUNS)/$(STUDY_NAME)"; exit $$status
+
+# The paper's four-way comparison on real data at the CPU presets (issue 11), then its results page. Each task's grid
+# runs one job at a time with both cores (~100 min for MALC, one seed); rerunning the same command resumes.
+# SEEDS=0,1,2 MODELS=unet for the extra seeds of U-Net. The pages are written only from finished run folders.
+SEEDS ?= 0
+MODELS ?= unet,sdnet,fcdensenet
+paper-cpu: install ## train the CPU-preset grid: make paper-cpu TASK=malc|chaos [RUNS=runs] [SEEDS=0] [MODELS=...]
+	@case "$(TASK)" in malc|chaos) ;; *) echo "usage: make paper-cpu TASK=malc|chaos [RUNS=runs] [SEEDS=0,1,2]"; exit 2;; esac
+	$(VENV)/bin/scseg-train -m experiment=paper_$(TASK)_cpu model=$(MODELS) se=none,cse,sse,scse seed=$(SEEDS) \
+	  "paths.runs_dir=$(RUNS)"
+
+results: install ## docs/results/{malc,chaos}_cpu.md from the CPU-preset runs in RUNS (make results RUNS=...)
+	@found=0; for task in malc chaos; do \
+	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
+	  case $$task in malc) title="MALC 2012 whole-brain MRI, 27 structures (experiment=paper_malc_cpu)";; \
+	    chaos) title="CHAOS T2-SPIR abdominal MRI, 4 organs (experiment=paper_chaos_cpu)";; esac; \
+	  $(VENV)/bin/scseg-compare "$$dir" --results-page docs/results/$${task}_cpu.md --task "$$title" || exit 1; \
+	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }
 
 tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)
