@@ -5,6 +5,7 @@ lines are read correctly. Budget: a few seconds (config composition only); the e
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,9 @@ def test_the_measured_run_is_a_valid_scseg_config(data, tmp_path):
 
 def test_the_glibc_variant_turns_the_tuning_off_and_the_table_pairs_repeats(monkeypatch):
     monkeypatch.delenv("SCSEG_TUNE_MALLOC", raising=False)
+    # an earlier test in the same process may have tuned the allocator, which exports MALLOC_* for children
+    for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "LD_PRELOAD"]:
+        monkeypatch.delenv(key)
     assert bench.variant_env("glibc")["SCSEG_TUNE_MALLOC"] == "0"
     assert bench.env_prefix(bench.variant_env("glibc")) == "SCSEG_TUNE_MALLOC=0 "
     assert "SCSEG_TUNE_MALLOC" not in bench.env_prefix(bench.variant_env("tuned"))
