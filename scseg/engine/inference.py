@@ -31,14 +31,15 @@ ForwardFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def predict_slices(
+def _per_slice(
     model: nn.Module,
     slices: torch.utils.data.Dataset,
     batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
+    device: torch.device | str,
+    forward: ForwardFn | None,
+    head: Callable[[torch.Tensor], torch.Tensor],
 ) -> np.ndarray:
-    """Arg-max label of every slice of one subject, in order: ``(S, H, W)`` uint8/int16 array."""
+    """``head(logits)`` of every slice of one subject, in order, as one array (model in eval mode meanwhile)."""
     was_training = model.training
     model.eval()
     run = forward or model
@@ -46,13 +47,22 @@ def predict_slices(
     out = []
     for batch in loader:
         images = batch["image"] if isinstance(batch, dict) else batch
-        logits = run(images.to(device, non_blocking=True))
-        out.append(logits.argmax(dim=1).to(torch.int16).cpu().numpy())
+        out.append(head(run(images.to(device, non_blocking=True))).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out, axis=0)
 
 
-@torch.no_grad()
+def predict_slices(
+    model: nn.Module,
+    slices: torch.utils.data.Dataset,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    forward: ForwardFn | None = None,
+) -> np.ndarray:
+    """Arg-max label of every slice of one subject, in order: ``(S, H, W)`` int16 array."""
+    return _per_slice(model, slices, batch_size, device, forward, lambda logits: logits.argmax(dim=1).to(torch.int16))
+
+
 def predict_slice_probabilities(
     model: nn.Module,
     slices: torch.utils.data.Dataset,
@@ -61,17 +71,7 @@ def predict_slice_probabilities(
     forward: ForwardFn | None = None,
 ) -> np.ndarray:
     """Softmax class probabilities of every slice of one subject, in order: ``(S, K, H, W)`` float32 array."""
-    was_training = model.training
-    model.eval()
-    run = forward or model
-    loader = DataLoader(slices, batch_size=batch_size, shuffle=False, num_workers=0)
-    out = []
-    for batch in loader:
-        images = batch["image"] if isinstance(batch, dict) else batch
-        logits = run(images.to(device, non_blocking=True))
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out, axis=0)
+    return _per_slice(model, slices, batch_size, device, forward, lambda logits: torch.softmax(logits.float(), dim=1))
 
 
 def predict_volume(
