@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from scseg.report.build import build_report, build_results_page
 from scseg.report.claims import ALPHA
@@ -138,16 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = build_report(
             args.experiment,
             out_dir=args.out,
-            variant_order=variant_order,
-            arch_order=[a.strip() for a in args.arch_order.split(",") if a.strip()],
-            default_aggregation=args.default_aggregation.lower(),
-            ddof=args.ddof,
-            min_pairs=args.min_pairs,
             alternative=args.alternative,
-            background_ids=background_ids,
-            digits=args.digits,
-            figures=not args.no_figures,
-            dpi=args.dpi,
+            **_shared_options(args, variant_order, background_ids),
         )
     except SweepError as err:
         print(f"scseg-compare: {err}", file=sys.stderr)
@@ -160,6 +153,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _shared_options(
+    args: argparse.Namespace, variant_order: list[str], background_ids: tuple[int, ...]
+) -> dict[str, Any]:
+    """The options the comparison report and the results page read alike (ordering, statistics, formatting)."""
+    return {
+        "variant_order": variant_order,
+        "arch_order": [a.strip() for a in args.arch_order.split(",") if a.strip()],
+        "default_aggregation": args.default_aggregation.lower(),
+        "ddof": args.ddof,
+        "min_pairs": args.min_pairs,
+        "background_ids": background_ids,
+        "digits": args.digits,
+        "figures": not args.no_figures,
+        "dpi": args.dpi,
+    }
+
+
 def _results_page(args: argparse.Namespace, variant_order: list[str], background_ids: tuple[int, ...]) -> int:
     """The ``--results-page`` mode: write the page (and its PNG), print the main table and the claims' verdicts."""
     try:
@@ -167,16 +177,8 @@ def _results_page(args: argparse.Namespace, variant_order: list[str], background
             args.experiment,
             args.results_page,
             task=args.task,
-            variant_order=variant_order,
-            arch_order=[a.strip() for a in args.arch_order.split(",") if a.strip()],
-            default_aggregation=args.default_aggregation.lower(),
-            ddof=args.ddof,
-            min_pairs=args.min_pairs,
             alpha=args.alpha,
-            background_ids=background_ids,
-            digits=args.digits,
-            figures=not args.no_figures,
-            dpi=args.dpi,
+            **_shared_options(args, variant_order, background_ids),
         )
     except SweepError as err:
         print(f"scseg-compare: {err}", file=sys.stderr)
