@@ -98,13 +98,14 @@ paper-cpu: install ## train the CPU-preset grid: make paper-cpu TASK=malc|chaos 
 	$(VENV)/bin/scseg-train -m experiment=paper_$(TASK)_cpu model=$(MODELS) se=none,cse,sse,scse seed=$(SEEDS) \
 	  "paths.runs_dir=$(RUNS)"
 
-results: install ## docs/results/{malc,chaos}_cpu.md from the CPU-preset runs in RUNS (make results RUNS=...)
+results: install ## docs/results/{malc,chaos}_cpu.md from the CPU-preset runs in RUNS, then README's tables (RUNS=...)
 	@found=0; for task in malc chaos; do \
 	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
 	  case $$task in malc) title="MALC 2012 whole-brain MRI, 27 structures (experiment=paper_malc_cpu)";; \
 	    chaos) title="CHAOS T2-SPIR abdominal MRI, 4 organs (experiment=paper_chaos_cpu)";; esac; \
 	  $(VENV)/bin/scseg-compare "$$dir" --results-page docs/results/$${task}_cpu.md --task "$$title" || exit 1; \
-	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }
+	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }; \
+	$(VPY) scripts/sync_readme_results.py
 
 tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)

@@ -1,0 +1,93 @@
+"""README's Results tables are copies of the generated results pages (scripts/sync_readme_results.py), never typed."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "sync_readme_results.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("sync_readme_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sync_readme = _load_script()
+
+PAGE = """# Results: a task
+
+| Claim | Verdict | Deciding p (Holm) |
+|---|---|---|
+| C1 x | reproduced | 0.01 |
+
+## Reading this page
+
+- words
+
+## Main table
+
+Mean ± std.
+
+| Architecture | none | cSE |
+|---|---|---|
+| U-Net | 0.800 | 0.810 |
+
+## Each SE variant vs none (9 comparisons, Holm over all of them)
+
+| Architecture | Variant | Verdict |
+|---|---|---|
+| U-Net | cSE | inconclusive |
+"""
+
+
+def test_committed_readme_matches_committed_pages():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "<!-- results:" in readme, "README's Results section lost its generated blocks"
+    assert sync_readme.sync(readme, ROOT / "docs" / "results") == readme, (
+        "README's Results tables differ from docs/results: run python scripts/sync_readme_results.py"
+    )
+
+
+def test_stale_blocks_are_replaced_and_text_around_them_kept(tmp_path):
+    (tmp_path / "task_cpu.md").write_text(PAGE, encoding="utf-8")
+    readme = (
+        "intro\n<!-- results:task_cpu:main -->\n| old | table |\n<!-- /results -->\nbetween\n"
+        "<!-- results:task_cpu:claims -->\n<!-- /results -->\n"
+        "<!-- results:task_cpu:vs-none -->\n<!-- /results -->\nend\n"
+    )
+    synced = sync_readme.sync(readme, tmp_path)
+    assert "| old | table |" not in synced
+    assert "| U-Net | 0.800 | 0.810 |" in synced
+    assert "| C1 x | reproduced | 0.01 |" in synced
+    assert "| U-Net | cSE | inconclusive |" in synced
+    assert synced.startswith("intro\n") and "\nbetween\n" in synced and synced.endswith("end\n")
+    assert sync_readme.sync(synced, tmp_path) == synced  # idempotent
+
+
+def test_check_mode_reports_out_of_date_readme(tmp_path):
+    (tmp_path / "task_cpu.md").write_text(PAGE, encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:task_cpu:main -->\n| stale |\n<!-- /results -->\n", encoding="utf-8")
+    assert sync_readme.main(["--readme", str(readme), "--pages", str(tmp_path), "--check"]) == 1
+    assert sync_readme.main(["--readme", str(readme), "--pages", str(tmp_path)]) == 0
+    assert sync_readme.main(["--readme", str(readme), "--pages", str(tmp_path), "--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    "readme, message",
+    [
+        ("<!-- results:missing_cpu:main -->\n<!-- /results -->\n", "missing_cpu.md"),
+        ("<!-- results:task_cpu:main -->\nno end marker\n", "no closing"),
+        ("<!-- results:task_cpu:figures -->\n<!-- /results -->\n", "unknown results block 'figures'"),
+    ],
+)
+def test_bad_blocks_fail_with_a_message_naming_them(tmp_path, readme, message):
+    (tmp_path / "task_cpu.md").write_text(PAGE, encoding="utf-8")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        sync_readme.sync(readme, tmp_path)
