@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -161,102 +162,38 @@ class FCDenseNet(nn.Module):
 
 # ---- the standard presets of Jegou et al. ----------------------------------------------------------------------
 # Registered architectures of their own (``model.arch: fcdensenet56`` ...): each fixes the layers per dense block
-# (down path, bottleneck, up path), the growth rate and the first convolution's width as its defaults, and any
-# of them can still be overridden like any other keyword of FCDenseNet.
+# (down path, bottleneck, up path), the growth rate and the first convolution's width as its defaults. They are
+# ``functools.partial`` objects of FCDenseNet, so their signature (what the config check reads) is FCDenseNet's with
+# these defaults, and any keyword can still be overridden like any other.
 
 
-def fcdensenet56(
-    in_channels: int,
-    num_classes: int,
-    se_factory: SEFactory,
-    first_filters: int = 48,
-    down_layers: Sequence[int] = (4, 4, 4, 4, 4),
-    bottleneck_layers: int = 4,
-    up_layers: Sequence[int] = (4, 4, 4, 4, 4),
-    growth_rate: int = 12,
-    dropout: float = 0.2,
-    norm: str = "batch",
-    se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
-    se_in_bottleneck: bool = False,
-) -> FCDenseNet:
-    """FC-DenseNet56: 4 layers per block, k = 12 (1,376,795 parameters for 3 inputs and 11 classes)."""
-    return FCDenseNet(
-        in_channels,
-        num_classes,
-        se_factory,
-        first_filters=first_filters,
-        down_layers=down_layers,
-        bottleneck_layers=bottleneck_layers,
-        up_layers=up_layers,
-        growth_rate=growth_rate,
-        dropout=dropout,
-        norm=norm,
-        se_positions=se_positions,
-        se_in_bottleneck=se_in_bottleneck,
-    )
+def _preset(doc: str, **defaults: object) -> functools.partial[FCDenseNet]:
+    preset = functools.partial(FCDenseNet, first_filters=48, dropout=0.2, **defaults)
+    preset.__doc__ = doc
+    return preset
 
 
-def fcdensenet67(
-    in_channels: int,
-    num_classes: int,
-    se_factory: SEFactory,
-    first_filters: int = 48,
-    down_layers: Sequence[int] = (5, 5, 5, 5, 5),
-    bottleneck_layers: int = 5,
-    up_layers: Sequence[int] = (5, 5, 5, 5, 5),
-    growth_rate: int = 16,
-    dropout: float = 0.2,
-    norm: str = "batch",
-    se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
-    se_in_bottleneck: bool = False,
-) -> FCDenseNet:
-    """FC-DenseNet67: 5 layers per block, k = 16 (3,463,243 parameters for 3 inputs and 11 classes)."""
-    return FCDenseNet(
-        in_channels,
-        num_classes,
-        se_factory,
-        first_filters=first_filters,
-        down_layers=down_layers,
-        bottleneck_layers=bottleneck_layers,
-        up_layers=up_layers,
-        growth_rate=growth_rate,
-        dropout=dropout,
-        norm=norm,
-        se_positions=se_positions,
-        se_in_bottleneck=se_in_bottleneck,
-    )
-
-
-def fcdensenet103(
-    in_channels: int,
-    num_classes: int,
-    se_factory: SEFactory,
-    first_filters: int = 48,
-    down_layers: Sequence[int] = (4, 5, 7, 10, 12),
-    bottleneck_layers: int = 15,
-    up_layers: Sequence[int] = (12, 10, 7, 5, 4),
-    growth_rate: int = 16,
-    dropout: float = 0.2,
-    norm: str = "batch",
-    se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
-    se_in_bottleneck: bool = False,
-) -> FCDenseNet:
-    """FC-DenseNet103: 4-5-7-10-12 layers down, 15 in the bottleneck, k = 16 (9,322,091 parameters for 3 inputs
-    and 11 classes)."""
-    return FCDenseNet(
-        in_channels,
-        num_classes,
-        se_factory,
-        first_filters=first_filters,
-        down_layers=down_layers,
-        bottleneck_layers=bottleneck_layers,
-        up_layers=up_layers,
-        growth_rate=growth_rate,
-        dropout=dropout,
-        norm=norm,
-        se_positions=se_positions,
-        se_in_bottleneck=se_in_bottleneck,
-    )
-
+fcdensenet56 = _preset(
+    "FC-DenseNet56: 4 layers per block, k = 12 (1,376,795 parameters for 3 inputs and 11 classes).",
+    down_layers=(4, 4, 4, 4, 4),
+    bottleneck_layers=4,
+    up_layers=(4, 4, 4, 4, 4),
+    growth_rate=12,
+)
+fcdensenet67 = _preset(
+    "FC-DenseNet67: 5 layers per block, k = 16 (3,463,243 parameters for 3 inputs and 11 classes).",
+    down_layers=(5, 5, 5, 5, 5),
+    bottleneck_layers=5,
+    up_layers=(5, 5, 5, 5, 5),
+    growth_rate=16,
+)
+fcdensenet103 = _preset(
+    "FC-DenseNet103: 4-5-7-10-12 layers down, 15 in the bottleneck, k = 16 (9,322,091 parameters for 3 inputs "
+    "and 11 classes).",
+    down_layers=(4, 5, 7, 10, 12),
+    bottleneck_layers=15,
+    up_layers=(12, 10, 7, 5, 4),
+    growth_rate=16,
+)
 
 __all__ = ["FCDenseNet", "fcdensenet56", "fcdensenet67", "fcdensenet103"]
