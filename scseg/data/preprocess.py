@@ -541,14 +541,41 @@ def resamples(meta: PreprocessMeta) -> bool:
     return tuple(meta.resampled_shape) != tuple(meta.canonical_shape)
 
 
+def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch's linear interpolation along one axis (``align_corners=False``, output size given) as taps: for each
+    output index the two source indices and the weight of the second, ``out = (1 - w) * in[i0] + w * in[i1]``."""
+    scale = np.float32(n_in) / np.float32(n_out)  # in float32, as PyTorch's CPU kernel computes it
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
+
+
+def _resize_linear(block: torch.Tensor, taps: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> torch.Tensor:
+    """Trilinear resize of ``block`` one axis at a time, each axis by its taps (indices relative to ``block``)."""
+    out = block
+    for axis, (i0, i1, w) in enumerate(taps):
+        shape = [1, 1, 1]
+        shape[axis] = len(w)
+        low = out.index_select(axis, torch.from_numpy(i0))
+        out = torch.lerp(low, out.index_select(axis, torch.from_numpy(i1)), torch.from_numpy(w).reshape(shape))
+    return out
+
+
 def invert_probabilities_to_canonical(probabilities: np.ndarray, meta: PreprocessMeta) -> np.ndarray:
     """Class probabilities ``(K, *meta.shape)`` in the preprocessed grid -> arg-max labels in the canonical grid.
 
     Padding and cropping are undone (outside the crop box: background with probability 1), then each class is
-    interpolated trilinearly to the canonical grid and the arg-max is kept as it goes (one class-sized float
-    volume at a time, not K of them: ~10 bytes per canonical voxel). Ties go to the lower class index, as in
-    ``argmax``. Use it for ``RESTORE_MODES`` ``linear``; without resampling it equals ``invert_to_canonical`` of
-    the arg-max.
+    interpolated trilinearly to the canonical grid and the arg-max is kept as it goes. Ties go to the lower class
+    index, as in ``argmax``. Use it for ``RESTORE_MODES`` ``linear``; without resampling it equals
+    ``invert_to_canonical`` of the arg-max.
+
+    Why it is fast: interpolated probabilities still sum to 1, so the winner at every voxel has at least 1/K, and a
+    voxel whose coarse neighbours all give class k less than 1/K can never be k's. Each foreground class is
+    therefore interpolated only inside the box around its coarse voxels with probability >= 1/K (a small
+    structure's neighbourhood, not the whole head), and a class that never reaches 1/K costs nothing. The
+    interpolation is PyTorch's trilinear one (same taps), done axis by axis on the box; memory stays at a few
+    canonical-sized volumes.
     """
     probs = np.asarray(probabilities)
     if probs.ndim != 4 or tuple(probs.shape[1:]) != tuple(meta.shape):
@@ -564,21 +591,35 @@ def invert_probabilities_to_canonical(probabilities: np.ndarray, meta: Preproces
         full = np.zeros(tuple(meta.resampled_shape), dtype=label_dtype)
         full[inside] = probs[(slice(None), *unpad)].argmax(axis=0)
         return full
+    coarse_shape = tuple(int(s) for s in meta.resampled_shape)
     size = tuple(int(s) for s in meta.canonical_shape)
-    best = labels = None
-    for k in range(num_classes):
-        grid = torch.zeros(tuple(meta.resampled_shape), dtype=torch.float32)
-        if k == 0:
-            grid.fill_(1.0)
-        grid[inside] = torch.from_numpy(np.ascontiguousarray(probs[(k, *unpad)], dtype=np.float32))
-        up = F.interpolate(grid[None, None], size=size, mode="trilinear", align_corners=False)[0, 0]
-        if best is None or labels is None:
-            best, labels = up, torch.zeros(size, dtype=torch.int16 if label_dtype == np.int16 else torch.int32)
-            continue
-        better = up > best
-        best = torch.where(better, up, best)
-        labels.masked_fill_(better, k)
-    assert labels is not None
+    taps = [linear_taps(n_in, n_out) for n_in, n_out in zip(coarse_shape, size, strict=True)]
+    background = torch.ones(coarse_shape, dtype=torch.float32)
+    background[inside] = torch.from_numpy(np.ascontiguousarray(probs[(0, *unpad)], dtype=np.float32))
+    best = _resize_linear(background, taps)
+    labels = torch.zeros(size, dtype=torch.int16 if label_dtype == np.int16 else torch.int32)
+    floor = 1.0 / num_classes
+    for k in range(1, num_classes):
+        class_probs = np.ascontiguousarray(probs[(k, *unpad)], dtype=np.float32)
+        reach = np.nonzero(class_probs >= floor)
+        if reach[0].size == 0:
+            continue  # below 1/K everywhere: never the arg-max
+        fine, coarse, box_taps = [], [], []
+        for axis, (i0, i1, w) in enumerate(taps):
+            lo = int(reach[axis].min()) + meta.crop[axis][0]  # the class's coarse box in the resampled grid
+            hi = int(reach[axis].max()) + meta.crop[axis][0]
+            start, stop = int(np.searchsorted(i1, lo, "left")), int(np.searchsorted(i0, hi, "right"))
+            first, last = int(i0[start]), int(i1[stop - 1])  # the coarse voxels those fine voxels read
+            fine.append(slice(start, stop))
+            coarse.append(slice(first, last + 1))
+            box_taps.append((i0[start:stop] - first, i1[start:stop] - first, w[start:stop]))
+        grid = torch.zeros(coarse_shape, dtype=torch.float32)
+        grid[inside] = torch.from_numpy(class_probs)
+        up = _resize_linear(grid[tuple(coarse)], box_taps)
+        best_box, labels_box = best[tuple(fine)], labels[tuple(fine)]
+        better = up > best_box
+        labels_box.masked_fill_(better, k)
+        torch.maximum(best_box, up, out=best_box)
     return labels.numpy()
 
 

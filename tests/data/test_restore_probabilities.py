@@ -96,3 +96,86 @@ def test_probabilities_of_the_wrong_shape_name_the_subject():
     p = preprocess_subject(_balls(), PreprocessSettings(crop_margin=1, target_spacing=(2.0, 2.0, 2.0)), LABEL_MAP)
     with pytest.raises(DataError, match="subject balls: probabilities of shape"):
         invert_probabilities_to_canonical(np.zeros((3, 2, 2, 2), np.float32), p.meta)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(5, 11), (41, 83), (24, 48), (30, 17), (7, 7)])
+def test_linear_taps_reproduce_torch_trilinear(n_in, n_out):
+    """The axis-by-axis interpolation uses PyTorch's taps (align_corners=False), up- and downsampling alike."""
+    import torch
+    import torch.nn.functional as F
+
+    from scseg.data.preprocess import _resize_linear, linear_taps
+
+    block = torch.rand(n_in, 6, 4, generator=torch.Generator().manual_seed(n_in))
+    sizes = (n_out, 9, 3)
+    expected = F.interpolate(block[None, None], size=sizes, mode="trilinear", align_corners=False)[0, 0]
+    got = _resize_linear(block, [linear_taps(a, b) for a, b in zip(block.shape, sizes)])
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+
+
+def _dense_restore(probs: np.ndarray, meta):
+    """The arg-max of every class interpolated over the whole canonical grid (what the box-wise restore must equal),
+    and the interpolated probabilities themselves."""
+    import torch
+    import torch.nn.functional as F
+
+    unpad = tuple(slice(b, n - a) for (b, a), n in zip(meta.pad, meta.shape))
+    inside = tuple(slice(a, b) for a, b in meta.crop)
+    up = []
+    for k in range(probs.shape[0]):
+        grid = torch.full(tuple(meta.resampled_shape), 1.0 if k == 0 else 0.0)
+        grid[inside] = torch.from_numpy(np.ascontiguousarray(probs[(k, *unpad)], dtype=np.float32))
+        up.append(F.interpolate(grid[None, None], size=tuple(meta.canonical_shape), mode="trilinear")[0, 0])
+    up = torch.stack(up).numpy()
+    return up.argmax(0), up
+
+
+def test_boxwise_restore_equals_interpolating_every_class_everywhere():
+    """Interpolating each class only around where it reaches 1/K gives the dense arg-max: the only voxels allowed to
+    differ are exact ties, where the two classes' interpolated probabilities agree to rounding."""
+    subject = _balls((50, 46, 42))
+    p = preprocess_subject(
+        subject, PreprocessSettings(crop_margin=0, target_spacing=(2.0, 2.5, 1.5), pad_size=(40, 32)), LABEL_MAP
+    )
+    meta = p.meta
+    assert resamples(meta) and any(a > 0 for a, _ in meta.pad) and any(a > 0 for a, _ in meta.crop)
+    # Smooth bumps on a flat background: at a bump's edge its class wins with little more than 1/K, so a box cut
+    # too tight (or a floor above 1/K) changes labels there; the last class stays below 1/K and is skipped.
+    k = 9
+    rng = np.random.default_rng(1)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in meta.shape], indexing="ij")).astype(np.float32)
+    logits = np.zeros((k, *meta.shape), np.float32)
+    logits[0] = 0.3
+    logits[k - 1] = -1.0
+    for c in range(1, k - 1):
+        centre = np.array([rng.uniform(4, s - 4) for s in meta.shape], np.float32)
+        logits[c] = 4.0 * np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / (2 * 3.0**2))
+    probs = np.exp(logits - logits.max(0))
+    probs /= probs.sum(0)
+    got = invert_probabilities_to_canonical(probs, meta)
+    expected, up = _dense_restore(probs, meta)
+    assert got.shape == tuple(meta.canonical_shape)
+    assert set(np.unique(got)) == set(range(k - 1))
+    differ = np.argwhere(got != expected)
+    assert len(differ) <= 3, len(differ)
+    for v in differ:
+        a, b = int(got[tuple(v)]), int(expected[tuple(v)])
+        assert abs(up[(a, *v)] - up[(b, *v)]) < 1e-6
+
+
+def test_a_class_winning_with_just_over_one_kth_keeps_its_edges():
+    """Three classes near 1/3 each: a cube where class 1 has 0.40 (0.32 outside, below 1/3), so it wins with little
+    more than 1/K. The fine voxels along the cube's faces interpolate with coarse voxels outside it and class 1
+    still wins there (0.38 vs 0.315), so its box must reach past the cube; a box cut one tap short, or a floor
+    above 1/K, loses them."""
+    subject = _balls()
+    p = preprocess_subject(subject, PreprocessSettings(crop_margin=1, target_spacing=(2.0, 2.0, 2.0)), LABEL_MAP)
+    meta = p.meta
+    probs = np.empty((3, *meta.shape), np.float32)
+    probs[0], probs[1], probs[2] = 0.36, 0.32, 0.32
+    cube = (slice(None), *(slice(n // 2 - 3, n // 2 + 3) for n in meta.shape))
+    probs[cube] = np.array([0.30, 0.40, 0.30], np.float32)[:, None, None, None]
+    got = invert_probabilities_to_canonical(probs, meta)
+    expected, _ = _dense_restore(probs, meta)
+    np.testing.assert_array_equal(got, expected)
+    assert np.count_nonzero(got == 1) == (2 * 6) ** 3  # every fine voxel of the cube, the face ones included
