@@ -53,6 +53,10 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     methods = {r["method"] for r in evaluation["tables"][0]["rows"]}
     assert {"scseg", "numpy loop (sum)"} <= methods
     assert any(t["name"].startswith("scseg speed-up over the numpy loop") for t in report["targets"])
+    restore = evaluation["tables"][1]
+    assert {r["method"] for r in restore["rows"]} == {"scseg (box-wise)", "dense (every class everywhere)"}
+    # the box-wise restore gives the dense labels; where they differ, two classes tie to rounding
+    assert evaluation["restore"]["ties"] == evaluation["restore"]["checked"]
 
     text = page.read_text()
     assert text.startswith("# Benchmarks") and "## Results" in text and "Command: `python scripts/benchmark.py" in text
