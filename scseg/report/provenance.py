@@ -1,17 +1,19 @@
 """Where a sweep's numbers come from: the command that ran it, the machine, the wall time and the commit.
 
-Read back from the run folders (``.hydra/overrides.yaml`` and ``summary.json``), never typed by hand, so that a
-results page says how to rerun exactly what it reports and on what. ``paths.*`` overrides are left out of the
-command: they name folders of the machine that ran it and never change results. Keys a run does not record (older
-runs have no ``cpu_model``) read ``unknown``; several distinct values are flagged ``MIXED``.
+Read back from the run folders (``.hydra/overrides.yaml``, ``summary.json``, ``status.json``), never typed by
+hand, so that a results page says how to rerun exactly what it reports and on what. ``paths.*`` overrides are
+left out of the command: they name folders of the machine that ran it and never change results. Keys a run does
+not record (older runs have no ``cpu_model``) read ``unknown``; several distinct values are flagged ``MIXED``.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -161,6 +163,29 @@ def wall_times(runs: Sequence[Run]) -> WallTimes | None:
     )
 
 
+def elapsed(runs: Sequence[Run]) -> tuple[float, int] | None:
+    """(seconds from the first run's start to the last run's end, runs counted), or None with fewer than two.
+
+    A run's end is when its ``status.json`` last said ``done`` (``updated_at``), its start that minus its
+    ``wall_time_s``. Jobs that ran in parallel overlap, so this is the sweep's real duration where the sum of the
+    wall times is not. A resumed run's ``wall_time_s`` counts only its last process, so its start is a lower bound
+    on how late it began; gaps between sessions count as elapsed.
+    """
+    spans = []
+    for run in runs:
+        wall = run.summary.get("wall_time_s")
+        try:
+            status = json.loads((run.path / "status.json").read_text(encoding="utf-8"))
+            end = datetime.fromisoformat(status["updated_at"]).timestamp()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if status.get("state") == "done" and isinstance(wall, (int, float)) and not isinstance(wall, bool):
+            spans.append((end - float(wall), end))
+    if len(spans) < 2:
+        return None
+    return max(end for _, end in spans) - min(start for start, _ in spans), len(spans)
+
+
 def duration(seconds: float) -> str:
     """``h:mm:ss``, rounded to the second: one format for every wall time on the page."""
     total = int(round(seconds))
@@ -172,6 +197,7 @@ __all__ = [
     "SweepCommand",
     "WallTimes",
     "duration",
+    "elapsed",
     "read_overrides",
     "split_override",
     "sweep_command",

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from scseg.report.claims import ClaimsReport, PairedTest
-from scseg.report.provenance import MACHINE_KEYS, duration, sweep_command, value_counts, values_text, wall_times
+from scseg.report.provenance import (
+    MACHINE_KEYS,
+    duration,
+    elapsed,
+    sweep_command,
+    value_counts,
+    values_text,
+    wall_times,
+)
 from scseg.report.runs import Problem, Sweep, Variant
 from scseg.report.stats import summarise
 from scseg.report.tables import (
@@ -238,6 +246,14 @@ def _provenance(sweep: Sweep, tables: ComparisonTables) -> list[str]:
             "Median per cell (h:mm:ss):",
             "",
             _wall_time_table(sweep, tables),
+            "",
+        ]
+    span = elapsed(sweep.runs)
+    if span is not None:
+        parts += [
+            f"Elapsed from the first run's start to the last run's end: {duration(span[0])} over "
+            f"{_plural(span[1], 'run')} (`status.json` end times minus wall times; parallel jobs overlap, and gaps "
+            "between sessions count).",
             "",
         ]
     return parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -16,7 +17,15 @@ from scseg.report.claims import (
     decide,
     make_claim,
 )
-from scseg.report.provenance import duration, sort_values, split_override, sweep_command, values_text
+from scseg.report.provenance import (
+    duration,
+    elapsed,
+    sort_values,
+    split_override,
+    sweep_command,
+    values_text,
+    wall_times,
+)
 from scseg.report.runs import Run, Variant
 from scseg.report.stats import PairedComparison, holm
 
@@ -193,3 +202,24 @@ def test_small_helpers():
     assert sort_values({"10", "9", "1.5"}) == ["1.5", "9", "10"] and sort_values({"b", "a1"}) == ["a1", "b"]
     assert values_text([("x", 3)]) == "x" and values_text([("a", 1), ("b", 2)]) == "a (1 runs), b (2 runs) (MIXED)"
     assert duration(3725.4) == "1:02:05" and duration(59.6) == "0:01:00"
+
+
+def _timed_run(tmp_path, name: str, end: str | None, wall: float | None, state: str = "done") -> Run:
+    run = _run(tmp_path, name, None)
+    if end is not None:
+        (run.path / "status.json").write_text(json.dumps({"state": state, "updated_at": end}))
+    return Run(run.path, "unet", Variant("none"), 0, {}, None, {} if wall is None else {"wall_time_s": wall})
+
+
+def test_elapsed_spans_first_start_to_last_end_so_parallel_jobs_overlap(tmp_path):
+    runs = [  # two jobs side by side (10:00-10:10, 10:01-10:11), then one alone (10:10-10:20)
+        _timed_run(tmp_path, "a", "2026-11-29T10:10:00+00:00", 600.0),
+        _timed_run(tmp_path, "b", "2026-11-29T10:11:00+00:00", 600.0),
+        _timed_run(tmp_path, "c", "2026-11-29T10:20:00+00:00", 600.0),
+        _timed_run(tmp_path, "no-status", None, 600.0),  # not counted
+        _timed_run(tmp_path, "no-wall", "2026-11-29T12:00:00+00:00", None),  # not counted
+        _timed_run(tmp_path, "failed", "2026-11-29T13:00:00+00:00", 60.0, state="failed"),  # not counted
+    ]
+    assert elapsed(runs) == (1200.0, 3)
+    assert wall_times(runs[:3]).total == 1800.0  # the sum of wall times: what elapsed corrects for parallel jobs
+    assert elapsed(runs[:1]) is None
