@@ -967,23 +967,28 @@ def section_evaluation(args: argparse.Namespace) -> Section:
     return section
 
 
-def dense_restore(probabilities: Any, meta: Any) -> Any:
-    """The linear restore written directly: every class interpolated over the whole canonical grid with
-    ``F.interpolate`` (trilinear), arg-max kept as it goes (what scseg did before the box-wise version)."""
+def interpolated_class(probabilities: Any, meta: Any, k: int) -> Any:
+    """Class ``k``'s probability over the whole canonical grid: un-padded, placed in its crop (background 1
+    outside it), then ``F.interpolate`` trilinear, the way scseg restored before interpolating box-wise."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
     unpad = tuple(slice(b, n - a) for (b, a), n in zip(meta.pad, meta.shape))
     inside = tuple(slice(a, b) for a, b in meta.crop)
-    best = labels = None
-    for k in range(probabilities.shape[0]):
-        grid = torch.full(tuple(meta.resampled_shape), 1.0 if k == 0 else 0.0)
-        grid[inside] = torch.from_numpy(np.ascontiguousarray(probabilities[(k, *unpad)], dtype=np.float32))
-        up = F.interpolate(grid[None, None], size=tuple(meta.canonical_shape), mode="trilinear")[0, 0]
-        if best is None:
-            best, labels = up, torch.zeros(up.shape, dtype=torch.int16)
-            continue
+    grid = torch.full(tuple(meta.resampled_shape), 1.0 if k == 0 else 0.0)
+    grid[inside] = torch.from_numpy(np.ascontiguousarray(probabilities[(k, *unpad)], dtype=np.float32))
+    return F.interpolate(grid[None, None], size=tuple(meta.canonical_shape), mode="trilinear")[0, 0]
+
+
+def dense_restore(probabilities: Any, meta: Any) -> Any:
+    """The linear restore written directly: every class interpolated over the whole grid, arg-max kept as it goes."""
+    import torch
+
+    best = interpolated_class(probabilities, meta, 0)
+    labels = torch.zeros(best.shape, dtype=torch.int16)
+    for k in range(1, probabilities.shape[0]):
+        up = interpolated_class(probabilities, meta, k)
         better = up > best
         best = torch.where(better, up, best)
         labels.masked_fill_(better, k)
@@ -1048,7 +1053,13 @@ def restore_table(args: argparse.Namespace, section: Section) -> None:
     for (probs, meta), a, b in zip(cases, results["scseg"], results["dense"]):
         where = np.argwhere(a != b)
         differ += len(where)
-        ties += sum(interpolated_tie(probs, meta, v, int(a[tuple(v)]), int(b[tuple(v)])) for v in where[:200])
+        classes: dict[int, Any] = {}  # each class interpolated once per case
+        for voxel in map(tuple, where[:200]):
+            pair = [int(a[voxel]), int(b[voxel])]
+            for k in pair:
+                if k not in classes:
+                    classes[k] = interpolated_class(probs, meta, k)
+            ties += abs(float(classes[pair[0]][voxel]) - float(classes[pair[1]][voxel])) < 1e-6
     scseg_s = median(times["scseg (box-wise)"]) / len(cases)
     dense_s = median(times["dense"]) / len(cases)
     table = Table(
@@ -1067,23 +1078,6 @@ def restore_table(args: argparse.Namespace, section: Section) -> None:
         f"{differ} of {sum(a.size for a in results['scseg'])} voxels"
         + (f", {ties} of the first {min(differ, 200)} checked are ties (two classes within 1e-6)" if differ else "")
     )
-
-
-def interpolated_tie(probs: Any, meta: Any, voxel: Any, a: int, b: int) -> bool:
-    """Whether classes ``a`` and ``b`` have the same interpolated probability (to 1e-6) at a canonical voxel."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    unpad = tuple(slice(lo, n - hi) for (lo, hi), n in zip(meta.pad, meta.shape))
-    inside = tuple(slice(lo, hi) for lo, hi in meta.crop)
-    values = []
-    for k in (a, b):
-        grid = torch.full(tuple(meta.resampled_shape), 1.0 if k == 0 else 0.0)
-        grid[inside] = torch.from_numpy(np.ascontiguousarray(probs[(k, *unpad)], dtype=np.float32))
-        up = F.interpolate(grid[None, None], size=tuple(meta.canonical_shape), mode="trilinear")[0, 0]
-        values.append(float(up[tuple(voxel)]))
-    return abs(values[0] - values[1]) < 1e-6
 
 
 def monai_dice(references: Sequence[Any], predictions: Sequence[Any], num_classes: int) -> tuple | str:
