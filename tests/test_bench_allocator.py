@@ -4,7 +4,6 @@ lines are read correctly. Budget: a few seconds (config composition only); the e
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,18 +13,12 @@ import pytest
 
 from scseg.config import compose_train_config
 from scseg.config.check import validate_config
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_allocator.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_allocator", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_script("bench_allocator")
 
 
 def test_epoch_lines_are_parsed_and_the_first_epoch_is_left_out():

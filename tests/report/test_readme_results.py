@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "sync_readme_results.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("sync_readme_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sync_readme = _load_script()
+sync_readme = load_script("sync_readme_results")
 
 PAGE = """# Results: a task
 

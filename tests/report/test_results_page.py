@@ -7,7 +7,6 @@ review the diff of tests/report/fixtures/results_sweep_expected.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scseg.cli.compare import main
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -26,13 +26,7 @@ NO_FIGURE = "Figure not drawn: disabled (--no-figures)."
 
 def _generator():
     """scripts/regen_results_fixture.py as a module: the test runs exactly the arguments the script ran."""
-    spec = importlib.util.spec_from_file_location(
-        "regen_results_fixture", REPO / "scripts" / "regen_results_fixture.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("regen_results_fixture")
 
 
 def _copy_sweep(tmp_path: Path, keep=lambda name: True) -> Path:
