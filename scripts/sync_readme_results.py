@@ -93,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--check", action="store_true", help="exit 1 if README differs from the pages; write nothing")
     args = parser.parse_args(argv)
-    current = args.readme.read_text(encoding="utf-8")
-    synced = sync(current, args.pages)
+    try:
+        current = args.readme.read_text(encoding="utf-8")
+        synced = sync(current, args.pages)
+    except (OSError, ValueError) as error:  # a missing page or a broken marker: one line naming it, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.check:
         if synced != current:
             print(f"{args.readme} is out of date with {args.pages}: run python scripts/sync_readme_results.py")

@@ -82,3 +82,11 @@ def test_bad_blocks_fail_with_a_message_naming_them(tmp_path, readme, message):
     (tmp_path / "task_cpu.md").write_text(PAGE, encoding="utf-8")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         sync_readme.sync(readme, tmp_path)
+
+
+def test_command_line_reports_a_missing_page_in_one_line(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:gone_cpu:main -->\n<!-- /results -->\n", encoding="utf-8")
+    assert sync_readme.main(["--readme", str(readme), "--pages", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "gone_cpu.md" in err and "Traceback" not in err
