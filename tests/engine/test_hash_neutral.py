@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from scseg.run_identity import HASH_NEUTRAL_DEFAULTS, config_hash
+from scseg.run_identity import HASH_NEUTRAL_DEFAULTS, HASH_PINNED, comparable_settings, config_hash
 
 
 def test_keys_at_their_neutral_defaults_do_not_change_the_hash():
@@ -30,3 +30,17 @@ def test_keys_at_their_neutral_defaults_do_not_change_the_hash():
     assert config_hash(OmegaConf.create(before)) == config_hash(after)
     OmegaConf.update(after, "trainer.eval_resample", "linear")  # the new default: other numbers, another folder
     assert config_hash(OmegaConf.create(before)) != config_hash(after)
+
+
+def test_pinned_execution_settings_hash_at_their_old_value_whatever_they_are_set_to():
+    # runs written with channels_last: false keep their folder names when the CPU preset turns it on
+    old = {"seed": 0, "model": {"arch": "unet"}, "trainer": {"max_epochs": 1, "channels_last": False}}
+    for dotted, value in HASH_PINNED.items():
+        assert OmegaConf.select(OmegaConf.create(old), dotted) == value
+    new = OmegaConf.create(old)
+    OmegaConf.update(new, "trainer.channels_last", True)
+    assert config_hash(OmegaConf.create(old)) == config_hash(new)
+    assert comparable_settings(old) == comparable_settings(OmegaConf.to_container(new))
+    # a setting next to it still counts
+    OmegaConf.update(new, "trainer.max_epochs", 2)
+    assert config_hash(OmegaConf.create(old)) != config_hash(new)

@@ -87,12 +87,23 @@ def test_sdnet_deterministic_forward_backward():
         torch.use_deterministic_algorithms(previous)
 
 
-def test_deterministic_unpool_matches_torch():
-    x = torch.randn(2, 3, 9, 11)
-    pooled, idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
-    ours = max_unpool2d_deterministic(pooled, idx, (9, 11))
-    theirs = torch.nn.functional.max_unpool2d(pooled, idx, 2, output_size=(9, 11))
-    torch.testing.assert_close(ours, theirs)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_deterministic_unpool_matches_torch_bit_for_bit_and_keeps_the_layout(memory_format):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 11).contiguous(memory_format=memory_format)
+    grads = []
+    for unpool in (
+        lambda p, i: max_unpool2d_deterministic(p, i, (9, 11)),
+        lambda p, i: torch.nn.functional.max_unpool2d(p, i, 2, output_size=(9, 11)),
+    ):
+        leaf = x.clone().requires_grad_(True)
+        pooled, idx = torch.nn.functional.max_pool2d(leaf, 2, return_indices=True)
+        out = unpool(pooled, idx)
+        (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+        grads.append((out.detach(), leaf.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=0)
+    assert grads[0][0].is_contiguous(memory_format=memory_format)  # a channels-last network stays channels-last
 
 
 def test_too_small_input_names_the_minimum():
