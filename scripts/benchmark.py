@@ -423,6 +423,7 @@ def variant_overhead_table(
 ) -> Table:
     import torch
 
+    from scseg.engine.loading import memory_format_of
     from scseg.engine.run import build_model
     from scseg.models import SE_VARIANTS
 
@@ -444,10 +445,12 @@ def variant_overhead_table(
         steps = {}
         for se in SE_VARIANTS:
             cfg = compose([f"model={arch}", f"width={width}", f"se={se}"])
+            layout = memory_format_of(cfg)  # the layout the trainer trains in (trainer.channels_last)
             torch.manual_seed(0)
-            model = build_model(cfg, MALC_NUM_CLASSES, 1)
+            model = build_model(cfg, MALC_NUM_CLASSES, 1).to(memory_format=layout)
             step = training_step(cfg, model, MALC_NUM_CLASSES)
-            steps[se] = lambda step=step: step(images, labels)
+            x = images.contiguous(memory_format=layout)
+            steps[se] = lambda step=step, x=x: step(x, labels)
         times = interleaved(steps, args.repeats, warmup=1, inner=1)
         section.raw[f"{arch}_{width}_{size}"] = times
         for se in SE_VARIANTS:
@@ -468,6 +471,54 @@ def variant_overhead_table(
     return table
 
 
+def layout_table(args: argparse.Namespace, section: Section, shapes: Sequence[tuple[str, int]]) -> Table:
+    """Step time of each architecture (no SE) in NCHW (contiguous) against channels-last (NHWC), interleaved:
+    the gain ``trainer.channels_last`` (on in configs/trainer/cpu.yaml) buys."""
+    import torch
+
+    from scseg.engine.run import build_model
+
+    batch = 2 if args.quick else 8
+    archs = ("unet",) if args.quick else ("unet", "sdnet", "fcdensenet")
+    table = Table(
+        "Memory layout: channels-last against contiguous (se=none)",
+        [
+            ("arch", "arch", "s"),
+            ("width", "width", "s"),
+            ("size", "H x W", "s"),
+            ("contiguous_s", "contiguous step s", ".3f"),
+            ("channels_last_s", "channels-last step s", ".3f"),
+            ("speedup", "channels-last speed-up", ".2f"),
+        ],
+    )
+    for width, size in shapes:
+        images, labels = synthetic_batch(batch, size, MALC_NUM_CLASSES)
+        for arch in archs:
+            cfg = compose([f"model={arch}", f"width={width}", "se=none"])
+            steps = {}
+            for name, layout in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+                torch.manual_seed(0)
+                model = build_model(cfg, MALC_NUM_CLASSES, 1).to(memory_format=layout)
+                step = training_step(cfg, model, MALC_NUM_CLASSES)
+                x = images.contiguous(memory_format=layout)
+                steps[name] = lambda step=step, x=x, y=labels: step(x, y)
+            times = interleaved(steps, args.repeats, warmup=1, inner=1)
+            section.raw[f"layout_{arch}_{width}_{size}"] = times
+            table.rows.append(
+                {
+                    "arch": arch,
+                    "width": width,
+                    "size": f"{size} x {size}",
+                    "contiguous_s": median(times["contiguous"]),
+                    "channels_last_s": median(times["channels_last"]),
+                    "speedup": paired_ratio(times, "contiguous", "channels_last"),
+                }
+            )
+            del steps
+            gc.collect()
+    return table
+
+
 def section_training(args: argparse.Namespace) -> Section:
     section = Section("training", "Training step: architectures x SE variants, and the trainer against a bare loop")
     small = 32 if args.quick else args.train_size
@@ -477,7 +528,8 @@ def section_training(args: argparse.Namespace) -> Section:
     section.sizes = (
         f"batch {2 if args.quick else 8}, 28 classes, synthetic slices; width=small at {small} x {small}, the "
         f"paper U-Net at {paper} x {paper}{', width=cpu (paper_malc_cpu) at 96 x 96' if cpu_width else ''}; the "
-        "configured loss (ce_dice, uniform class weights) and optimizer (Adam); one step per variant per round"
+        "configured loss (ce_dice, uniform class weights) and optimizer (Adam), in the configured memory layout "
+        "(trainer.channels_last); one step per variant per round"
     )
     small_table = variant_overhead_table(
         args, section, f"CPU preset width=small at {small} x {small}", archs, "small", small
@@ -488,6 +540,9 @@ def section_training(args: argparse.Namespace) -> Section:
         section.tables.append(
             variant_overhead_table(args, section, "CPU preset width=cpu (paper_malc_cpu) at 96 x 96", archs, "cpu", 96)
         )
+    # the demo's phantom slices (64 x 64), the small CPU preset and the paper_*_cpu canvas
+    shapes = [("small", small)] if args.quick else [("small", 64), ("small", small)]
+    section.tables.append(layout_table(args, section, shapes + ([("cpu", 96)] if cpu_width else [])))
     for row in paper_table.rows:
         if row["se"] == "scse":
             section.target(f"scSE step overhead, paper U-Net {paper} x {paper} (%)", row["overhead_pct"], 3.0, False)
@@ -547,6 +602,8 @@ def trainer_vs_bare(args: argparse.Namespace, section: Section) -> None:
         folder.mkdir()
         logger = RunLogger(folder, enabled=bool(cfg.logger.enabled))
         trainer = Trainer(cfg, model, dm, folder, logger=logger)
+        layout = trainer.memory_format  # the bare loop runs in the trainer's layout (trainer.channels_last)
+        bare_model.to(memory_format=layout)
         bare_optimizer = instantiate(cfg.optimizer)(params=bare_model.parameters())
         loss_fn = trainer.loss_fn
         epoch = {"trainer": 0, "bare": 0}
@@ -564,7 +621,7 @@ def trainer_vs_bare(args: argparse.Namespace, section: Section) -> None:
             started, seen = time.perf_counter(), 0
             for batch in trainer.loader:
                 bare_optimizer.zero_grad(set_to_none=True)
-                loss_fn(bare_model(batch["image"]), batch["label"]).backward()
+                loss_fn(bare_model(batch["image"].contiguous(memory_format=layout)), batch["label"]).backward()
                 bare_optimizer.step()
                 seen += batch["label"].shape[0]
             rates["bare"].append(seen / (time.perf_counter() - started))
