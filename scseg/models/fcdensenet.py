@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from scseg.models.blocks import SEFactory, check_min_size, make_norm, match_size
+from scseg.models.blocks import PointwiseConv2d, SEFactory, check_min_size, make_norm, match_size
 from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
 
 
@@ -142,7 +142,7 @@ class FCDenseNet(nn.Module):
             self.up_blocks.append(block)
             self.up_se.append(se_at("decoder", block.out_channels))
             upsampled = block.out_channels
-        self.classifier = nn.Conv2d(upsampled, num_classes, kernel_size=1)
+        self.classifier = PointwiseConv2d(upsampled, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_min_size(x, self.n_pools, "FC-DenseNet")

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.models.blocks import ConvNormAct, SEFactory, check_min_size, max_unpool2d_deterministic
+from scseg.models.blocks import (
+    ConvNormAct,
+    PointwiseConv2d,
+    SEFactory,
+    check_min_size,
+    max_unpool2d_deterministic,
+)
 from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
 
 
@@ -74,7 +80,7 @@ class SDNet(nn.Module):
         self.decoders = nn.ModuleList(
             [SDNetBlock(2 * filters, filters, kernel_size, norm, dropout, se_at("decoder")) for _ in range(depth)]
         )
-        self.classifier = nn.Conv2d(filters, num_classes, kernel_size=1)
+        self.classifier = PointwiseConv2d(filters, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_min_size(x, self.depth, "SD-Net")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.models.blocks import ConvNormAct, SEFactory, check_min_size, match_size
+from scseg.models.blocks import ConvNormAct, PointwiseConv2d, SEFactory, check_min_size, match_size
 from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
 
 UPSAMPLING = ("nearest", "bilinear", "transposed")
@@ -101,7 +101,7 @@ class UNet(nn.Module):
             ]
         )
         self.decoders = nn.ModuleList([block(2 * filters, se_at("decoder")) for _ in range(depth)])
-        self.classifier = nn.Conv2d(filters, num_classes, kernel_size=1)
+        self.classifier = PointwiseConv2d(filters, num_classes)
 
     def _upsample(self, i: int, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         if self.upsampling == "transposed":
