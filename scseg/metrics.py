@@ -67,8 +67,11 @@ def confusion_counts(reference: np.ndarray, prediction: np.ndarray, num_classes:
     for start in range(0, ref.size, CONFUSION_BLOCK):
         stop = min(start + CONFUSION_BLOCK, ref.size)
         index = block[: stop - start]
-        np.multiply(ref[start:stop], num_classes, out=index, casting="unsafe")
-        np.add(index, pred[start:stop], out=index, casting="unsafe")
+        # widen before multiplying: ref * K computed in a uint8 / int16 label dtype wraps around (K = 28: any
+        # label >= 10 in uint8), which silently corrupted MALC's Dice
+        index[...] = ref[start:stop]
+        index *= num_classes
+        index += pred[start:stop]
         counts += np.bincount(index, minlength=cells)
     return counts.reshape(num_classes, num_classes)
 

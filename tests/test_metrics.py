@@ -162,3 +162,14 @@ def test_confusion_counts_in_blocks_equal_the_per_voxel_count(size, dtypes):
     expected = np.zeros((k, k), np.int64)
     np.add.at(expected, (ref.astype(np.int64), pred.astype(np.int64)), 1)
     np.testing.assert_array_equal(confusion_counts(ref, pred, k), expected)
+
+
+@pytest.mark.parametrize("dtype, k", [(np.uint8, 28), (np.uint8, 256), (np.int8, 100), (np.int16, 300)])
+def test_confusion_counts_do_not_wrap_around_in_narrow_label_dtypes(dtype, k):
+    """MALC's 28 classes in uint8 labels: ref * K must be computed wide (in uint8, label 10 * 28 wraps to 24)."""
+    rng = np.random.default_rng(k)
+    ref = rng.integers(0, k, 5000).astype(dtype)
+    pred = np.where(rng.random(5000) < 0.8, ref, rng.integers(0, k, 5000)).astype(dtype)
+    expected = np.zeros((k, k), np.int64)
+    np.add.at(expected, (ref.astype(np.int64), pred.astype(np.int64)), 1)
+    np.testing.assert_array_equal(confusion_counts(ref, pred, k), expected)

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from scseg.data.io import read_subject, to_original
 from scseg.data.label_map import load_label_map
 from scseg.data.layouts import load_layout, split_validation
+from scseg.metrics import class_counts, confusion_counts, dice_from_counts
 
 LABEL_MAPS = Path(__file__).resolve().parents[2] / "configs" / "label_map"
 RESCANS = {"1023", "1024", "1025", "1038", "1039"}
@@ -58,3 +59,16 @@ def test_chaos_split_and_classes(chaos_root):
     mapped = lm.apply(subject.label, str(splits["test"][0].label_path))
     assert mapped.max() <= 4 and np.count_nonzero(mapped) > 0
     assert subject.image.shape[1:] == subject.label.shape
+
+
+def test_malc_reference_scored_against_itself_counts_every_class_on_the_diagonal(malc_root):
+    """The label dtype a real MALC file maps to, through the Dice counts: a narrow dtype once wrapped ref * 28
+    around and scored perfect predictions at Dice ~0.16 (phantoms have too few classes to show it)."""
+    lm = load_label_map(OmegaConf.load(LABEL_MAPS / "malc.yaml"))
+    case = next(c for c in load_layout({"type": "malc", "root": str(malc_root)})["train"] if c.id == "1000")
+    subject = read_subject(case)
+    mapped = lm.apply(subject.label, str(case.label_path))
+    confusion = confusion_counts(mapped, mapped, 28)
+    np.testing.assert_array_equal(confusion, np.diag(np.bincount(mapped.ravel().astype(np.int64), minlength=28)))
+    counts = class_counts(mapped, mapped, 28)
+    np.testing.assert_array_equal(dice_from_counts(counts.tp, counts.fp, counts.fn), np.ones(28))
