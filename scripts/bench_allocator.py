@@ -13,7 +13,8 @@ what else runs there. Slices/s swing with other load on a shared machine; system
 
 End to end, ``--scseg-train``: each measurement is a whole ``python -m scseg.train`` run in its own child process
 (``experiment=quickstart width=small se=scse``, U-Net; ``logger=none``, ``resume=never``, runs in a temporary
-folder deleted afterwards), variants ``tuned`` and ``glibc`` by default, alternating repeat by repeat:
+folder deleted afterwards), variants ``tuned``, ``glibc`` and ``glibc-nchw`` (untuned and NCHW tensors:
+scseg-train as issue 10 found it) by default, alternating repeat by repeat:
 
     python scripts/bench_allocator.py --scseg-train [--repeats 3] [--iters 30] [--epochs 2] [--data chaos|phantom]
 
@@ -50,7 +51,11 @@ ENVIRONMENTS = {
     "tuned": {},
     "tuned-arena1": {"MALLOC_ARENA_MAX": "1"},
     "tuned-toppad": {"MALLOC_TOP_PAD_": str(64 << 20)},
+    "glibc-nchw": {"SCSEG_TUNE_MALLOC": "0"},
 }
+# Config overrides of a variant's scseg-train child (--scseg-train only): ``glibc-nchw`` is scseg-train as it was
+# when issue 10 measured it (untuned allocator, NCHW tensors), the baseline of its ">= 2x" target.
+TRAIN_OVERRIDES = {"glibc-nchw": ["trainer.channels_last=false"]}
 REPO = Path(__file__).resolve().parents[1]
 # What the trainer prints after each epoch (scseg.engine.trainer.Trainer._print_epoch), e.g.
 # "epoch 2/2 loss 0.7312 val_dice 0.4120 lr 2.50e-03 17.1 slices/s 33.0s"
@@ -319,7 +324,6 @@ def scseg_train_main(args: argparse.Namespace, envs: dict[str, dict[str, str]]) 
             threads=args.threads,
             root=root,
         )
-        command = train_command(overrides)
         where = (
             f"CHAOS T2 ({root}), native grid" if data == "chaos" else f"phantom {args.size}x{args.size}x{PHANTOM_DEPTH}"
         )
@@ -330,8 +334,9 @@ def scseg_train_main(args: argparse.Namespace, envs: dict[str, dict[str, str]]) 
         )
         print(f"machine: {machine_line()}")
         print(f"commands (in {REPO}; {tmp} is deleted afterwards):")
+        commands = {variant: train_command(overrides + TRAIN_OVERRIDES.get(variant, [])) for variant in envs}
         for variant, env in envs.items():
-            print(f"  {variant}: {env_prefix(env)}{shlex.join(command)}")
+            print(f"  {variant}: {env_prefix(env)}{shlex.join(commands[variant])}")
         t0 = time.perf_counter()
         prepare = subprocess.run(
             [sys.executable, "-c", PREPARE_CODE, *overrides], cwd=REPO, capture_output=True, text=True
@@ -342,7 +347,7 @@ def scseg_train_main(args: argparse.Namespace, envs: dict[str, dict[str, str]]) 
         results: dict[str, list[dict]] = {v: [] for v in envs}
         for repeat in range(args.repeats):
             for variant, env in envs.items():
-                result = run_train_child(command, env)
+                result = run_train_child(commands[variant], env)
                 results[variant].append(result)
                 speeds = ", ".join(f"{e['slices_per_s']:.1f}" for e in result["epochs"])
                 print(
@@ -395,7 +400,7 @@ def main() -> None:
         child(args)
         return
 
-    variants = args.variants or ("tuned,glibc" if args.scseg_train else "glibc,tuned,tcmalloc")
+    variants = args.variants or ("tuned,glibc,glibc-nchw" if args.scseg_train else "glibc,tuned,tcmalloc")
     envs = {}
     for variant in variants.split(","):
         env = variant_env(variant)

@@ -66,6 +66,11 @@ def test_the_measured_run_is_a_valid_scseg_config(data, tmp_path):
         assert list(cfg.data.layout.size) == [256, 256, bench.PHANTOM_DEPTH]
     command = bench.train_command(overrides)
     assert command[:3] == [sys.executable, "-m", "scseg.train"]
+    assert cfg.trainer.channels_last is True
+    issue_baseline = compose_train_config(overrides + bench.TRAIN_OVERRIDES["glibc-nchw"])
+    validate_config(issue_baseline)
+    assert issue_baseline.trainer.channels_last is False  # and nothing else differs but the environment
+    assert bench.variant_env("glibc-nchw")["SCSEG_TUNE_MALLOC"] == "0"
 
 
 def test_the_glibc_variant_turns_the_tuning_off_and_the_table_pairs_repeats(monkeypatch):
@@ -121,7 +126,8 @@ def test_smoke_run_on_a_tiny_phantom():
     out = result.stdout
     assert "SCSEG_TUNE_MALLOC=0 " in out and "-m scseg.train experiment=quickstart" in out
     assert "(allocator: glibc-tuned)" in out and "(allocator: disabled)" in out
+    assert "trainer.channels_last=false" in out  # the glibc-nchw variant: scseg-train as issue 10 found it
     table = [line for line in out.splitlines() if line.startswith("| tuned") or line.startswith("| glibc")]
-    assert len(table) == 2
+    assert len(table) == 3
     tmp = next(line for line in out.splitlines() if "is deleted afterwards" in line).split("; ")[1].split()[0]
     assert not Path(tmp).exists()
