@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from scseg.data.datamodule import DataModule
 from scseg.engine import checkpoint as ckpt
 from scseg.engine.run import build_datamodule, build_model
+from scseg.engine.trainer import memory_format_of
 
 
 def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, DataModule, torch.nn.Module, dict]:
@@ -33,13 +34,8 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[DictConfig, DataM
     dm.set_canvas((state.get("extra") or {}).get("canvas"))  # the canvas the network was trained on
     model = build_model(cfg, dm.num_classes, dm.in_channels)
     ckpt.load_model_weights(model, state, str(cfg.model.arch), dm.num_classes)
+    # prediction runs in the layout training ran in (the convolutions follow the weights' layout)
     return cfg, dm, model.to(memory_format=memory_format_of(cfg)), state
-
-
-def memory_format_of(cfg: DictConfig) -> torch.memory_format:
-    """The run's ``trainer.channels_last`` as a memory format: prediction runs in the layout training ran in (the
-    convolutions follow the weights' layout; faster on CPU, numbers equal up to floating-point noise)."""
-    return torch.channels_last if bool(cfg.trainer.get("channels_last", False)) else torch.contiguous_format
 
 
 def eval_resample_of(cfg: DictConfig) -> str:
