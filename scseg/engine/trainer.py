@@ -512,4 +512,11 @@ class Trainer:
         )
 
 
-__all__ = ["NonFiniteLossError", "TrainState", "Trainer", "configure_determinism", "seed_everything"]
+__all__ = [
+    "NonFiniteLossError",
+    "TrainState",
+    "Trainer",
+    "configure_determinism",
+    "memory_format_of",
+    "seed_everything",
+]
