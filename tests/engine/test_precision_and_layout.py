@@ -30,3 +30,24 @@ def test_channels_last(tiny_config):
 def test_torch_compile(tiny_config):
     """Budget: about 2 minutes on 2 CPU cores (inductor compiles forward and backward once)."""
     assert run_training(tiny_config("unet", "trainer.compile=true", "trainer.max_epochs=1")).state == "done"
+
+
+def test_memory_format_of_reads_the_run_config_and_old_run_folders_default_to_nchw():
+    from omegaconf import OmegaConf
+
+    from scseg.engine.trainer import memory_format_of
+
+    assert memory_format_of(OmegaConf.create({"trainer": {"channels_last": True}})) == torch.channels_last
+    assert memory_format_of(OmegaConf.create({"trainer": {"channels_last": False}})) == torch.contiguous_format
+    assert memory_format_of(OmegaConf.create({"trainer": {}})) == torch.contiguous_format  # before the key existed
+
+
+def test_loaded_run_predicts_in_the_layout_it_trained_in(tiny_config, tmp_path):
+    from scseg.engine.loading import load_run
+
+    result = run_training(tiny_config("unet", "trainer.channels_last=true"))
+    _, _, model, _ = load_run(result.run_dir)
+    # only a weight with several input channels and a k x k kernel tells the two layouts apart
+    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not any(p.is_contiguous() for p in kernels)
