@@ -78,13 +78,15 @@ def max_unpool2d_deterministic(x: torch.Tensor, indices: torch.Tensor, output_si
     """
     n, c, h, w = x.shape
     height, width = output_size
-    rows = torch.arange(2 * h, device=x.device).unsqueeze(1)
-    cols = torch.arange(2 * w, device=x.device).unsqueeze(0)
-    flat_position = rows * width + cols  # index of each window pixel in the (height, width) frame
     with torch.no_grad():
-        # float64 holds every index exactly (< 2^53); nearest upsampling has no integer kernel
-        window_index = F.interpolate(indices.to(torch.float64), scale_factor=2, mode="nearest")
-        keep = (window_index == flat_position).to(x.dtype)
+        # Where in its 2x2 window each pooled maximum sat (0..3): small integers, exact in every float dtype (MPS
+        # has no float64), and nearest upsampling has no integer kernel. Pooling windows start at (2i, 2j).
+        window_row = indices.div(width, rounding_mode="floor") - 2 * torch.arange(h, device=x.device).view(h, 1)
+        window_col = indices.remainder(width) - 2 * torch.arange(w, device=x.device).view(1, w)
+        slot = F.interpolate((2 * window_row + window_col).to(x.dtype), scale_factor=2, mode="nearest")
+        rows = torch.arange(2 * h, device=x.device).view(2 * h, 1) % 2
+        cols = torch.arange(2 * w, device=x.device).view(1, 2 * w) % 2
+        keep = (slot == (2 * rows + cols).to(x.dtype)).to(x.dtype)
     out = F.interpolate(x, scale_factor=2, mode="nearest") * keep
     return F.pad(out, [0, width - 2 * w, 0, height - 2 * h])
 

@@ -106,6 +106,19 @@ def test_deterministic_unpool_matches_torch_bit_for_bit_and_keeps_the_layout(mem
     assert grads[0][0].is_contiguous(memory_format=memory_format)  # a channels-last network stays channels-last
 
 
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_deterministic_unpool_is_exact_in_half_precision(dtype):
+    """The window mask is built in the input's dtype (no float64: MPS has none), so it must stay exact there, also
+    for frames whose flat indices a half-precision float could not hold (here 64 x 70 > 2048)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 70)
+    pooled, idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
+    expected = torch.nn.functional.max_unpool2d(pooled, idx, 2, output_size=(64, 70)).to(dtype)
+    out = max_unpool2d_deterministic(pooled.to(dtype), idx, (64, 70))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
 def test_too_small_input_names_the_minimum():
     model = create_model("unet", 2, filters=4)
     with pytest.raises(ValueError, match="at least 16 x 16"):
