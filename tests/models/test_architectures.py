@@ -106,7 +106,6 @@ def test_deterministic_unpool_matches_torch_bit_for_bit_and_keeps_the_layout(mem
     assert grads[0][0].is_contiguous(memory_format=memory_format)  # a channels-last network stays channels-last
 
 
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_deterministic_unpool_is_exact_in_half_precision(dtype):
     """The window mask is built in the input's dtype (no float64: MPS has none), so it must stay exact there, also
@@ -118,6 +117,7 @@ def test_deterministic_unpool_is_exact_in_half_precision(dtype):
     out = max_unpool2d_deterministic(pooled.to(dtype), idx, (64, 70))
     assert out.dtype == dtype
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
 
 def test_too_small_input_names_the_minimum():
     model = create_model("unet", 2, filters=4)
