@@ -297,7 +297,9 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
     from bench_se_memory import saved_bytes  # scripts/ is on sys.path when this script runs: one byte counter
 
     from scseg.models import create_se
+    from scseg.models.se_fused import kernels_available
 
+    fused_ok, fused_why = kernels_available()
     batch = 2 if args.quick else 8
     channels = (8,) if args.quick else (16, 64, 128)
     sizes = (16, 24) if args.quick else (96, 256)
@@ -305,8 +307,9 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
     section = Section(
         "se_blocks",
         "SE blocks: forward + backward, scseg vs a library-style reference",
-        sizes=f"batch {batch}, C in {list(channels)}, H = W in {list(sizes)}, float32, input = ReLU(randn) as in "
-        f"the networks (SE follows conv-norm-ReLU), reduction 2; concat timed at the smallest size only",
+        sizes=f"batch {batch}, C in {list(channels)}, H = W in {list(sizes)}, float32, channels-last (the "
+        "trainer's layout, trainer.channels_last), input = ReLU(randn) as in the networks (SE follows "
+        "conv-norm-ReLU), reduction 2; concat timed at the smallest size only",
     )
     table = Table(
         "Time per forward + backward (median) and bytes kept for backward (in units of the input's size)",
@@ -317,6 +320,8 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
             ("scseg_ms", "scseg ms", ".2f"),
             ("reference_ms", "reference ms", ".2f"),
             ("time_ratio", "scseg / reference", ".2f"),
+            ("fused_ms", "fused ms", ".2f"),
+            ("fused_ratio", "fused / reference", ".2f"),
             ("scseg_kept", "kept, scseg", ".2f"),
             ("reference_kept", "kept, reference", ".2f"),
         ],
@@ -325,7 +330,8 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
     for size in sizes:
         for ch in channels:
             torch.manual_seed(0)
-            x = torch.relu(torch.randn(batch, ch, size, size)).requires_grad_()
+            x = torch.relu(torch.randn(batch, ch, size, size)).contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
             grad = torch.randn_like(x)
             full = x.numel() * x.element_size()
             runs: dict[str, Callable[[], None]] = {}
@@ -338,7 +344,15 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
                 theirs = reference_block(ours)
                 with torch.no_grad():
                     agree &= torch.allclose(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
-                for impl, module in (("scseg", ours), ("reference", theirs)):
+                implementations = [("scseg", ours), ("reference", theirs)]
+                if fused_ok and aggregation == "add":
+                    torch.manual_seed(0)
+                    fused = create_se(name, ch, aggregation=aggregation, kernels="fused")
+                    fused.load_state_dict(ours.state_dict())
+                    with torch.no_grad():
+                        agree &= torch.allclose(fused(x), theirs(x), rtol=1e-4, atol=1e-5)
+                    implementations.append(("fused", fused))
+                for impl, module in implementations:
                     kept[f"{label}/{impl}"] = saved_bytes(module, x) / full
                     runs[f"{label}/{impl}"] = _fwd_bwd(module, x, grad)
             times = interleaved(runs, args.repeats, warmup=1)
@@ -352,6 +366,10 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
                         "scseg_ms": 1e3 * median(times[f"{label}/scseg"]),
                         "reference_ms": 1e3 * median(times[f"{label}/reference"]),
                         "time_ratio": paired_ratio(times, f"{label}/scseg", f"{label}/reference"),
+                        "fused_ms": 1e3 * median(times[f"{label}/fused"]) if f"{label}/fused" in times else None,
+                        "fused_ratio": paired_ratio(times, f"{label}/fused", f"{label}/reference")
+                        if f"{label}/fused" in times
+                        else None,
                         "scseg_kept": kept[f"{label}/scseg"],
                         "reference_kept": kept[f"{label}/reference"],
                     }
@@ -363,7 +381,11 @@ def section_se_blocks(args: argparse.Namespace) -> Section:
         "reference: cSE as AdaptiveAvgPool2d + 1x1 convolutions + Sigmoid, sSE as a 1x1 convolution + Sigmoid, "
         "then `x * c + x * s` (max: `maximum(x * c, x * s)`, mul: `(x * c) * (x * s)`, concat: 1x1 convolution "
         "of `cat([x * c, x * s])`), weights copied from scseg's block; outputs agree: "
-        f"{'yes' if agree else 'NO'}. Kept = bytes autograd saves for backward / bytes of x (x itself counts 1)."
+        f"{'yes' if agree else 'NO'}. Kept = bytes autograd saves for backward / bytes of x (x itself counts 1). "
+        "scseg: the blocks built from ATen operations (trainer.se_kernels=eager); fused: the C++ kernels of "
+        "scseg/models/se_fused.py (trainer.se_kernels=auto, the default), for cSE, sSE and scSE add"
+        + ("" if fused_ok else f" (not built here: {fused_why})")
+        + "."
     )
     return section
 
@@ -418,6 +440,9 @@ def training_step(cfg: Any, model: Any, num_classes: int) -> Callable[[Any, Any]
     return step
 
 
+ATEN_SCSE = "scse (ATen gates)"
+
+
 def variant_overhead_table(
     args: argparse.Namespace, section: Section, title: str, archs: Sequence[str], width: str, size: int
 ) -> Table:
@@ -426,6 +451,7 @@ def variant_overhead_table(
     from scseg.engine.loading import memory_format_of
     from scseg.engine.run import build_model
     from scseg.models import SE_VARIANTS
+    from scseg.models.se_fused import kernels_available
 
     batch = 2 if args.quick else 8
     images, labels = synthetic_batch(batch, size, MALC_NUM_CLASSES)
@@ -441,10 +467,13 @@ def variant_overhead_table(
             ("overhead_pct", "step time vs none", "+.1f"),
         ],
     )
+    # the scSE row again with the ATen gates (trainer.se_kernels=eager): what the fused kernels save per step
+    variants = [*SE_VARIANTS, ATEN_SCSE] if kernels_available()[0] else list(SE_VARIANTS)
     for arch in archs:
         steps = {}
-        for se in SE_VARIANTS:
-            cfg = compose([f"model={arch}", f"width={width}", f"se={se}"])
+        for se in variants:
+            extra = ["trainer.se_kernels=eager"] if se == ATEN_SCSE else []
+            cfg = compose([f"model={arch}", f"width={width}", f"se={se.split()[0]}", *extra])
             layout = memory_format_of(cfg)  # the layout the trainer trains in (trainer.channels_last)
             torch.manual_seed(0)
             model = build_model(cfg, MALC_NUM_CLASSES, 1).to(memory_format=layout)
@@ -453,7 +482,7 @@ def variant_overhead_table(
             steps[se] = lambda step=step, x=x: step(x, labels)
         times = interleaved(steps, args.repeats, warmup=1, inner=1)
         section.raw[f"{arch}_{width}_{size}"] = times
-        for se in SE_VARIANTS:
+        for se in variants:
             overhead = 100.0 * (paired_ratio(times, se, "none") - 1.0)
             table.rows.append(
                 {
@@ -553,7 +582,9 @@ def section_training(args: argparse.Namespace) -> Section:
             )
     section.notes.append(
         "step time vs none: the median over rounds of (variant's step time / none's step time in the same round) - 1, "
-        "in %; every variant starts from the same backbone weights."
+        "in %; every variant starts from the same backbone weights. SE gates run as the trainer runs them "
+        f"(trainer.se_kernels=auto: fused C++ kernels where they build); '{ATEN_SCSE}' is scSE with "
+        "trainer.se_kernels=eager, the ATen operations."
     )
     trainer_vs_bare(args, section)
     return section

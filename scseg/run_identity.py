@@ -43,6 +43,7 @@ HASH_EXCLUDE: tuple[str, ...] = DEFAULT_HASH_EXCLUDE + (
     "data.cache_dir",
     "trainer.num_threads",
     "trainer.eval_batch_size",
+    "trainer.se_kernels",  # fused or ATen SE gates: the same function, rounding apart (scseg.models.se_fused)
 )
 # What an SE comparison may vary between the cells of one architecture (besides HASH_EXCLUDE): the SE variant,
 # its aggregation, reduction and positions (the whole ``se`` group and the architecture's default reduction),

@@ -22,6 +22,9 @@ AGGREGATIONS: tuple[str, ...] = ("add", "max", "mul", "concat")
 SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder")
 DEFAULT_SE_POSITIONS: tuple[str, ...] = ("encoder", "decoder")
 DEFAULT_SE_REDUCTION = 2
+# How SE blocks compute (``trainer.se_kernels``; scseg.models.se_fused): fused CPU kernels when they build, always,
+# or never (ATen operations).
+SE_KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager")
 
 
 def resolve_positions(positions: Iterable[str] | str | None, in_bottleneck: bool = False) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from scseg.data.preprocess import RESTORE_MODES
 from scseg.data.types import SPLITS
 from scseg.losses import create_loss_from_config
 from scseg.models import ARCHITECTURES
-from scseg.se_options import AGGREGATIONS, SE_POSITIONS, SE_VARIANTS
+from scseg.se_options import AGGREGATIONS, SE_KERNEL_MODES, SE_POSITIONS, SE_VARIANTS
 
 # ``resume``: continue a run folder's checkpoint when its config hash matches (auto), never, or fail without one.
 RESUME_MODES: tuple[str, ...] = ("auto", "never", "must")
@@ -62,6 +62,7 @@ class TrainerSchema:
     deterministic: bool
     num_threads: int | None
     tune_malloc: bool
+    se_kernels: str
     progress_bar: Any
     eval_batch_size: int
     eval_resample: str
@@ -92,6 +93,7 @@ _CHOICES = {
     "se.aggregation": AGGREGATIONS,
     "trainer.amp_dtype": AMP_DTYPES,
     "trainer.eval_resample": RESTORE_MODES,
+    "trainer.se_kernels": SE_KERNEL_MODES,
     "resume": RESUME_MODES,
     "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,

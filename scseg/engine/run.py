@@ -102,6 +102,9 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn
     arch = kwargs.pop("arch")
     kwargs.pop("se_reduction", None)  # the architecture's default reduction: se_settings applies it
     settings = se_settings(cfg)
+    # The fused SE kernels are CPU code; a GPU run needs no C++ build for them.
+    on_cpu = str(cfg.trainer.get("device", "cpu")).startswith("cpu")
+    se_kernels = str(cfg.trainer.get("se_kernels", "auto")) if on_cpu else "eager"
     return create_model(
         arch,
         num_classes,
@@ -110,6 +113,7 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn
         se_reduction=settings["se_reduction"],
         se_aggregation=str(cfg.se.aggregation),
         se_positions=settings["se_positions"],
+        se_kernels=se_kernels,
         **kwargs,
     )
 

@@ -10,8 +10,9 @@ from torch import nn
 from scseg.models.fcdensenet import FCDenseNet, fcdensenet56, fcdensenet67, fcdensenet103
 from scseg.models.sdnet import SDNet
 from scseg.models.se import check_se_options, create_se, se_build_scope
+from scseg.models.se_fused import resolve_mode
 from scseg.models.unet import UNet
-from scseg.se_options import AGGREGATIONS, DEFAULT_SE_POSITIONS, SE_VARIANTS
+from scseg.se_options import AGGREGATIONS, DEFAULT_SE_POSITIONS, SE_KERNEL_MODES, SE_VARIANTS
 
 # Every entry is a class or a function whose own signature lists the architecture's keyword arguments (the config
 # check validates ``model.*`` against it) besides in_channels, num_classes and the SE arguments create_model adds.
@@ -34,6 +35,7 @@ def create_model(
     se_aggregation: str = "add",
     se_in_bottleneck: bool = False,
     se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
+    se_kernels: str = "eager",
     **arch_kwargs,
 ) -> nn.Module:
     """Build a 2D segmentation network that returns logits ``(N, num_classes, H, W)``.
@@ -42,12 +44,19 @@ def create_model(
     (see its docstring). Presets (``fcdensenet56/67/103``) fix layer counts and growth rate; explicit
     ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance; ``se_positions``
     (any of ``encoder``, ``bottleneck``, ``decoder``; ``se_in_bottleneck`` adds ``bottleneck``) says which blocks.
+    ``se_kernels`` (``eager`` | ``fused`` | ``auto``) chooses how the SE blocks compute, not what (see ``create_se``).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
     # Validate the SE settings once, up front, so the error names the setting rather than a block.
     check_se_options(se, se_aggregation)
-    se_factory = functools.partial(create_se, se, spatial_dims=2, reduction=se_reduction, aggregation=se_aggregation)
+    if se_kernels not in SE_KERNEL_MODES:
+        raise ValueError(f"unknown se_kernels {se_kernels!r}; valid choices: {', '.join(SE_KERNEL_MODES)}")
+    if se != "none":
+        se_kernels = resolve_mode(se_kernels)  # once, so "auto" builds (or gives up) before the first block
+    se_factory = functools.partial(
+        create_se, se, spatial_dims=2, reduction=se_reduction, aggregation=se_aggregation, kernels=se_kernels
+    )
     # SE blocks draw nothing from the global RNG (see create_se): every variant gets the same backbone weights.
     with se_build_scope():
         return ARCHITECTURES[arch](

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from scseg.models.se_fused import FusedRecalibration, layout_of, resolve_mode
 from scseg.se_options import AGGREGATIONS, SE_VARIANTS
 
 
@@ -48,6 +49,21 @@ def _conv_cls(spatial_dims: int) -> type[nn.Module]:
 
 
 # ---------------------------------------------------------------------------------------------- autograd functions
+def _channels_last_rows(t: torch.Tensor) -> torch.Tensor | None:
+    """``(N, P, C)`` view of a channels-last tensor (each pixel's channels one contiguous row), else ``None``.
+
+    Why: reductions over space or channels written on ``(N, C, *spatial)`` run ATen's strided paths on
+    channels-last memory (several times slower there); on this view the same sums are contiguous. Tensors that
+    are also NCHW-contiguous (one channel, or one pixel) take the NCHW path.
+    """
+    if t.ndim < 3 or t.is_contiguous():
+        return None
+    rows = t.permute(0, *range(2, t.ndim), 1)
+    if not rows.is_contiguous():
+        return None
+    return rows.reshape(t.shape[0], -1, t.shape[1])
+
+
 class _SpatialMean(torch.autograd.Function):
     """Mean over the spatial dimensions, ``(N, C, *spatial) -> (N, C)``. Backward returns a broadcast view of
     ``grad / numel`` instead of writing it out at full size (autograd's own mean backward does)."""
@@ -55,6 +71,9 @@ class _SpatialMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape = x.shape
+        rows = _channels_last_rows(x)
+        if rows is not None:
+            return rows.mean(dim=1)
         return x.mean(dim=tuple(range(2, x.ndim)))
 
     @staticmethod
@@ -103,7 +122,21 @@ class _Project(torch.autograd.Function):
 
 
 def _sum_over_space(t: torch.Tensor) -> torch.Tensor:
+    """``(N, C, *spatial) -> (N, C, 1, ..., 1)``."""
+    rows = _channels_last_rows(t)
+    if rows is not None:
+        return rows.sum(dim=1).reshape(*t.shape[:2], *([1] * (t.ndim - 2)))
     return t.sum(dim=tuple(range(2, t.ndim)), keepdim=True)
+
+
+def _sum_over_channels(t: torch.Tensor) -> torch.Tensor:
+    """``(N, C, *spatial) -> (N, 1, *spatial)``. On channels-last input each pixel's channels are one short
+    contiguous row; ATen's reduction pays per row there, a matrix-vector product with ones does not."""
+    rows = _channels_last_rows(t)
+    if rows is not None:
+        ones = torch.ones(t.shape[1], dtype=t.dtype, device=t.device)
+        return torch.mv(rows.reshape(-1, t.shape[1]), ones).reshape(t.shape[0], 1, *t.shape[2:])
+    return t.sum(dim=1, keepdim=True)
 
 
 class _ScSEAdd(torch.autograd.Function):
@@ -123,7 +156,7 @@ class _ScSEAdd(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             gx = grad * x
             grad_c = _sum_over_space(gx)
-            grad_s = gx.sum(dim=1, keepdim=True)
+            grad_s = _sum_over_channels(gx)
         return grad_x, grad_c, grad_s
 
 
@@ -148,7 +181,7 @@ class _ScSEMax(torch.autograd.Function):
         grad_xs = torch.sub(grad, grad_xc, out=to_c)
         grad_x = torch.mul(grad_xc, c).addcmul_(grad_xs, s) if ctx.needs_input_grad[0] else None
         grad_c = _sum_over_space(grad_xc.mul_(x)) if ctx.needs_input_grad[1] else None
-        grad_s = grad_xs.mul_(x).sum(dim=1, keepdim=True) if ctx.needs_input_grad[2] else None
+        grad_s = _sum_over_channels(grad_xs.mul_(x)) if ctx.needs_input_grad[2] else None
         return grad_x, grad_c, grad_s
 
 
@@ -172,7 +205,7 @@ class _ScSEMul(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_c = _sum_over_space(gxx * s)
         if ctx.needs_input_grad[2]:
-            grad_s = gxx.mul_(c).sum(dim=1, keepdim=True)
+            grad_s = _sum_over_channels(gxx.mul_(c))
         return grad_x, grad_c, grad_s
 
 
@@ -197,11 +230,12 @@ class _Projection3d(nn.Conv3d):
 class ChannelSE(nn.Module):
     """cSE: spatial squeeze, channel excitation. One gate value per channel, constant over space."""
 
-    def __init__(self, channels: int, reduction: int = 2, spatial_dims: int = 2) -> None:
+    def __init__(self, channels: int, reduction: int = 2, spatial_dims: int = 2, kernels: str = "eager") -> None:
         super().__init__()
         _conv_cls(spatial_dims)  # validates spatial_dims
         hidden = _hidden_channels(channels, reduction)
         self.spatial_dims = spatial_dims
+        self.kernels = _check_kernels(kernels)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
@@ -212,15 +246,19 @@ class ChannelSE(nn.Module):
         return excited.reshape(*excited.shape, *([1] * self.spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels == "fused" and layout_of(x) is not None:
+            fc1, fc2 = self.fc1, self.fc2
+            return FusedRecalibration.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, None, None)
         return x * self.gate(x)
 
 
 class SpatialSE(nn.Module):
     """sSE: channel squeeze, spatial excitation. One gate value per voxel, constant over channels."""
 
-    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2, kernels: str = "eager") -> None:
         super().__init__()
         _conv_cls(spatial_dims)  # validates spatial_dims
+        self.kernels = _check_kernels(kernels)
         self.conv = (_Projection2d if spatial_dims == 2 else _Projection3d)(channels, 1, kernel_size=1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,29 +266,45 @@ class SpatialSE(nn.Module):
         return torch.sigmoid(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels == "fused" and layout_of(x) is not None:
+            return FusedRecalibration.apply(x, None, None, None, None, self.conv.weight, self.conv.bias)
         return x * self.gate(x)
 
 
 class ConcurrentSE(nn.Module):
     """scSE: cSE and sSE computed from the same input, recombined by ``aggregation``."""
 
-    def __init__(self, channels: int, reduction: int = 2, spatial_dims: int = 2, aggregation: str = "add") -> None:
+    def __init__(
+        self, channels: int, reduction: int = 2, spatial_dims: int = 2, aggregation: str = "add", kernels: str = "eager"
+    ) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown scSE aggregation {aggregation!r}; valid choices: {', '.join(AGGREGATIONS)}")
         self.aggregation = aggregation
+        self.kernels = _check_kernels(kernels)
         self.cse = ChannelSE(channels, reduction, spatial_dims)
         self.sse = SpatialSE(channels, spatial_dims)
         if aggregation == "concat":
             self.fuse = _conv_cls(spatial_dims)(2 * channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels == "fused" and self.aggregation == "add" and layout_of(x) is not None:
+            cse, sse = self.cse, self.sse
+            return FusedRecalibration.apply(
+                x, cse.fc1.weight, cse.fc1.bias, cse.fc2.weight, cse.fc2.bias, sse.conv.weight, sse.conv.bias
+            )
         c = self.cse.gate(x)
         s = self.sse.gate(x)
         function = _AGGREGATE.get(self.aggregation)
         if function is not None:
             return function.apply(x, c, s)
         return self.fuse(torch.cat([x * c, x * s], dim=1))
+
+
+def _check_kernels(kernels: str) -> str:
+    if kernels not in ("fused", "eager"):
+        raise ValueError(f"SE block kernels must be 'fused' or 'eager' (create_se resolves 'auto'), got {kernels!r}")
+    return kernels
 
 
 def _hidden_channels(channels: int, reduction: int) -> int:
@@ -309,7 +363,12 @@ def _next_se_seed() -> int:
 
 
 def create_se(
-    name: str, channels: int, spatial_dims: int = 2, reduction: int = 2, aggregation: str = "add"
+    name: str,
+    channels: int,
+    spatial_dims: int = 2,
+    reduction: int = 2,
+    aggregation: str = "add",
+    kernels: str = "eager",
 ) -> nn.Module:
     """Build a NEW recalibration block for ``channels`` feature maps (never share one between blocks).
 
@@ -321,10 +380,14 @@ def create_se(
     exactly where it was. So at a given seed ``none``, ``cse``, ``sse`` and ``scse`` (any aggregation, reduction
     or positions) start from identical backbone weights, and the SE weights are still a function of the seed
     (issue 11).
+
+    ``kernels``: ``eager`` (ATen operations, the default for library use), ``fused`` (scseg.models.se_fused: the
+    same function in fewer passes over memory, CPU; built on first use) or ``auto`` (fused when it builds).
     """
     check_se_options(name, aggregation, spatial_dims)
     if name == "none":
         return nn.Identity()
+    kernels = resolve_mode(kernels)
     if name != "sse":
         _hidden_channels(channels, reduction)
     seed = _next_se_seed()
@@ -333,7 +396,7 @@ def create_se(
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
         if name == "sse":
-            return SpatialSE(channels, spatial_dims)
+            return SpatialSE(channels, spatial_dims, kernels=kernels)
         if name == "cse":
-            return ChannelSE(channels, reduction, spatial_dims)
-        return ConcurrentSE(channels, reduction, spatial_dims, aggregation)
+            return ChannelSE(channels, reduction, spatial_dims, kernels=kernels)
+        return ConcurrentSE(channels, reduction, spatial_dims, aggregation, kernels=kernels)

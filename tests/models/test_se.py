@@ -157,3 +157,45 @@ def test_scse_keeps_few_full_size_tensors_for_backward():
     full = x.numel() * x.element_size()
     assert _saved_bytes(ConcurrentSE(16, aggregation="add"), x) < 1.1 * full
     assert _saved_bytes(ConcurrentSE(16, aggregation="max"), x) < 2.5 * full
+
+
+_LAYOUTS = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("variant", ["cse", "sse", *(f"scse-{a}" for a in AGGREGATIONS)])
+def test_channels_last_gates_match_nchw_and_keep_the_layout(variant, dims):
+    """The gates reduce channels-last inputs on an (N, P, C) view (their own code path): same values and gradients
+    (input and parameters) as on NCHW, and the output and input gradient stay channels-last."""
+    name, _, aggregation = variant.partition("-")
+    torch.manual_seed(0)
+    block = create_se(name, 6, spatial_dims=dims, aggregation=aggregation or "add").double()
+    shape = (2, 6, 5, 7) if dims == 2 else (2, 6, 3, 4, 5)
+    base = torch.randn(shape, dtype=torch.float64)
+    weights = torch.randn(shape, dtype=torch.float64)
+    results = []
+    for memory_format in (torch.contiguous_format, _LAYOUTS[dims]):
+        block.zero_grad()
+        x = base.clone(memory_format=memory_format).requires_grad_(True)
+        out = block(x)
+        (out * weights).sum().backward()
+        params = [p.grad.clone() for p in block.parameters()]
+        results.append((out.detach(), x.grad, params))
+        # concat's fusion is ATen's 1x1 convolution, whose output layout is ATen's choice (NCDHW in 3D)
+        if memory_format is not torch.contiguous_format and aggregation != "concat":
+            assert out.is_contiguous(memory_format=memory_format)
+            assert x.grad.is_contiguous(memory_format=memory_format)
+    (out_a, grad_a, params_a), (out_b, grad_b, params_b) = results
+    torch.testing.assert_close(out_b, out_a, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(params_a, params_b, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["cse", "sse", *(f"scse-{a}" for a in ("add", "max", "mul"))])
+def test_gradcheck_channels_last(variant):
+    name, _, aggregation = variant.partition("-")
+    torch.manual_seed(0)
+    block = create_se(name, 4, aggregation=aggregation or "add").double()
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(block, (x.requires_grad_(True),))

@@ -1,0 +1,170 @@
+"""Fused CPU kernels for cSE, sSE and scSE (``add``): each block in two passes over ``x`` forward and two backward.
+
+Why: the gates' arithmetic is tiny, so on a CPU an SE block costs its passes over the full-size feature map. Built
+from ATen operations (scseg.models.se), scSE ``add`` makes about a dozen of them (the two squeezes, ``x*c + x*s``,
+``grad * x``, both backward sums, three input-gradient terms and autograd's sums of them); here the squeezes are one
+pass, the recombination one, the backward sums one and the input gradient one, with nothing full-size kept for
+backward but ``x`` (issue 10; ``scripts/benchmark.py`` measures both paths).
+
+The kernels (``se_kernels.cpp``) are compiled on first use with torch's extension loader (a C++ compiler and
+``ninja``; ~40 s once, then cached under ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``). They handle
+float32/float64 CPU tensors in NCHW or channels-last memory, 2D and 3D; anything else (CUDA, half precision,
+``torch.compile`` tracing, the ``max``/``mul``/``concat`` aggregations) takes the ATen path, which computes the same
+function. Results equal the ATen path up to float rounding (``tests/models/test_se_fused.py``), so the setting
+(``trainer.se_kernels``: auto | fused | eager) is left out of the run's config hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from scseg.se_options import SE_KERNEL_MODES
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("se_kernels.cpp")
+_lock = threading.Lock()
+_build: dict[str, object] = {}  # "ok": bool, "why": str, "seconds": float once a build was attempted
+
+
+def kernels_available() -> tuple[bool, str]:
+    """Build (once per process) and load the fused kernels; ``(True, how)`` or ``(False, why not)``. Never raises."""
+    with _lock:
+        if "ok" not in _build:
+            start = time.perf_counter()
+            try:
+                from torch.utils import cpp_extension
+
+                digest = hashlib.sha1(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+                cpp_extension.load(
+                    name=f"scseg_se_kernels_{digest}",
+                    sources=[str(_SOURCE)],
+                    # OpenMP: at::parallel_for runs on torch's own OpenMP runtime (libgomp.so.1, already loaded)
+                    extra_cflags=["-O3", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"],
+                    is_python_module=False,
+                    verbose=False,
+                )
+                torch.ops.scseg_se.squeeze  # noqa: B018 - raises if the library did not register its operators
+                _build.update(ok=True, why=f"compiled or loaded in {time.perf_counter() - start:.1f} s")
+            except Exception as exc:  # no compiler, no ninja, a read-only cache: the ATen path still works
+                lines = str(exc).strip().splitlines() or [""]
+                first_error = next((line for line in lines if "error" in line.lower()), lines[-1])
+                _build.update(ok=False, why=f"{type(exc).__name__}: {first_error.strip()}")
+            _build["seconds"] = time.perf_counter() - start
+        return bool(_build["ok"]), str(_build["why"])
+
+
+def resolve_mode(mode: str) -> str:
+    """``fused`` or ``eager`` for a configured ``trainer.se_kernels`` value; ``auto`` falls back to eager (logged)
+    when the kernels cannot be built, ``fused`` raises instead."""
+    if mode not in SE_KERNEL_MODES:
+        raise ValueError(f"trainer.se_kernels: unknown value {mode!r}; valid choices: {', '.join(SE_KERNEL_MODES)}")
+    if mode == "eager":
+        return "eager"
+    ok, why = kernels_available()
+    if ok:
+        return "fused"
+    if mode == "fused":
+        raise RuntimeError(f"trainer.se_kernels=fused: the fused SE kernels could not be built ({why})")
+    if not _build.get("warned"):
+        _build["warned"] = True
+        log.warning("fused SE kernels unavailable (%s); the SE blocks use ATen operations (same results, slower)", why)
+    return "eager"
+
+
+def layout_of(x: torch.Tensor) -> tuple[torch.Tensor, bool] | None:
+    """``(3D view, channels_last)`` the kernels can take ``x`` as, or None when they cannot (then: ATen path)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.ndim not in (4, 5):
+        return None
+    if torch.compiler.is_compiling():
+        return None
+    n, c = x.shape[:2]
+    if x.is_contiguous():
+        return x.view(n, c, -1), False
+    rows = x.permute(0, *range(2, x.ndim), 1)
+    if rows.is_contiguous():
+        return rows.reshape(n, -1, c), True
+    return None
+
+
+def _like(flat: torch.Tensor, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A kernel's 3D output as a tensor of ``x``'s shape and memory layout (a view, no copy)."""
+    if not channels_last:
+        return flat.view(x.shape)
+    return flat.view(x.shape[0], *x.shape[2:], x.shape[1]).permute(0, x.ndim - 1, *range(1, x.ndim - 1))
+
+
+def _flat_like(t: torch.Tensor, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``t`` (``x``'s shape, any layout) as the 3D view the kernels read; copies only if its layout differs."""
+    n, c = x.shape[:2]
+    if not channels_last:
+        return t.contiguous().view(n, c, -1)
+    return t.permute(0, *range(2, t.ndim), 1).contiguous().view(n, -1, c)
+
+
+def _excite(mean: torch.Tensor, fc1_w, fc1_b, fc2_w, fc2_b) -> torch.Tensor:
+    """cSE's excitation, the same layers as ``ChannelSE`` (two linear layers, ReLU, sigmoid)."""
+    return torch.sigmoid(F.linear(torch.relu(F.linear(mean, fc1_w, fc1_b)), fc2_w, fc2_b))
+
+
+class FusedRecalibration(torch.autograd.Function):
+    """``x * (c + s)`` with ``c = sigmoid(fc2(relu(fc1(mean_space x))))`` (when ``fc1_w`` is given) and
+    ``s = sigmoid(w . x + b)`` (when ``proj_w`` is given): cSE, sSE or scSE ``add`` as one autograd node.
+
+    Saves ``x`` and the small gates; backward recomputes the excitation's tiny graph to differentiate it.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x, fc1_w, fc1_b, fc2_w, fc2_b, proj_w, proj_b):  # noqa: D102
+        flat, channels_last = layout_of(x)
+        has_c, has_s = fc1_w is not None, proj_w is not None
+        weight = proj_w.reshape(-1).to(x.dtype) if has_s else flat.new_empty(0)
+        bias = float(proj_b) if has_s and proj_b is not None else 0.0
+        sums, logits = torch.ops.scseg_se.squeeze(flat, weight, bias, channels_last, has_c, has_s)
+        pixels = flat.shape[1] if channels_last else flat.shape[2]
+        mean = sums / pixels if has_c else None
+        c_gate = _excite(mean, fc1_w, fc1_b, fc2_w, fc2_b).contiguous() if has_c else flat.new_empty(0)
+        s_gate = torch.sigmoid(logits) if has_s else flat.new_empty(0)
+        out = torch.ops.scseg_se.recalibrate(flat, c_gate, s_gate, channels_last)
+        ctx.save_for_backward(x, mean if has_c else None, c_gate, s_gate, weight, fc1_w, fc1_b, fc2_w, fc2_b)
+        ctx.flags = (channels_last, has_c, has_s, proj_b is not None, pixels)
+        ctx.proj_shape = proj_w.shape if has_s else None
+        return _like(out, x, channels_last)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor):  # noqa: D102
+        x, mean, c_gate, s_gate, weight, fc1_w, fc1_b, fc2_w, fc2_b = ctx.saved_tensors
+        channels_last, has_c, has_s, has_bias, pixels = ctx.flags
+        flat = layout_of(x)[0]
+        g = _flat_like(grad.to(x.dtype), x, channels_last)
+        grad_c, grad_q, grad_w = torch.ops.scseg_se.reduce_grads(g, flat, s_gate, channels_last, has_c)
+        fc_grads = [None] * 4
+        mean_share = flat.new_empty(0)
+        if has_c:
+            params = (fc1_w, fc1_b, fc2_w, fc2_b)
+            with torch.enable_grad():
+                leaf = mean.detach().requires_grad_(True)
+                inputs = [leaf, *(p for p in params if p is not None and p.requires_grad)]
+                grads = torch.autograd.grad(_excite(leaf, *params), inputs, grad_c.to(leaf.dtype))
+            mean_share = (grads[0] / pixels).contiguous()
+            trained = iter(grads[1:])
+            fc_grads = [next(trained) if p is not None and p.requires_grad else None for p in params]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            flat_grad = torch.ops.scseg_se.input_grad(g, c_gate, s_gate, mean_share, weight, grad_q, channels_last)
+            grad_x = _like(flat_grad, x, channels_last)
+        grad_proj_w = grad_proj_b = None
+        if has_s:
+            grad_proj_w = grad_w.reshape(ctx.proj_shape)
+            grad_proj_b = grad_q.sum().reshape(1) if has_bias else None
+        return grad_x, *fc_grads, grad_proj_w, grad_proj_b
