@@ -6,6 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (or .../cu124) to choose a build
 TORCH_INDEX ?=
 RUNS ?= runs
+TASKS ?= malc chaos
 PORT ?= 6006
 PYTEST_ARGS ?=
 
@@ -100,8 +101,8 @@ paper-cpu: install ## train the CPU-preset grid: make paper-cpu TASK=malc|chaos 
 	$(VENV)/bin/scseg-train -m experiment=paper_$(TASK)_cpu model=$(MODELS) se=none,cse,sse,scse seed=$(SEEDS) \
 	  launcher=$(LAUNCHER) "paths.runs_dir=$(RUNS)"
 
-results: install ## docs/results/{malc,chaos}_cpu.md from the CPU-preset runs in RUNS, then README's tables (RUNS=...)
-	@found=0; for task in malc chaos; do \
+results: install ## docs/results/{malc,chaos}_cpu.md from the CPU-preset runs in RUNS, then README's tables (RUNS=..., TASKS=chaos: one page)
+	@found=0; for task in $(TASKS); do \
 	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
 	  case $$task in malc) title="MALC 2012 whole-brain MRI, 27 structures (experiment=paper_malc_cpu)";; \
 	    chaos) title="CHAOS T2-SPIR abdominal MRI, 4 organs (experiment=paper_chaos_cpu)";; esac; \

@@ -22,7 +22,12 @@ each that keeps only ``x`` and the two small gates and recomputes the rest in ba
 broadcast view; the 1x1 projection is one matrix product each way (still an ``nn.Conv2d``/``nn.Conv3d``
 module, so parameters, hooks and multiply-add counts are unchanged). Results equal the literal formulas up to
 float rounding (``tests/models/test_se.py``); ``scripts/bench_se_memory.py`` measures the bytes kept for
-backward and ``scripts/benchmark.py --sections se_blocks`` the time.
+backward and ``scripts/benchmark.py --sections se_blocks`` the time. Reductions of channels-last inputs run on an
+``(N, P, C)`` view, where they are contiguous.
+
+Blocks built with ``kernels="fused"`` (``trainer.se_kernels``: ``auto`` in the CPU presets) run cSE, sSE and scSE
+``add`` through :mod:`scseg.models.se_fused` instead: C++ kernels that make one pass over ``x`` per step rather
+than one per ATen operation. Same parameters, same function; ``gate(x)`` is the same in both.
 """
 
 from __future__ import annotations

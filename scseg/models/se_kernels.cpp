@@ -156,11 +156,16 @@ std::vector<at::Tensor> reduce_grads(const at::Tensor& grad, const at::Tensor& x
             const scalar_t* g = G + (n * s.p + p) * s.c;
             const scalar_t* row = X + (n * s.p + p) * s.c;
             scalar_t dot = 0;
+            if (has_c) {  // two loops, so that neither holds a branch the vectoriser has to keep
 _Pragma("omp simd reduction(+ : dot)")
-            for (int64_t c = 0; c < s.c; ++c) {
-              const scalar_t gx = g[c] * row[c];
-              dot += gx;
-              if (has_c) pc[c] += gx;
+              for (int64_t c = 0; c < s.c; ++c) {
+                const scalar_t gx = g[c] * row[c];
+                dot += gx;
+                pc[c] += gx;
+              }
+            } else {
+_Pragma("omp simd reduction(+ : dot)")
+              for (int64_t c = 0; c < s.c; ++c) dot += g[c] * row[c];
             }
             if (has_s) {
               const scalar_t sp = SG[n * s.p + p];
