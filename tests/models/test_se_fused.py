@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 
-from scseg.models import create_model, create_se
-from scseg.models import se_fused
+from scseg.models import create_model, create_se, se_fused
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler: the fused kernels cannot build"
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="no C++ compiler: the fused kernels cannot build",
 )
 
 VARIANTS = [("cse", "add"), ("sse", "add"), ("scse", "add")]
