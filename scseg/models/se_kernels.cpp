@@ -32,6 +32,18 @@ Shape shape_of(const at::Tensor& x, bool channels_last) {
   return s;
 }
 
+// Runs f(task, n, p0, p1) for every (sample n, pixel block [p0, p1)) on torch's intra-op threads.
+template <typename F>
+void for_each_block(const Shape& s, const F& f) {
+  at::parallel_for(0, s.n * s.blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / s.blocks, k = task % s.blocks;
+      const int64_t p0 = k * s.block;
+      f(task, n, p0, std::min(s.p, p0 + s.block));
+    }
+  });
+}
+
 // Spatial sum per channel (N, C) and the projection sum_c w_c x_c + b per pixel (N, P), in one pass over x.
 std::vector<at::Tensor> squeeze(const at::Tensor& x, const at::Tensor& weight, double bias, bool channels_last,
                                 bool want_sum, bool want_projection) {
@@ -44,10 +56,7 @@ std::vector<at::Tensor> squeeze(const at::Tensor& x, const at::Tensor& weight, d
     scalar_t* S = partial.data_ptr<scalar_t>();
     scalar_t* Q = projection.data_ptr<scalar_t>();
     const scalar_t b = static_cast<scalar_t>(bias);
-    at::parallel_for(0, s.n * s.blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / s.blocks, k = task % s.blocks;
-        const int64_t p0 = k * s.block, p1 = std::min(s.p, p0 + s.block);
+    for_each_block(s, [&](int64_t task, int64_t n, int64_t p0, int64_t p1) {
         scalar_t* sums = want_sum ? S + task * s.c : nullptr;
         scalar_t* q = want_projection ? Q + n * s.p : nullptr;
         if (channels_last) {
@@ -77,7 +86,6 @@ _Pragma("omp simd reduction(+ : acc)")
             }
           }
         }
-      }
     });
   });
   return {partial.sum(1), projection};
@@ -93,11 +101,8 @@ at::Tensor recalibrate(const at::Tensor& x, const at::Tensor& c_gate, const at::
     const scalar_t* CG = has_c ? c_gate.data_ptr<scalar_t>() : nullptr;
     const scalar_t* SG = has_s ? s_gate.data_ptr<scalar_t>() : nullptr;
     scalar_t* O = out.data_ptr<scalar_t>();
-    at::parallel_for(0, s.n * s.blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> zeros(s.c, scalar_t(0));
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / s.blocks, k = task % s.blocks;
-        const int64_t p0 = k * s.block, p1 = std::min(s.p, p0 + s.block);
+    const std::vector<scalar_t> zeros(s.c, scalar_t(0));
+    for_each_block(s, [&](int64_t task, int64_t n, int64_t p0, int64_t p1) {
         const scalar_t* cg = has_c ? CG + n * s.c : zeros.data();
         if (channels_last) {
           for (int64_t p = p0; p < p1; ++p) {
@@ -119,7 +124,6 @@ at::Tensor recalibrate(const at::Tensor& x, const at::Tensor& c_gate, const at::
             }
           }
         }
-      }
     });
   });
   return out;
@@ -144,11 +148,8 @@ std::vector<at::Tensor> reduce_grads(const at::Tensor& grad, const at::Tensor& x
     scalar_t* PC = partial_c.data_ptr<scalar_t>();
     scalar_t* PW = partial_w.data_ptr<scalar_t>();
     scalar_t* GQ = grad_q.data_ptr<scalar_t>();
-    at::parallel_for(0, s.n * s.blocks, 1, [&](int64_t begin, int64_t end) {
+    for_each_block(s, [&](int64_t task, int64_t n, int64_t p0, int64_t p1) {
       std::vector<scalar_t> pixel_sums;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / s.blocks, k = task % s.blocks;
-        const int64_t p0 = k * s.block, p1 = std::min(s.p, p0 + s.block);
         scalar_t* pc = has_c ? PC + task * s.c : nullptr;
         scalar_t* pw = has_s ? PW + task * s.c : nullptr;
         if (channels_last) {
@@ -202,7 +203,6 @@ _Pragma("omp simd reduction(+ : acc)")
             }
           }
         }
-      }
     });
   });
   return {partial_c.sum(1), grad_q, partial_w.sum(at::IntArrayRef{0, 1})};
@@ -224,11 +224,8 @@ at::Tensor input_grad(const at::Tensor& grad, const at::Tensor& c_gate, const at
     const scalar_t* W = has_s ? weight.data_ptr<scalar_t>() : nullptr;
     const scalar_t* GQ = has_s ? grad_q.data_ptr<scalar_t>() : nullptr;
     scalar_t* O = out.data_ptr<scalar_t>();
-    at::parallel_for(0, s.n * s.blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> zeros(s.c, scalar_t(0));
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / s.blocks, k = task % s.blocks;
-        const int64_t p0 = k * s.block, p1 = std::min(s.p, p0 + s.block);
+    const std::vector<scalar_t> zeros(s.c, scalar_t(0));
+    for_each_block(s, [&](int64_t task, int64_t n, int64_t p0, int64_t p1) {
         const scalar_t* cg = has_c ? CG + n * s.c : zeros.data();
         const scalar_t* a = has_c ? A + n * s.c : zeros.data();
         const scalar_t* w = has_s ? W : zeros.data();
@@ -254,7 +251,6 @@ at::Tensor input_grad(const at::Tensor& grad, const at::Tensor& c_gate, const at
             }
           }
         }
-      }
     });
   });
   return out;
