@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("se_kernels.cpp")
 _lock = threading.Lock()
-_build: dict[str, object] = {}  # "ok": bool, "why": str, "seconds": float once a build was attempted
+_build: dict[str, object] = {}  # "ok": bool and "why": str once a build was attempted
 
 
 def kernels_available() -> tuple[bool, str]:
@@ -59,7 +59,6 @@ def kernels_available() -> tuple[bool, str]:
                 lines = str(exc).strip().splitlines() or [""]
                 first_error = next((line for line in lines if "error" in line.lower()), lines[-1])
                 _build.update(ok=False, why=f"{type(exc).__name__}: {first_error.strip()}")
-            _build["seconds"] = time.perf_counter() - start
         return bool(_build["ok"]), str(_build["why"])
 
 
