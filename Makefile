@@ -66,12 +66,12 @@ summary: install ## parameters, multiply-adds and SE overhead of every arch x SE
 
 # Issue 10's benchmarks (SE blocks, training step and trainer overhead, input pipeline, start-up, evaluation, GPU):
 # markdown to stdout, every raw time in $(BENCH_JSON), and the page $(BENCH_PAGE) regenerated. Run it on an idle
-# machine (about 6-9 minutes on 2 cores); BENCH_ARGS adds options, e.g. BENCH_ARGS="--sections se_blocks,training".
+# machine (about 10-12 minutes on 2 cores); BENCH_ARGS adds options, e.g. BENCH_ARGS="--sections se_blocks,training".
 # MONAI, the evaluation section's optional reference: $(VPY) -m pip install -e ".[bench]".
 BENCH_JSON ?= runs/benchmark.json
 BENCH_PAGE ?= docs/benchmarks.md
 BENCH_ARGS ?=
-bench: install ## benchmarks of issue 10 on an idle machine: JSON + docs/benchmarks.md (~6-9 min on 2 cores)
+bench: install ## benchmarks of issue 10 on an idle machine: JSON + docs/benchmarks.md (~10-12 min on 2 cores)
 	$(VPY) scripts/benchmark.py --out $(BENCH_JSON) --markdown $(BENCH_PAGE) --command "make bench $(BENCH_ARGS)" $(BENCH_ARGS)
 
 demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)

@@ -44,11 +44,13 @@ def _run(block, base, weights, memory_format):
     return out.detach(), x.grad, [p.grad.clone() for p in block.parameters()]
 
 
+# 6 channels: only the kernels' scalar tail; 37: two 16-channel chunks of the projection's partial sums and a tail
+@pytest.mark.parametrize("channels", [6, 37])
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize(("name", "aggregation"), VARIANTS)
-def test_fused_equals_aten_in_both_layouts(name, aggregation, dims):
-    eager, fused = _pair(name, aggregation, dims=dims)
-    shape = (2, 6, 5, 7) if dims == 2 else (2, 6, 3, 4, 5)
+def test_fused_equals_aten_in_both_layouts(name, aggregation, dims, channels):
+    eager, fused = _pair(name, aggregation, channels=channels, dims=dims)
+    shape = (2, channels, 5, 7) if dims == 2 else (2, channels, 3, 4, 5)
     base, weights = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
     for memory_format in LAYOUTS[dims]:
         expected = _run(eager, base, weights, memory_format)
@@ -81,6 +83,23 @@ def test_fused_float32_at_training_size_matches_aten():
         torch.testing.assert_close(got[1], expected[1], rtol=1e-4, atol=1e-5)
         for a, b in zip(got[2], expected[2], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_frozen_excitation_layers_get_no_gradient():
+    """Fine-tuning with a frozen first excitation layer: it gets no gradient, the others the same as with ATen."""
+    eager, fused = _pair("scse", "add", channels=20)
+    for block in (eager, fused):
+        block.cse.fc1.weight.requires_grad_(False)
+    base, weights = torch.randn(2, 20, 6, 5, dtype=torch.float64), torch.randn(2, 20, 6, 5, dtype=torch.float64)
+    for block in (eager, fused):
+        x = base.clone().requires_grad_(True)
+        (block(x) * weights).sum().backward()
+        block.x_grad = x.grad
+    assert fused.cse.fc1.weight.grad is None
+    torch.testing.assert_close(fused.x_grad, eager.x_grad, rtol=1e-12, atol=1e-12)
+    for (name, a), b in zip(fused.named_parameters(), eager.parameters(), strict=True):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_fused_results_do_not_depend_on_the_thread_count():
