@@ -91,6 +91,40 @@ def interleaved(
     return times
 
 
+def bracketed(
+    variants: dict[str, Callable[[], Any]], base: str, repeats: int, warmup: int = 1
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every other variant run between two runs of ``base`` (base, a, base, b, base, ...; the order of the others
+    alternates from round to round): ``(seconds per call, per-run ratios to the mean of the two neighbouring base
+    runs)``. For overheads of a few percent: on a shared 2-core machine step times drift by 10-20 % within seconds,
+    and a ratio to a base run several steps away carried that drift (FC-DenseNet scSE read +4.8 to +12.6 % between
+    idle runs of ``interleaved``); next to its neighbours a linear drift cancels.
+    """
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    others = [name for name in variants if name != base]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    ratios: dict[str, list[float]] = {name: [] for name in others}
+
+    def timed(name: str) -> float:
+        gc.collect()
+        started = time.perf_counter()
+        variants[name]()
+        seconds = time.perf_counter() - started
+        times[name].append(seconds)
+        return seconds
+
+    before = timed(base)
+    for round_ in range(repeats):
+        for name in others if round_ % 2 == 0 else reversed(others):
+            seconds = timed(name)
+            after = timed(base)
+            ratios[name].append(seconds / ((before + after) / 2))
+            before = after
+    return times, ratios
+
+
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
@@ -480,13 +514,13 @@ def variant_overhead_table(
             step = training_step(cfg, model, MALC_NUM_CLASSES)
             x = images.contiguous(memory_format=layout)
             steps[se] = lambda step=step, x=x: step(x, labels)
-        # overheads of a few percent judged against a 3 % or 10 % line: between idle runs of 5 rounds the same ratio
-        # moved by up to 5 points (e.g. FC-DenseNet scSE +10.4 / +4.8 / +9.7), so these tables take at least 9
+        # overheads of a few percent judged against a 3 % or 10 % line: each variant between two steps of none,
+        # at least 9 rounds (see bracketed)
         rounds = args.repeats if args.quick else max(args.repeats, 9)
-        times = interleaved(steps, rounds, warmup=1, inner=1)
-        section.raw[f"{arch}_{width}_{size}"] = times
+        times, ratios = bracketed(steps, "none", rounds, warmup=1)
+        section.raw[f"{arch}_{width}_{size}"] = {"times": times, "ratios_to_neighbouring_none": ratios}
         for se in variants:
-            overhead = 100.0 * (paired_ratio(times, se, "none") - 1.0)
+            overhead = 100.0 * (median(ratios[se]) - 1.0) if se != "none" else None
             table.rows.append(
                 {
                     "arch": arch,
@@ -495,7 +529,7 @@ def variant_overhead_table(
                     "se": se,
                     "step_s": median(times[se]),
                     "slices_per_s": batch / median(times[se]),
-                    "overhead_pct": overhead if se != "none" else None,
+                    "overhead_pct": overhead,
                 }
             )
         del steps
@@ -561,7 +595,7 @@ def section_training(args: argparse.Namespace) -> Section:
         f"batch {2 if args.quick else 8}, 28 classes, synthetic slices; width=small at {small} x {small}, the "
         f"paper U-Net at {paper} x {paper}{', width=cpu (paper_malc_cpu) at 96 x 96' if cpu_width else ''}; the "
         "configured loss (ce_dice, uniform class weights) and optimizer (Adam), in the configured memory layout "
-        "(trainer.channels_last); one step per variant per round"
+        "(trainer.channels_last); one step per run, each SE variant between two steps of none"
     )
     small_table = variant_overhead_table(
         args, section, f"CPU preset width=small at {small} x {small}", archs, "small", small
@@ -584,8 +618,9 @@ def section_training(args: argparse.Namespace) -> Section:
                 f"scSE step overhead, {row['arch']} width=small {small} x {small} (%)", row["overhead_pct"], 10.0, False
             )
     section.notes.append(
-        "step time vs none: the median over rounds of (variant's step time / none's step time in the same round) - 1, "
-        "in %, over at least 9 rounds; every variant starts from the same backbone weights. SE gates run as the "
+        "step time vs none: each variant's step runs between two steps of none; the median over at least 9 rounds "
+        "of (its time / the mean of those two) - 1, in %; every variant starts from the same backbone weights. "
+        "SE gates run as the "
         f"trainer runs them (trainer.se_kernels=auto: fused C++ kernels where they build); '{ATEN_SCSE}' is scSE with "
         "trainer.se_kernels=eager, the ATen operations."
     )

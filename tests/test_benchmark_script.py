@@ -61,3 +61,32 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     text = page.read_text()
     assert text.startswith("# Benchmarks") and "## Results" in text and "Command: `python scripts/benchmark.py" in text
     assert "### SE blocks" in result.stdout and "### Evaluation" in result.stdout
+
+
+def test_bracketed_ratios_cancel_a_linear_drift(monkeypatch):
+    """A machine slowing down by 2 % per call: ratios to the neighbouring base runs still read 1.3 and 1.05 exactly,
+    where a ratio to a base run several calls away (what ``interleaved`` rounds pair) would not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scseg_benchmark_script", SCRIPT)
+    benchmark = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, benchmark)  # its dataclasses look their module up there
+    spec.loader.exec_module(benchmark)
+    clock = {"now": 0.0, "calls": 0}
+
+    def costing(factor):
+        def run():
+            clock["now"] += factor * (1 + 0.02 * clock["calls"])
+            clock["calls"] += 1
+
+        return run
+
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(benchmark.gc, "collect", lambda: 0)
+    variants = {"none": costing(1.0), "slow": costing(1.3), "light": costing(1.05)}
+    times, ratios = benchmark.bracketed(variants, "none", repeats=4, warmup=1)
+    assert len(times["none"]) == 9 and len(times["slow"]) == len(ratios["slow"]) == 4
+    assert all(abs(r - 1.3) < 1e-12 for r in ratios["slow"])
+    assert all(abs(r - 1.05) < 1e-12 for r in ratios["light"])
+    far = times["slow"][0] / times["none"][-1]
+    assert abs(far - 1.3) > 0.05  # the drift a far-away pairing carries
