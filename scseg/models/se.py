@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from scseg.models.se_fused import FusedRecalibration, layout_of, resolve_mode
+from scseg.models.se_fused import FusedRecalibration, channels_last_rows, layout_of, resolve_mode
 from scseg.se_options import AGGREGATIONS, SE_VARIANTS
 
 
@@ -54,21 +54,6 @@ def _conv_cls(spatial_dims: int) -> type[nn.Module]:
 
 
 # ---------------------------------------------------------------------------------------------- autograd functions
-def _channels_last_rows(t: torch.Tensor) -> torch.Tensor | None:
-    """``(N, P, C)`` view of a channels-last tensor (each pixel's channels one contiguous row), else ``None``.
-
-    Why: reductions over space or channels written on ``(N, C, *spatial)`` run ATen's strided paths on
-    channels-last memory (several times slower there); on this view the same sums are contiguous. Tensors that
-    are also NCHW-contiguous (one channel, or one pixel) take the NCHW path.
-    """
-    if t.ndim < 3 or t.is_contiguous():
-        return None
-    rows = t.permute(0, *range(2, t.ndim), 1)
-    if not rows.is_contiguous():
-        return None
-    return rows.reshape(t.shape[0], -1, t.shape[1])
-
-
 class _SpatialMean(torch.autograd.Function):
     """Mean over the spatial dimensions, ``(N, C, *spatial) -> (N, C)``. Backward returns a broadcast view of
     ``grad / numel`` instead of writing it out at full size (autograd's own mean backward does)."""
@@ -76,7 +61,7 @@ class _SpatialMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape = x.shape
-        rows = _channels_last_rows(x)
+        rows = channels_last_rows(x)
         if rows is not None:
             return rows.mean(dim=1)
         return x.mean(dim=tuple(range(2, x.ndim)))
@@ -128,7 +113,7 @@ class _Project(torch.autograd.Function):
 
 def _sum_over_space(t: torch.Tensor) -> torch.Tensor:
     """``(N, C, *spatial) -> (N, C, 1, ..., 1)``."""
-    rows = _channels_last_rows(t)
+    rows = channels_last_rows(t)
     if rows is not None:
         return rows.sum(dim=1).reshape(*t.shape[:2], *([1] * (t.ndim - 2)))
     return t.sum(dim=tuple(range(2, t.ndim)), keepdim=True)
@@ -137,7 +122,7 @@ def _sum_over_space(t: torch.Tensor) -> torch.Tensor:
 def _sum_over_channels(t: torch.Tensor) -> torch.Tensor:
     """``(N, C, *spatial) -> (N, 1, *spatial)``. On channels-last input each pixel's channels are one short
     contiguous row; ATen's reduction pays per row there, a matrix-vector product with ones does not."""
-    rows = _channels_last_rows(t)
+    rows = channels_last_rows(t)
     if rows is not None:
         ones = torch.ones(t.shape[1], dtype=t.dtype, device=t.device)
         return torch.mv(rows.reshape(-1, t.shape[1]), ones).reshape(t.shape[0], 1, *t.shape[2:])

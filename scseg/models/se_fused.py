@@ -80,19 +80,32 @@ def resolve_mode(mode: str) -> str:
     return "eager"
 
 
+def channels_last_rows(t: torch.Tensor) -> torch.Tensor | None:
+    """``(N, P, C)`` view of a channels-last tensor (each pixel's channels one contiguous row), else ``None``.
+
+    Why: reductions over space or channels written on ``(N, C, *spatial)`` run ATen's strided paths on
+    channels-last memory (several times slower there); on this view the same sums are contiguous, and it is the
+    ``rows`` layout the fused kernels read. Tensors that are also NCHW-contiguous (one channel, or one pixel) are
+    left to the NCHW path.
+    """
+    if t.ndim < 3 or t.is_contiguous():
+        return None
+    rows = t.permute(0, *range(2, t.ndim), 1)
+    if not rows.is_contiguous():
+        return None
+    return rows.reshape(t.shape[0], -1, t.shape[1])
+
+
 def layout_of(x: torch.Tensor) -> tuple[torch.Tensor, bool] | None:
     """``(3D view, channels_last)`` the kernels can take ``x`` as, or None when they cannot (then: ATen path)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.ndim not in (4, 5):
         return None
     if torch.compiler.is_compiling():
         return None
-    n, c = x.shape[:2]
     if x.is_contiguous():
-        return x.view(n, c, -1), False
-    rows = x.permute(0, *range(2, x.ndim), 1)
-    if rows.is_contiguous():
-        return rows.reshape(n, -1, c), True
-    return None
+        return x.view(*x.shape[:2], -1), False
+    rows = channels_last_rows(x)
+    return (rows, True) if rows is not None else None
 
 
 def _like(flat: torch.Tensor, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
