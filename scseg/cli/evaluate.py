@@ -25,6 +25,7 @@ from scseg.engine.loading import eval_resample_of, load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.summary import build_summary, recorded_hashes, write_summary
 from scseg.models import count_parameters
+from scseg.models.se import se_kernel_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         best_val_dice=None if best_metric is None else float(best_metric),
         device=device,
         wall_time_s=time.perf_counter() - started,
+        se_kernels=se_kernel_path(model),
         **recorded_hashes(args.run_dir),
     )
     suffix = "" if args.split == "test" else f"_{args.split}"

@@ -63,6 +63,7 @@ class TrainerSchema:
     num_threads: int | None
     tune_malloc: bool
     se_kernels: str
+    se_kernels_build_timeout_s: float
     progress_bar: Any
     eval_batch_size: int
     eval_resample: str

@@ -35,6 +35,8 @@ from scseg.engine.summary import build_summary, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
 from scseg.models import count_parameters, create_model
+from scseg.models.se import se_kernel_path
+from scseg.models.se_fused import DEFAULT_BUILD_TIMEOUT_S, kernels_available
 from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
 from scseg.se_options import DEFAULT_SE_POSITIONS, positions_label, se_settings
 
@@ -102,9 +104,12 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn
     arch = kwargs.pop("arch")
     kwargs.pop("se_reduction", None)  # the architecture's default reduction: se_settings applies it
     settings = se_settings(cfg)
-    # The fused SE kernels are CPU code; a GPU run needs no C++ build for them.
+    # The fused SE kernels are opt-in CPU code; a GPU run needs no C++ build for them.
     on_cpu = str(cfg.trainer.get("device", "cpu")).startswith("cpu")
-    se_kernels = str(cfg.trainer.get("se_kernels", "auto")) if on_cpu else "eager"
+    se_kernels = str(cfg.trainer.get("se_kernels", "eager")) if on_cpu else "eager"
+    if se_kernels != "eager" and cfg.se.name != "none":
+        # built here with the configured deadline; create_model then reuses this process's result
+        kernels_available(float(cfg.trainer.get("se_kernels_build_timeout_s", DEFAULT_BUILD_TIMEOUT_S)))
     return create_model(
         arch,
         num_classes,
@@ -174,6 +179,7 @@ def evaluate_and_report(
         comparison_hash=comparison_hash(cfg),
         device=trainer.device,
         wall_time_s=time.perf_counter() - started,
+        se_kernels=se_kernel_path(trainer.model),
     )
     if folder is not None and trainer.dist.is_main:
         write_per_case(folder / "per_case.csv", rows)

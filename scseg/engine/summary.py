@@ -45,6 +45,21 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """True when tracked files differ from HEAD (the commit alone does not say what ran), None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; elsewhere the platform's processor string), for provenance:
     the same training runs at different speeds, and differs in float results, on another CPU."""
@@ -63,6 +78,8 @@ def run_metadata(device: torch.device, wall_time_s: float) -> dict:
     return {
         "scseg_version": scseg.__version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "numpy_version": np.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": torch.cuda.get_device_name(device)
@@ -103,13 +120,14 @@ def build_summary(
     comparison_hash: str | None,
     device: torch.device,
     wall_time_s: float,
+    se_kernels: str | None = None,
 ) -> dict:
     """The ``summary.json`` payload: Dice statistics of ``rows`` plus the run's identity and provenance.
 
     Identity keys (what the report files the run under): arch, se, aggregation (scSE only, else None),
     se_reduction (cSE and scSE only), se_positions (any SE), seed, experiment; then config_hash,
     comparison_hash, n_params, the evaluated checkpoint and its epoch, best_epoch / best_val_dice of training,
-    and :func:`run_metadata`.
+    ``se_kernels``, what computed the SE gates (:func:`scseg.models.se.se_kernel_path`), and :func:`run_metadata`.
     """
     se = str(cfg.se.name)
     settings = se_settings(cfg)
@@ -129,6 +147,7 @@ def build_summary(
         epoch=None if epoch is None else int(epoch),
         best_epoch=None if best_epoch is None or best_epoch < 0 else int(best_epoch),
         best_val_dice=best_val_dice,
+        se_kernels=se_kernels,
         **run_metadata(device, wall_time_s),
     )
     return summary

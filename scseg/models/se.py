@@ -291,6 +291,21 @@ class ConcurrentSE(nn.Module):
         return self.fuse(torch.cat([x * c, x * s], dim=1))
 
 
+def se_kernel_path(model: nn.Module) -> str:
+    """Which code computes ``model``'s SE gates on a CPU float tensor: ``fused`` (every block through the C++
+    kernels), ``aten``, ``mixed`` (scSE ``max``/``mul``/``concat`` blocks beside fused ones) or ``none`` (no SE
+    block). Recorded in summary.json: the setting says what was asked for, this what ran."""
+    paths = set()
+    for block in model.modules():
+        if isinstance(block, ConcurrentSE):
+            paths.add("fused" if block.kernels == "fused" and block.aggregation == "add" else "aten")
+        elif isinstance(block, (ChannelSE, SpatialSE)):
+            paths.add("fused" if block.kernels == "fused" else "aten")
+    if not paths:
+        return "none"
+    return paths.pop() if len(paths) == 1 else "mixed"
+
+
 def _check_kernels(kernels: str) -> str:
     if kernels not in ("fused", "eager"):
         raise ValueError(f"SE block kernels must be 'fused' or 'eager' (create_se resolves 'auto'), got {kernels!r}")

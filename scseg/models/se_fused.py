@@ -4,10 +4,12 @@ Why: the gates' arithmetic is tiny, so on a CPU an SE block costs its passes ove
 from ATen operations (scseg.models.se), scSE ``add`` makes about a dozen of them (the two squeezes, ``x*c + x*s``,
 ``grad * x``, both backward sums, three input-gradient terms and autograd's sums of them); here the squeezes are one
 pass, the recombination one, the backward sums one and the input gradient one, with nothing full-size kept for
-backward but ``x`` (issue 10; ``scripts/benchmark.py`` measures both paths).
+backward but ``x`` (``scripts/benchmark.py`` measures both paths).
 
 The kernels (``se_kernels.cpp``) are compiled on first use with torch's extension loader (a C++ compiler and
-``ninja``; ~40 s once, then cached under ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``). They handle
+``ninja``; ~40 s once, then cached under ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``) in a child
+process with a deadline (``trainer.se_kernels_build_timeout_s``), so a stale build lock or a stuck compiler can never
+hang a run; ``make install`` builds them once. They are opt-in (``trainer.se_kernels``, default eager). They handle
 float32/float64 CPU tensors in NCHW or channels-last memory, 2D and 3D; anything else (CUDA, half precision,
 ``torch.compile`` tracing, the ``max``/``mul``/``concat`` aggregations) takes the ATen path, which computes the same
 function. Results equal the ATen path up to float rounding (``tests/models/test_se_fused.py``), so the setting
@@ -16,8 +18,13 @@ function. Results equal the ATen path up to float rounding (``tests/models/test_
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,29 +40,107 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("se_kernels.cpp")
 _lock = threading.Lock()
 _build: dict[str, object] = {}  # "ok": bool and "why": str once a build was attempted
+# How long one build may take (a cold build is ~40 s on 2 cores); past it the build is killed and the ATen path runs.
+# A ``lock`` older than this in the build folder was left by a build killed at the wrong moment and is removed.
+DEFAULT_BUILD_TIMEOUT_S = 300.0
+_CHILD = "scseg.models.se_fused"
 
 
-def kernels_available() -> tuple[bool, str]:
-    """Build (once per process) and load the fused kernels; ``(True, how)`` or ``(False, why not)``. Never raises."""
+def library_name() -> str:
+    """The library's name: it changes with the C++ source and the torch version, so a stale binary is never loaded."""
+    digest = hashlib.sha1(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    return f"scseg_se_kernels_{digest}"
+
+
+def build_directory() -> Path:
+    """Where the kernels are built: ``<torch's extension root>/<library name>``, i.e. ``$TORCH_EXTENSIONS_DIR`` or
+    ``~/.cache/torch_extensions`` (one build serves every run folder, data cache and test session)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / library_name()
+
+
+def clear_stale_lock(folder: Path, stale_after_s: float) -> bool:
+    """Remove ``folder/lock`` when it is older than ``stale_after_s``; True if one was removed.
+
+    Why: torch's extension loader waits, with no time limit, for a ``lock`` file to disappear. A build killed by
+    SIGKILL, the OOM killer or a cluster's preemption leaves it behind, and every later build would wait for ever.
+    """
+    lock = folder / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < stale_after_s:
+        return False
+    log.warning("removing a stale build lock of the fused SE kernels (%s, %.0f s old)", lock, age)
+    lock.unlink(missing_ok=True)
+    return True
+
+
+def _compile_here(folder: Path) -> Path:
+    """Compile the library into ``folder`` in this process (what the build child runs); returns the library path."""
+    from torch.utils import cpp_extension
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name=library_name(),
+        sources=[str(_SOURCE)],
+        # OpenMP: at::parallel_for runs on torch's own OpenMP runtime (libgomp.so.1, already loaded)
+        extra_cflags=["-O3", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(folder),
+        is_python_module=False,
+        verbose=False,
+    )
+    return folder / f"{library_name()}.so"
+
+
+def _build_in_child(folder: Path, timeout_s: float) -> Path:
+    """Compile in a child process (its own process group) and kill the whole group after ``timeout_s``.
+
+    A build can hang (a lock held by a live but stuck build, a compiler waiting on a full disk); a child with a
+    deadline keeps that out of the run, which then takes the ATen path. Raises ``RuntimeError`` naming the cause.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-m", _CHILD, "--build-only", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        # The lock may be the killed build's own, or one it waited on for the whole deadline: either way stale now.
+        (folder / "lock").unlink(missing_ok=True)
+        raise RuntimeError(f"building the fused SE kernels in {folder} took longer than {timeout_s:.0f} s") from None
+    lines = output.strip().splitlines() or [""]
+    if child.returncode != 0:
+        first_error = next((line for line in lines if "error" in line.lower()), lines[-1])
+        raise RuntimeError(first_error.strip())
+    return Path(lines[-1].strip())
+
+
+def kernels_available(timeout_s: float = DEFAULT_BUILD_TIMEOUT_S) -> tuple[bool, str]:
+    """Build (once per process) and load the fused kernels; ``(True, how)`` or ``(False, why not)``. Never raises
+    and never waits longer than ``timeout_s`` for a build: a stale lock is removed, a slow build is killed."""
     with _lock:
         if "ok" not in _build:
             start = time.perf_counter()
+            folder = build_directory()
+            library = folder / f"{library_name()}.so"
             try:
-                from torch.utils import cpp_extension
-
-                digest = hashlib.sha1(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
-                cpp_extension.load(
-                    name=f"scseg_se_kernels_{digest}",
-                    sources=[str(_SOURCE)],
-                    # OpenMP: at::parallel_for runs on torch's own OpenMP runtime (libgomp.so.1, already loaded)
-                    extra_cflags=["-O3", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"],
-                    is_python_module=False,
-                    verbose=False,
-                )
+                clear_stale_lock(folder, stale_after_s=timeout_s)
+                how = "loaded"
+                if not library.exists() or (folder / "lock").exists():
+                    library, how = _build_in_child(folder, timeout_s), "compiled"
+                torch.ops.load_library(str(library))
                 torch.ops.scseg_se.squeeze  # noqa: B018 - raises if the library did not register its operators
-                _build.update(ok=True, why=f"compiled or loaded in {time.perf_counter() - start:.1f} s")
-            except Exception as exc:  # no compiler, no ninja, a read-only cache: the ATen path still works
+                _build.update(ok=True, why=f"{how} in {time.perf_counter() - start:.1f} s", library=str(library))
+            except Exception as exc:  # no compiler, no ninja, a read-only cache, a timeout: the ATen path still works
                 lines = str(exc).strip().splitlines() or [""]
                 first_error = next((line for line in lines if "error" in line.lower()), lines[-1])
                 _build.update(ok=False, why=f"{type(exc).__name__}: {first_error.strip()}")
@@ -192,3 +277,22 @@ class FusedRecalibration(torch.autograd.Function):
             grad_proj_w = grad_w.reshape(ctx.proj_shape)
             grad_proj_b = grad_q.sum().reshape(1) if has_bias else None
         return grad_x, *fc_grads, grad_proj_w, grad_proj_b
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scseg.models.se_fused``: build the kernels now (``make install``); ``--build-only DIR`` is the
+    build child's entry (compile into DIR, print the library's path)."""
+    parser = argparse.ArgumentParser(prog="python -m scseg.models.se_fused", description=main.__doc__)
+    parser.add_argument("--build-only", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=DEFAULT_BUILD_TIMEOUT_S, help="seconds (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.build_only:
+        print(_compile_here(Path(args.build_only)), flush=True)
+        return 0
+    ok, why = kernels_available(args.timeout)
+    print(f"fused SE kernels: {'available' if ok else 'unavailable'} ({why})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -271,3 +271,24 @@ def test_cli_reports_a_diverged_run_in_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert "non-finite loss" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_build_lock_never_hangs_a_run(tiny_config, tmp_path, monkeypatch):
+    """A lock in the fused kernels' build folder (a build killed at the wrong moment) once froze every SE run for
+    ever. With the kernels asked for, the build waits at most its deadline and the run trains on the ATen gates,
+    and summary.json records which gates ran; the same identity as an eager run (the setting is not hashed)."""
+    from scseg.models import se_fused
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    monkeypatch.setattr(se_fused, "_build", {})
+    folder = se_fused.build_directory()
+    folder.mkdir(parents=True)
+    (folder / "lock").touch()
+    cfg = tiny_config("unet", "se=scse", "trainer.se_kernels=auto", "trainer.se_kernels_build_timeout_s=3")
+    assert identity(cfg) == identity(tiny_config("unet", "se=scse"))
+    result = run_training(cfg)
+    assert result.state == "done"
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["se_kernels"] == "aten"
+    assert "longer than 3 s" in se_fused._build["why"]
+    assert isinstance(summary["git_dirty"], (bool, type(None))) and summary["numpy_version"] == np.__version__

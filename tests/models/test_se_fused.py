@@ -160,3 +160,78 @@ def test_modes_validate_and_fall_back(monkeypatch, caplog):
         se_fused.resolve_mode("fused")
     block = create_se("scse", 4, kernels="auto")
     assert block.kernels == "eager"
+
+
+def _lock_in(folder, age_s: float):
+    import os
+    import time
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"
+    lock.touch()
+    os.utime(lock, (time.time() - age_s, time.time() - age_s))
+    return lock
+
+
+def test_a_fresh_lock_held_by_a_stuck_build_cannot_hang(tmp_path, monkeypatch):
+    """torch's build lock waits for ever; a lock younger than the deadline (a build that might still be running)
+    makes the build child wait, and the child is killed at the deadline: the caller gets the ATen path."""
+    import time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(se_fused, "_build", {})
+    lock = _lock_in(se_fused.build_directory(), age_s=0)
+    start = time.perf_counter()
+    ok, why = se_fused.kernels_available(timeout_s=4)
+    assert not ok and "longer than 4 s" in why, why
+    assert time.perf_counter() - start < 30
+    assert not lock.exists(), "the lock that outlived the deadline is stale now and removed"
+    assert se_fused.resolve_mode("auto") == "eager"
+
+
+def test_a_stale_lock_is_removed_and_the_kernels_load(tmp_path):
+    """A lock older than the deadline (a build killed by SIGKILL, the OOM killer, a preemption) is removed and the
+    library beside it loads. Run in a fresh process: the operators register once per process."""
+    import os
+    import subprocess
+    import sys
+
+    built = se_fused._build["library"]  # the module fixture built it
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    code = (
+        "import shutil, sys; from scseg.models import se_fused as f; d = f.build_directory(); "
+        "d.mkdir(parents=True); shutil.copy(sys.argv[1], d); "
+        "import os, time; l = d / 'lock'; l.touch(); os.utime(l, (time.time() - 600, time.time() - 600)); "
+        "ok, why = f.kernels_available(timeout_s=60); print(ok, l.exists(), why)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(built)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("True False loaded"), out.stdout + out.stderr
+    assert "stale build lock" in out.stderr
+
+
+def test_the_default_never_builds(monkeypatch):
+    """``trainer.se_kernels`` defaults to eager: building a run's SE model never touches the C++ build."""
+    from scseg.config.compose import compose_train_config
+    from scseg.engine.run import build_model
+    from scseg.models.se import se_kernel_path
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the default configuration tried to build the fused kernels")
+
+    monkeypatch.setattr(se_fused, "kernels_available", refuse)
+    cfg = compose_train_config(["model=unet", "width=small", "se=scse"])
+    assert cfg.trainer.se_kernels == "eager"
+    model = build_model(cfg, 3, 1)
+    assert se_kernel_path(model) == "aten"
+
+
+def test_kernel_path_says_what_runs():
+    from scseg.models.se import se_kernel_path
+
+    assert se_kernel_path(create_model("unet", 2, filters=4, se="none")) == "none"
+    assert se_kernel_path(create_model("unet", 2, filters=4, se="sse", se_kernels="fused")) == "fused"
+    assert (
+        se_kernel_path(create_model("unet", 2, filters=4, se="scse", se_aggregation="max", se_kernels="fused"))
+        == "aten"
+    )
