@@ -49,7 +49,13 @@ HASH_EXCLUDE: tuple[str, ...] = DEFAULT_HASH_EXCLUDE + (
 # What an SE comparison may vary between the cells of one architecture (besides HASH_EXCLUDE): the SE variant,
 # its aggregation, reduction and positions (the whole ``se`` group and the architecture's default reduction),
 # the seed, and the experiment's name.
-COMPARISON_EXCLUDE: tuple[str, ...] = HASH_EXCLUDE + ("se", "model.se_reduction", "seed", "experiment_name")
+COMPARISON_EXCLUDE: tuple[str, ...] = HASH_EXCLUDE + (
+    "se",
+    "model.se_reduction",
+    "model.capacity_match",  # the capacity control is compared with the SE variants of its backbone
+    "seed",
+    "experiment_name",
+)
 # Keys added after run folders existed: at these values they leave the hash (and so every run folder's name)
 # unchanged, so adding a knob never renames the runs of configs that do not use it.
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
@@ -62,6 +68,10 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     # renames a run.
     "se.positions": ["encoder", "decoder"],
     "model.se_reduction": None,
+    # A factor on the SE gates (the gate-range control); 1 is the paper's block and every earlier run.
+    "se.gate_scale": 1.0,
+    # The capacity control (a network without SE widened to an SE variant's parameter count); null: none.
+    "model.capacity_match": None,
     # Loss options against background flooding (issue 11); the defaults are the loss every earlier run used.
     "loss.boundary_mode": "multiplicative",
     "loss.min_class_weight_ratio": 0.0,

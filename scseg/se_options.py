@@ -64,7 +64,8 @@ def positions_label(positions: Iterable[str]) -> str:
 
 
 def se_settings(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """``{"se_reduction": int, "se_positions": [..]}`` a run's network was built with, from its (resolved) config.
+    """``{"se_reduction": int, "se_positions": [..], "se_gate_scale": float}`` a run's network was built with, from
+    its (resolved) config.
 
     Accepts a plain mapping (``.hydra/config.yaml`` loaded) or a DictConfig; keys a run folder written before
     ``se.positions`` / ``model.se_reduction`` existed take their defaults, so old runs read back correctly.
@@ -74,6 +75,7 @@ def se_settings(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
     return {
         "se_reduction": resolve_reduction(se.get("reduction"), model.get("se_reduction")),
         "se_positions": list(resolve_positions(se.get("positions"), bool(se.get("in_bottleneck", False)))),
+        "se_gate_scale": float(se.get("gate_scale", 1.0)),
     }
 
 

@@ -25,6 +25,7 @@ from scseg.engine.loading import eval_resample_of, load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.summary import build_summary, recorded_hashes, write_summary
 from scseg.models import count_parameters
+from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
 
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         wall_time_s=time.perf_counter() - started,
         se_kernels=se_kernel_path(model),
+        capacity=capacity_of(model),
         **recorded_hashes(args.run_dir),
     )
     suffix = "" if args.split == "test" else f"_{args.split}"

@@ -45,6 +45,7 @@ class SESchema:
     aggregation: str
     positions: Any  # a list, any subset of SE_POSITIONS: checked by _check_se
     in_bottleneck: bool
+    gate_scale: float
 
 
 @dataclass
@@ -138,12 +139,17 @@ def _check_model(node: dict) -> None:
         raise ConfigError(f"model.arch is {arch!r}; registered architectures: {', '.join(ARCHITECTURES)}")
     params = inspect.signature(ARCHITECTURES[arch]).parameters  # a class's __init__ or a preset's own signature
     reserved = {"in_channels", "num_classes", "se_factory", "se_in_bottleneck", "se_positions"}
-    valid = sorted((set(params) - reserved) | {"se_reduction"})
+    valid = sorted((set(params) - reserved) | {"se_reduction", "capacity_match"})
     for key, value in node.items():
         if key == "arch":
             continue
         if key == "se_reduction":  # the architecture's default cSE reduction, read by build_model
             _check_reduction("model.se_reduction", value)
+            continue
+        if key == "capacity_match":  # the capacity control, read by build_model
+            matchable = [v for v in SE_VARIANTS if v != "none"]
+            if value is not None and value not in matchable:
+                raise ConfigError(f"model.capacity_match is {value!r}; valid choices: null, {', '.join(matchable)}")
             continue
         if key not in valid:
             raise ConfigError(f"unknown config key 'model.{key}' for arch {arch!r}; valid keys: {', '.join(valid)}")

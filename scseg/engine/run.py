@@ -35,6 +35,7 @@ from scseg.engine.summary import build_summary, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
 from scseg.models import count_parameters, create_model
+from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
 from scseg.models.se_fused import DEFAULT_BUILD_TIMEOUT_S, kernels_available
 from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
@@ -57,6 +58,8 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     canonical = cfg.copy()  # interpolations stay as text, so machine-specific paths never enter the hash
     if str(cfg.se.name) != "scse":
         OmegaConf.update(canonical, "se.aggregation", None)
+    if str(cfg.se.name) == "none" and "gate_scale" in canonical.se:
+        OmegaConf.update(canonical, "se.gate_scale", 1.0)  # no gate to scale: one folder for every value
     _canonical_se_settings(cfg, canonical)
     digest = config_hash(canonical, exclude=HASH_EXCLUDE)
     se = str(cfg.se.name)
@@ -103,6 +106,7 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     arch = kwargs.pop("arch")
     kwargs.pop("se_reduction", None)  # the architecture's default reduction: se_settings applies it
+    capacity_match = kwargs.pop("capacity_match", None)
     settings = se_settings(cfg)
     # The fused SE kernels are opt-in CPU code; a GPU run needs no C++ build for them.
     on_cpu = str(cfg.trainer.get("device", "cpu")).startswith("cpu")
@@ -118,7 +122,9 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn
         se_reduction=settings["se_reduction"],
         se_aggregation=str(cfg.se.aggregation),
         se_positions=settings["se_positions"],
+        se_gate_scale=settings["se_gate_scale"],
         se_kernels=se_kernels,
+        capacity_match=capacity_match,
         **kwargs,
     )
 
@@ -180,6 +186,7 @@ def evaluate_and_report(
         device=trainer.device,
         wall_time_s=time.perf_counter() - started,
         se_kernels=se_kernel_path(trainer.model),
+        capacity=capacity_of(trainer.model),
     )
     if folder is not None and trainer.dist.is_main:
         write_per_case(folder / "per_case.csv", rows)

@@ -121,13 +121,15 @@ def build_summary(
     device: torch.device,
     wall_time_s: float,
     se_kernels: str | None = None,
+    capacity: Mapping | None = None,
 ) -> dict:
     """The ``summary.json`` payload: Dice statistics of ``rows`` plus the run's identity and provenance.
 
     Identity keys (what the report files the run under): arch, se, aggregation (scSE only, else None),
     se_reduction (cSE and scSE only), se_positions (any SE), seed, experiment; then config_hash,
     comparison_hash, n_params, the evaluated checkpoint and its epoch, best_epoch / best_val_dice of training,
-    ``se_kernels``, what computed the SE gates (:func:`scseg.models.se.se_kernel_path`), and :func:`run_metadata`.
+    ``capacity_match`` (the capacity control's record, :func:`scseg.models.capacity.capacity_of`), ``se_kernels``,
+    what computed the SE gates (:func:`scseg.models.se.se_kernel_path`), and :func:`run_metadata`.
     """
     se = str(cfg.se.name)
     settings = se_settings(cfg)
@@ -138,6 +140,7 @@ def build_summary(
         aggregation=str(cfg.se.aggregation) if se == "scse" else None,
         se_reduction=settings["se_reduction"] if se in ("cse", "scse") else None,
         se_positions=list(settings["se_positions"]) if se != "none" else None,
+        se_gate_scale=settings["se_gate_scale"] if se != "none" else None,
         seed=int(cfg.seed),
         experiment=str(cfg.experiment_name),
         config_hash=config_hash,
@@ -148,6 +151,7 @@ def build_summary(
         best_epoch=None if best_epoch is None or best_epoch < 0 else int(best_epoch),
         best_val_dice=best_val_dice,
         se_kernels=se_kernels,
+        capacity_match=dict(capacity) if capacity else None,
         **run_metadata(device, wall_time_s),
     )
     return summary

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from scseg.models.capacity import WIDTH_KNOBS, capacity_matched, count_on_meta
 from scseg.models.fcdensenet import FCDenseNet, fcdensenet56, fcdensenet67, fcdensenet103
 from scseg.models.sdnet import SDNet
 from scseg.models.se import check_se_options, create_se, se_build_scope
@@ -36,6 +37,8 @@ def create_model(
     se_in_bottleneck: bool = False,
     se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
     se_kernels: str = "eager",
+    se_gate_scale: float = 1.0,
+    capacity_match: str | None = None,
     **arch_kwargs,
 ) -> nn.Module:
     """Build a 2D segmentation network that returns logits ``(N, num_classes, H, W)``.
@@ -44,7 +47,10 @@ def create_model(
     (see its docstring). Presets (``fcdensenet56/67/103``) fix layer counts and growth rate; explicit
     ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance; ``se_positions``
     (any of ``encoder``, ``bottleneck``, ``decoder``; ``se_in_bottleneck`` adds ``bottleneck``) says which blocks.
-    ``se_kernels`` (``eager`` | ``fused`` | ``auto``) chooses how the SE blocks compute, not what (see ``create_se``).
+    ``se_kernels`` (``eager`` | ``fused`` | ``auto``) chooses how the SE blocks compute, not what (see ``create_se``);
+    ``se_gate_scale`` multiplies every SE gate (``se.gate_scale``). ``capacity_match`` (an SE variant, with
+    ``se="none"``) widens the backbone to that variant's parameter count (:mod:`scseg.models.capacity`); the model
+    then carries ``capacity`` = ``{"variant", "target_params", "params", "ratio", "widened"}``.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
@@ -55,18 +61,56 @@ def create_model(
     if se != "none":
         se_kernels = resolve_mode(se_kernels)  # once, so "auto" builds (or gives up) before the first block
     se_factory = functools.partial(
-        create_se, se, spatial_dims=2, reduction=se_reduction, aggregation=se_aggregation, kernels=se_kernels
+        create_se,
+        se,
+        spatial_dims=2,
+        reduction=se_reduction,
+        aggregation=se_aggregation,
+        kernels=se_kernels,
+        gate_scale=se_gate_scale,
     )
-    # SE blocks draw nothing from the global RNG (see create_se): every variant gets the same backbone weights.
-    with se_build_scope():
-        return ARCHITECTURES[arch](
-            in_channels=in_channels,
-            num_classes=num_classes,
-            se_factory=se_factory,
-            se_in_bottleneck=se_in_bottleneck,
-            se_positions=se_positions,
-            **arch_kwargs,
+
+    def build(factory: Callable[[int], nn.Module], kwargs: dict) -> nn.Module:
+        # SE blocks draw nothing from the global RNG (see create_se): every variant gets the same backbone weights.
+        with se_build_scope():
+            return ARCHITECTURES[arch](
+                in_channels=in_channels,
+                num_classes=num_classes,
+                se_factory=factory,
+                se_in_bottleneck=se_in_bottleneck,
+                se_positions=se_positions,
+                **kwargs,
+            )
+
+    if capacity_match is None:
+        return build(se_factory, arch_kwargs)
+    if se != "none" or capacity_match not in SE_VARIANTS or capacity_match == "none":
+        raise ValueError(
+            f"model.capacity_match={capacity_match!r} widens a network without SE (se=none) to an SE variant's "
+            f"parameter count; valid values: {', '.join(v for v in SE_VARIANTS if v != 'none')} (se is {se!r})"
         )
+    matched_factory = functools.partial(
+        create_se,
+        capacity_match,
+        spatial_dims=2,
+        reduction=se_reduction,
+        aggregation=se_aggregation,
+        gate_scale=se_gate_scale,
+    )
+    target = count_on_meta(build, factory=matched_factory, kwargs=arch_kwargs)
+    widened, params = capacity_matched(
+        arch, arch_kwargs, target, lambda kwargs: count_on_meta(build, factory=se_factory, kwargs=kwargs)
+    )
+    model = build(se_factory, widened)
+    changed = {k: widened[k] for k in WIDTH_KNOBS[arch]}
+    model.capacity = {  # type: ignore[assignment]
+        "variant": capacity_match,
+        "target_params": target,
+        "params": params,
+        "ratio": round(params / target, 4),
+        "widened": changed,
+    }
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -217,68 +217,100 @@ class _Projection3d(nn.Conv3d):
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-class ChannelSE(nn.Module):
-    """cSE: spatial squeeze, channel excitation. One gate value per channel, constant over space."""
+def _scaled(gate: torch.Tensor, gate_scale: float) -> torch.Tensor:
+    """``gate_scale * gate``; at 1 the gate itself (no extra operation, so results stay bit-identical)."""
+    return gate if gate_scale == 1.0 else gate * gate_scale
 
-    def __init__(self, channels: int, reduction: int = 2, spatial_dims: int = 2, kernels: str = "eager") -> None:
+
+class ChannelSE(nn.Module):
+    """cSE: spatial squeeze, channel excitation. One gate value per channel, constant over space.
+
+    ``gate_scale`` multiplies the sigmoid gate (range (0, gate_scale)): at 2 the block starts near identity
+    (gate ~ 0.5 * 2), the range scSE ``add`` has (c + s ~ 1), so the two can be compared without that confound.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 2,
+        spatial_dims: int = 2,
+        kernels: str = "eager",
+        gate_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         _conv_cls(spatial_dims)  # validates spatial_dims
         hidden = _hidden_channels(channels, reduction)
         self.spatial_dims = spatial_dims
         self.kernels = _check_kernels(kernels)
+        self.gate_scale = _check_gate_scale(gate_scale)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel gate of shape ``(N, C, 1, ..., 1)`` in (0, 1)."""
+        """Channel gate of shape ``(N, C, 1, ..., 1)`` in (0, gate_scale)."""
         squeezed = _SpatialMean.apply(x)
-        excited = torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed))))
+        excited = _scaled(torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed)))), self.gate_scale)
         return excited.reshape(*excited.shape, *([1] * self.spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernels == "fused" and layout_of(x) is not None:
+        if self.kernels == "fused" and self.gate_scale == 1.0 and layout_of(x) is not None:
             fc1, fc2 = self.fc1, self.fc2
             return FusedRecalibration.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, None, None)
         return x * self.gate(x)
 
 
 class SpatialSE(nn.Module):
-    """sSE: channel squeeze, spatial excitation. One gate value per voxel, constant over channels."""
+    """sSE: channel squeeze, spatial excitation. One gate value per voxel, constant over channels.
+    ``gate_scale`` multiplies the sigmoid gate, as in :class:`ChannelSE`."""
 
-    def __init__(self, channels: int, spatial_dims: int = 2, kernels: str = "eager") -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2, kernels: str = "eager", gate_scale: float = 1.0) -> None:
         super().__init__()
         _conv_cls(spatial_dims)  # validates spatial_dims
         self.kernels = _check_kernels(kernels)
+        self.gate_scale = _check_gate_scale(gate_scale)
         self.conv = (_Projection2d if spatial_dims == 2 else _Projection3d)(channels, 1, kernel_size=1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial gate of shape ``(N, 1, *spatial)`` in (0, 1)."""
-        return torch.sigmoid(self.conv(x))
+        """Spatial gate of shape ``(N, 1, *spatial)`` in (0, gate_scale)."""
+        return _scaled(torch.sigmoid(self.conv(x)), self.gate_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernels == "fused" and layout_of(x) is not None:
+        if self.kernels == "fused" and self.gate_scale == 1.0 and layout_of(x) is not None:
             return FusedRecalibration.apply(x, None, None, None, None, self.conv.weight, self.conv.bias)
         return x * self.gate(x)
 
 
 class ConcurrentSE(nn.Module):
-    """scSE: cSE and sSE computed from the same input, recombined by ``aggregation``."""
+    """scSE: cSE and sSE computed from the same input, recombined by ``aggregation``; ``gate_scale`` multiplies
+    both gates."""
 
     def __init__(
-        self, channels: int, reduction: int = 2, spatial_dims: int = 2, aggregation: str = "add", kernels: str = "eager"
+        self,
+        channels: int,
+        reduction: int = 2,
+        spatial_dims: int = 2,
+        aggregation: str = "add",
+        kernels: str = "eager",
+        gate_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown scSE aggregation {aggregation!r}; valid choices: {', '.join(AGGREGATIONS)}")
         self.aggregation = aggregation
         self.kernels = _check_kernels(kernels)
-        self.cse = ChannelSE(channels, reduction, spatial_dims)
-        self.sse = SpatialSE(channels, spatial_dims)
+        self.gate_scale = _check_gate_scale(gate_scale)
+        self.cse = ChannelSE(channels, reduction, spatial_dims, gate_scale=gate_scale)
+        self.sse = SpatialSE(channels, spatial_dims, gate_scale=gate_scale)
         if aggregation == "concat":
             self.fuse = _conv_cls(spatial_dims)(2 * channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernels == "fused" and self.aggregation == "add" and layout_of(x) is not None:
+        if (
+            self.kernels == "fused"
+            and self.aggregation == "add"
+            and self.gate_scale == 1.0
+            and layout_of(x) is not None
+        ):
             cse, sse = self.cse, self.sse
             return FusedRecalibration.apply(
                 x, cse.fc1.weight, cse.fc1.bias, cse.fc2.weight, cse.fc2.bias, sse.conv.weight, sse.conv.bias
@@ -293,17 +325,27 @@ class ConcurrentSE(nn.Module):
 
 def se_kernel_path(model: nn.Module) -> str:
     """Which code computes ``model``'s SE gates on a CPU float tensor: ``fused`` (every block through the C++
-    kernels), ``aten``, ``mixed`` (scSE ``max``/``mul``/``concat`` blocks beside fused ones) or ``none`` (no SE
-    block). Recorded in summary.json: the setting says what was asked for, this what ran."""
+    kernels), ``aten``, ``mixed`` (some of each) or ``none`` (no SE block). Recorded in summary.json: the setting
+    says what was asked for, this what ran."""
     paths = set()
+    inner = set()  # the cSE and sSE halves of an scSE block compute inside it
     for block in model.modules():
         if isinstance(block, ConcurrentSE):
-            paths.add("fused" if block.kernels == "fused" and block.aggregation == "add" else "aten")
-        elif isinstance(block, (ChannelSE, SpatialSE)):
-            paths.add("fused" if block.kernels == "fused" else "aten")
+            inner.update((id(block.cse), id(block.sse)))
+            fused = block.kernels == "fused" and block.aggregation == "add" and block.gate_scale == 1.0
+            paths.add("fused" if fused else "aten")
+        elif isinstance(block, (ChannelSE, SpatialSE)) and id(block) not in inner:
+            paths.add("fused" if block.kernels == "fused" and block.gate_scale == 1.0 else "aten")
     if not paths:
         return "none"
     return paths.pop() if len(paths) == 1 else "mixed"
+
+
+def _check_gate_scale(gate_scale: float) -> float:
+    scale = float(gate_scale)
+    if not scale > 0 or scale != scale or scale == float("inf"):
+        raise ValueError(f"se.gate_scale must be a positive finite number, got {gate_scale!r}")
+    return scale
 
 
 def _check_kernels(kernels: str) -> str:
@@ -374,6 +416,7 @@ def create_se(
     reduction: int = 2,
     aggregation: str = "add",
     kernels: str = "eager",
+    gate_scale: float = 1.0,
 ) -> nn.Module:
     """Build a NEW recalibration block for ``channels`` feature maps (never share one between blocks).
 
@@ -388,6 +431,7 @@ def create_se(
 
     ``kernels``: ``eager`` (ATen operations, the default for library use), ``fused`` (scseg.models.se_fused: the
     same function in fewer passes over memory, CPU; built on first use) or ``auto`` (fused when it builds).
+    ``gate_scale`` (``se.gate_scale``) multiplies every sigmoid gate; 1 is the paper's block.
     """
     check_se_options(name, aggregation, spatial_dims)
     if name == "none":
@@ -401,7 +445,7 @@ def create_se(
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
         if name == "sse":
-            return SpatialSE(channels, spatial_dims, kernels=kernels)
+            return SpatialSE(channels, spatial_dims, kernels=kernels, gate_scale=gate_scale)
         if name == "cse":
-            return ChannelSE(channels, reduction, spatial_dims, kernels=kernels)
-        return ConcurrentSE(channels, reduction, spatial_dims, aggregation, kernels=kernels)
+            return ChannelSE(channels, reduction, spatial_dims, kernels=kernels, gate_scale=gate_scale)
+        return ConcurrentSE(channels, reduction, spatial_dims, aggregation, kernels=kernels, gate_scale=gate_scale)

@@ -31,7 +31,7 @@ SUMMARY_KEYS: tuple[str, ...] = ("arch", "se", "seed", "fg_dice_per_subject")
 PER_CASE_COLUMNS: tuple[str, ...] = ("subject", "class_id", "class_name", "dice")
 RUN_MARKERS: tuple[str, ...] = ("status.json", "summary.json", "per_case.csv", ".hydra")
 # Settings a sweep may vary besides (arch, variant, seed); each that takes more than one value becomes a row part.
-EXTRA_DIMENSIONS: tuple[str, ...] = ("se_reduction", "se_positions")
+EXTRA_DIMENSIONS: tuple[str, ...] = ("se_reduction", "se_positions", "se_gate_scale")
 NOT_APPLICABLE = "n/a"  # the variant has no such setting (no cSE: no reduction; none: no positions either)
 UNKNOWN = "?"  # neither summary.json nor .hydra/config.yaml says
 Extras = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in EXTRA_DIMENSIONS order
@@ -170,6 +170,11 @@ def _extra_text(dimension: str, value: object, se: str | None) -> str:
     if dimension == "se_positions":
         try:
             return positions_label(resolve_positions(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return str(value)
+    if dimension == "se_gate_scale":
+        try:
+            return f"{float(value):g}"  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return str(value)
     try:
@@ -338,6 +343,11 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
         run = _run_from_summary(path, _read_json(summary_path), default_aggregation)
     except (OSError, ValueError) as err:
         return None, [problem(f"unusable summary.json: {err}")]
+    matched = run.summary.get("capacity_match") if run.summary else None
+    if matched:
+        # a network without SE widened to an SE variant's parameters: a control beside the grid, not its `none`
+        variant_name = matched.get("variant") if isinstance(matched, dict) else matched
+        return None, [problem(f"capacity-matched control (none at {variant_name}'s parameter count): not a grid cell")]
     run.extras = read_extras(path, run.summary, run.variant.se)
     notes = []
     if state == "running":

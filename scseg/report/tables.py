@@ -112,7 +112,7 @@ class ComparisonTables:
         return check is not None and check.flagged
 
 
-EXTRA_LABELS: dict[str, str] = {"se_reduction": "r={}", "se_positions": "SE at {}"}
+EXTRA_LABELS: dict[str, str] = {"se_reduction": "r={}", "se_positions": "SE at {}", "se_gate_scale": "gates x{}"}
 
 
 def arch_label(arch: str) -> str:

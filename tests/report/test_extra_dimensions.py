@@ -61,9 +61,14 @@ def test_extras_read_from_summary_else_config(ablation):
     assert read_extras(old, json.loads((old / "summary.json").read_text()), "scse") == (
         ("se_reduction", "8"),
         ("se_positions", "encoder+decoder"),
+        ("se_gate_scale", "1"),  # a run from before se.gate_scale existed: the default
     )
     (none,) = ablation.glob("unet-none-seed0-n0")
-    assert read_extras(none, None, "none") == (("se_reduction", "n/a"), ("se_positions", "n/a"))
+    assert read_extras(none, None, "none") == (
+        ("se_reduction", "n/a"),
+        ("se_positions", "n/a"),
+        ("se_gate_scale", "n/a"),
+    )
 
 
 def test_each_reduction_and_position_set_is_its_own_row(ablation, capsys):
