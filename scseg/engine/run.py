@@ -34,6 +34,7 @@ from scseg.engine.inference import counts_to_rows
 from scseg.engine.summary import build_summary, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
+from scseg.metrics import ROW_KEYS
 from scseg.models import count_parameters, create_model
 from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
@@ -41,7 +42,7 @@ from scseg.models.se_fused import DEFAULT_BUILD_TIMEOUT_S, kernels_available
 from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
 from scseg.se_options import DEFAULT_SE_POSITIONS, positions_label, se_settings
 
-PER_CASE_COLUMNS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
+PER_CASE_COLUMNS = ROW_KEYS  # per_case.csv: one row per subject and class, as scseg.metrics builds them
 
 
 @dataclass

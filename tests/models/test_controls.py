@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scseg.config.compose import compose_train_config
 from scseg.config.check import ConfigError, validate_config
+from scseg.config.compose import compose_train_config
 from scseg.engine.run import build_model, identity
 from scseg.models import count_parameters, create_model, create_se
 from scseg.models.capacity import capacity_of

@@ -1,0 +1,129 @@
+"""``scseg-study``: a study's tidy per-case CSV from its run folders, and its results page from that CSV alone.
+
+Usage::
+
+    scseg-study collect RUNS/<experiment> --csv docs/results/<task>/per_case.csv
+    scseg-study page --csv docs/results/<task>/per_case.csv --page docs/results/<task>.md \\
+        --settings configs/report/<task>.yaml --task "MALC 2012 ..."
+
+``collect`` reads every finished run folder (``summary.json`` and ``per_case.csv``) and writes one row per run x
+test subject x structure (scseg/report/tidy.py); it prints the folders it left out. ``page`` analyses the CSV
+(effects with intervals over runs and subjects, verdicts with an equivalence margin, the paper's claims, controls;
+scseg/report/study.py) and writes the Markdown page and, with matplotlib, ``<page stem>_effects.png`` beside it.
+The settings file (``configs/report/<task>.yaml``) holds the analysis knobs; ``--set key=value`` overrides one.
+
+Exit status: 0 written, 2 bad input (a missing folder or file, a malformed CSV, an unknown setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from scseg.atomic import atomic_write_text
+from scseg.report.study import StudySettings, analyse
+from scseg.report.study_page import render, write_forest_plot
+from scseg.report.tidy import collect, read_csv, write_csv
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scseg-study", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect", help="run folders -> tidy per-case CSV")
+    c.add_argument("experiment", type=Path, help="experiment folder holding one sub-folder per run")
+    c.add_argument("--csv", type=Path, required=True, help="where to write the tidy CSV")
+    p = sub.add_parser("page", help="tidy per-case CSV -> results page (+ forest plot)")
+    p.add_argument("--csv", type=Path, required=True, help="the tidy CSV (scseg-study collect)")
+    p.add_argument("--page", type=Path, required=True, help="the Markdown page to write")
+    p.add_argument("--settings", type=Path, default=None, help="analysis settings YAML (configs/report/<task>.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (YAML value)")
+    p.add_argument("--task", default=None, help="the task named in the page's title (default: the CSV's folder)")
+    p.add_argument("--no-figures", action="store_true", help="do not draw the forest plot")
+    p.add_argument("--command", default=None, help="the command the page says made it (default: this one)")
+    return parser
+
+
+def load_settings(path: Path | None, overrides: Sequence[str]) -> StudySettings:
+    """The settings file's mapping (``report:`` section or the whole file) with ``key=value`` overrides applied."""
+    data: dict = {}
+    if path is not None:
+        if not path.is_file():
+            raise ValueError(f"--settings {path}: no such file")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of report settings")
+        data = dict(loaded.get("report", loaded))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        data[key.strip()] = yaml.safe_load(value)
+    try:
+        return StudySettings.from_mapping(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path or '--set'}: {err}") from err
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "collect":
+            rows, notes = collect(args.experiment)
+            if not rows:
+                raise ValueError(f"{args.experiment}: no finished run folder to collect")
+            write_csv(rows, args.csv)
+            for note in notes:
+                print(note)
+            print(f"Wrote {args.csv}: {len(rows)} rows from {len({r.run for r in rows})} runs")
+            return 0
+        settings = load_settings(args.settings, args.set)
+        if not args.csv.is_file():
+            raise ValueError(f"--csv {args.csv}: no such file")
+        rows = read_csv(args.csv)
+        analysis = analyse(rows, settings)
+    except ValueError as err:
+        print(f"scseg-study: {err}", file=sys.stderr)
+        return 2
+    task = args.task or args.csv.parent.name
+    figure = None if args.no_figures else args.page.with_name(f"{args.page.stem}_effects.png")
+    if figure is not None and write_forest_plot(analysis, figure, task=task) is None:
+        print("matplotlib is not installed (pip install -e .[report]): no forest plot", file=sys.stderr)
+        figure = None
+    command = args.command or (
+        f"scseg-study page --csv {_relative(args.csv)} --page {_relative(args.page)}"
+        + (f" --settings {_relative(args.settings)}" if args.settings else "")
+        + "".join(f" --set {s}" for s in args.set)
+        + (f" --task '{args.task}'" if args.task else "")
+    )
+    text = render(
+        analysis,
+        rows,
+        task=task,
+        command=command,
+        csv_name=os.path.relpath(args.csv, args.page.parent),
+        figure_name=figure.name if figure else None,
+    )
+    atomic_write_text(args.page, text)
+    for claim in analysis.claims:
+        print(f"{claim.key}: {claim.verdict} ({', '.join(claim.deciding) or '-'})")
+    print(f"Wrote {args.page}" + (f", {figure}" if figure else ""))
+    return 0
+
+
+def _relative(path: Path) -> str:
+    """A path as typed relative to the working directory when inside it (pages must not name machine folders)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,368 @@
+"""The analysis of one study from its tidy per-case CSV: cells, effects, controls, the paper's claims.
+
+Reads only :class:`scseg.report.tidy.CaseRow` rows, so a committed CSV regenerates its page anywhere. What a
+number means:
+
+- a run's subject score is the mean Dice over the subject's foreground structures (undefined ones left out);
+- a cell (architecture x variant) reports the mean over its runs of their mean subject score, and the spread
+  between runs (std over runs, ddof 1);
+- every comparison is :func:`scseg.report.effects.compare` on runs x subjects matrices paired by seed and fold;
+  one family per table, Bonferroni over it.
+
+Under-trained cells: an architecture whose ``none`` has a mean best validation Dice more than
+``under_trained_margin`` below the task's best ``none`` is shown, marked, and left out of the claims (its SE
+effects would describe optimisation speed in a starved network). Validation Dice, never test Dice, decides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scseg.report.effects import ALPHA, DEFAULT_MARGIN, Effect, align, compare, magnitude_verdict
+from scseg.report.tidy import CaseRow
+
+PAPER_VARIANTS: tuple[str, ...] = ("cse", "sse", "scse")
+# Comparisons between variants (a - b) that the paper's claims and the controls need, when both cells exist.
+VARIANT_PAIRS: tuple[tuple[str, str], ...] = (("sse", "cse"), ("scse", "cse"), ("scse", "sse"))
+CONTROL_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("scse", "none-wide-scse", "scSE against a network without SE of the same parameter count"),
+    ("cse", "none-wide-cse", "cSE against a network without SE of the same parameter count"),
+    ("scse-max", "scse", "scSE by element-wise max (gates in (0, 1)) against by addition (gates sum to (0, 2))"),
+    ("cse-g2", "cse", "cSE with its gate doubled (starts near identity, like scSE add) against cSE"),
+    ("sse-g2", "sse", "sSE with its gate doubled against sSE"),
+    ("scse", "cse-g2", "scSE add against cSE of the same gate range"),
+    ("scse", "sse-g2", "scSE add against sSE of the same gate range"),
+)
+ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet")
+VARIANT_ORDER: tuple[str, ...] = (
+    "none",
+    *PAPER_VARIANTS,
+    "scse-max",
+    "none-wide-scse",
+    "none-wide-cse",
+    "cse-g2",
+    "sse-g2",
+)
+ARCH_NAMES: dict[str, str] = {"unet": "U-Net", "sdnet": "SD-Net", "fcdensenet": "FC-DenseNet"}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The analysis knobs (``configs/report/<task>.yaml``)."""
+
+    alpha: float = ALPHA
+    equivalence_margin: float = DEFAULT_MARGIN
+    under_trained_margin: float = 0.03
+    small_structures: tuple[str, ...] = ()
+    small_structures_reason: str = ""
+    magnitude_arch: str = "unet"
+    magnitude_band: tuple[float, float] = (0.04, 0.09)
+    n_boot: int = 10_000
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> StudySettings:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown report setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        values = dict(data)
+        for key in ("small_structures", "magnitude_band"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Cell:
+    arch: str
+    variant: str
+    runs: tuple[str, ...]
+    mean: float
+    spread: float
+    val_dice: float
+    n_params: int
+    subjects: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str
+    verdict: str
+    deciding: tuple[str, ...]
+    rule: str
+    effects: tuple[Effect, ...] = ()
+    detail: str = ""
+
+
+@dataclass
+class StudyAnalysis:
+    settings: StudySettings
+    cells: dict[tuple[str, str], Cell]
+    archs: list[str]
+    variants: list[str]
+    under_trained: dict[str, str]
+    vs_none: list[tuple[str, Effect]] = field(default_factory=list)
+    between: list[tuple[str, Effect]] = field(default_factory=list)
+    controls: list[tuple[str, Effect, str]] = field(default_factory=list)
+    small_vs_large: list[tuple[str, Effect]] = field(default_factory=list)
+    volume_slopes: dict[str, float] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+
+
+def arch_name(arch: str) -> str:
+    return ARCH_NAMES.get(arch, arch)
+
+
+def _order(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
+    values = set(values)
+    return [v for v in preferred if v in values] + sorted(values - set(preferred))
+
+
+def subject_scores(rows: Iterable[CaseRow], structures: set[str] | None = None) -> dict[tuple, float]:
+    """``{(arch, variant, run_key, subject): mean Dice over the (chosen) structures}``; undefined Dice left out."""
+    sums: dict[tuple, list[float]] = defaultdict(list)
+    for row in rows:
+        if structures is not None and row.structure not in structures:
+            continue
+        if not math.isnan(row.dice):
+            sums[(row.arch, row.variant, row.run_key, row.subject)].append(row.dice)
+    return {key: float(np.mean(values)) for key, values in sums.items()}
+
+
+def _cell_map(scores: Mapping[tuple, float], arch: str, variant: str) -> dict[tuple[str, str], float]:
+    return {(k[2], k[3]): v for k, v in scores.items() if k[0] == arch and k[1] == variant}
+
+
+def _cells(rows: Sequence[CaseRow], scores: Mapping[tuple, float]) -> dict[tuple[str, str], Cell]:
+    meta: dict[tuple[str, str], dict[str, tuple[float, int]]] = defaultdict(dict)
+    for row in rows:
+        meta[(row.arch, row.variant)][row.run_key] = (row.val_dice, row.n_params)
+    cells = {}
+    for (arch, variant), runs in meta.items():
+        per_run: dict[str, list[float]] = defaultdict(list)
+        subjects = set()
+        for (run, subject), value in _cell_map(scores, arch, variant).items():
+            per_run[run].append(value)
+            subjects.add(subject)
+        run_means = [float(np.mean(v)) for v in per_run.values()]
+        vals = [v for v, _ in runs.values() if not math.isnan(v)]
+        cells[(arch, variant)] = Cell(
+            arch=arch,
+            variant=variant,
+            runs=tuple(sorted(runs)),
+            mean=float(np.mean(run_means)) if run_means else math.nan,
+            spread=float(np.std(run_means, ddof=1)) if len(run_means) > 1 else math.nan,
+            val_dice=float(np.mean(vals)) if vals else math.nan,
+            n_params=int(np.median([n for _, n in runs.values()])),
+            subjects=len(subjects),
+        )
+    return cells
+
+
+def _compare(scores, arch, a, b, family, settings, seed) -> Effect:
+    ma, mb, _, _ = align(_cell_map(scores, arch, a), _cell_map(scores, arch, b))
+    return compare(
+        ma,
+        mb,
+        names=(a, b),
+        family_size=family,
+        alpha=settings.alpha,
+        margin=settings.equivalence_margin,
+        n_boot=settings.n_boot,
+        seed=seed,
+    )
+
+
+def _decide(effects: Sequence[tuple[str, Effect]], need: str = "all") -> tuple[str, tuple[str, ...]]:
+    """``all``: reproduced when every comparison is better, contradicted when any is worse or equivalent;
+    ``any``: reproduced when one is better, contradicted when every one is worse or equivalent."""
+    if not effects:
+        return "not tested", ()
+    better = [a for a, e in effects if e.verdict == "better"]
+    against = [a for a, e in effects if e.verdict in ("worse", "equivalent")]
+    if need == "all":
+        if against:
+            return "contradicted", tuple(dict.fromkeys(against))
+        if len(better) == len(effects):
+            return "reproduced", tuple(dict.fromkeys(better))
+    else:
+        if better:
+            return "reproduced", tuple(dict.fromkeys(better))
+        if len(against) == len(effects):
+            return "contradicted", tuple(dict.fromkeys(against))
+    return "inconclusive", ()
+
+
+def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> StudyAnalysis:
+    """The whole analysis of one task's rows (see the module docstring)."""
+    settings = settings or StudySettings()
+    if not rows:
+        raise ValueError("no rows to analyse")
+    scores = subject_scores(rows)
+    cells = _cells(rows, scores)
+    archs = _order({r.arch for r in rows}, ARCH_ORDER)
+    variants = _order({r.variant for r in rows}, VARIANT_ORDER)
+    analysis = StudyAnalysis(settings, cells, archs, variants, under_trained={})
+    nones = {a: cells[(a, "none")].val_dice for a in archs if (a, "none") in cells}
+    finite = [v for v in nones.values() if not math.isnan(v)]
+    best = max(finite) if finite else math.nan
+    for arch, value in nones.items():
+        if not math.isnan(value) and best - value > settings.under_trained_margin:
+            analysis.under_trained[arch] = (
+                f"`none` validation Dice {value:.3f} is {best - value:.3f} below the best architecture's {best:.3f} "
+                f"(margin {settings.under_trained_margin:g})"
+            )
+    plan = [(a, v) for a in archs for v in variants if v in PAPER_VARIANTS and (a, v) in cells and (a, "none") in cells]
+    for i, (arch, variant) in enumerate(plan):
+        analysis.vs_none.append((arch, _compare(scores, arch, variant, "none", len(plan), settings, seed=i)))
+    pairs = [(a, x, y) for a in archs for x, y in VARIANT_PAIRS if (a, x) in cells and (a, y) in cells]
+    for i, (arch, x, y) in enumerate(pairs):
+        analysis.between.append((arch, _compare(scores, arch, x, y, len(pairs), settings, seed=100 + i)))
+    controls = [(a, x, y, why) for a in archs for x, y, why in CONTROL_PAIRS if (a, x) in cells and (a, y) in cells]
+    for i, (arch, x, y, why) in enumerate(controls):
+        effect = _compare(scores, arch, x, y, len(controls), settings, seed=200 + i)
+        analysis.controls.append((arch, effect, why))
+    _small_vs_large(analysis, rows, settings)
+    analysis.claims = _claims(analysis, settings)
+    return analysis
+
+
+def _small_vs_large(analysis: StudyAnalysis, rows: Sequence[CaseRow], settings: StudySettings) -> None:
+    """cSE - none on the named small structures minus on every other structure, per architecture; and the slope of
+    the per-structure effect against log10 of the structure's mean reference volume."""
+    small = set(settings.small_structures)
+    structures = {r.structure for r in rows}
+    if not small or not small <= structures:
+        return
+    large = structures - small
+    small_scores, large_scores = subject_scores(rows, small), subject_scores(rows, large)
+    archs = [a for a in analysis.archs if (a, "cse") in analysis.cells and (a, "none") in analysis.cells]
+    for i, arch in enumerate(archs):
+        diff = {}
+        for scores, name in ((small_scores, "small"), (large_scores, "large")):
+            a, b, runs, subjects = align(_cell_map(scores, arch, "cse"), _cell_map(scores, arch, "none"))
+            diff[name] = (a - b, runs, subjects)
+        (ds, _, _), (dl, _, _) = diff["small"], diff["large"]
+        effect = compare(
+            ds,
+            dl,
+            names=("cse-none on small", "cse-none on large"),
+            family_size=len(archs),
+            alpha=settings.alpha,
+            margin=settings.equivalence_margin,
+            n_boot=settings.n_boot,
+            seed=300 + i,
+        )
+        # a difference of differences has no meaningful baseline to be relative to
+        analysis.small_vs_large.append((arch, dataclasses.replace(effect, relative=math.nan)))
+        analysis.volume_slopes[arch] = _volume_slope(rows, arch)
+
+
+def _volume_slope(rows: Sequence[CaseRow], arch: str) -> float:
+    """Least-squares slope of (cSE - none mean Dice per structure) on log10(mean reference volume)."""
+    dice: dict[tuple[str, str], list[float]] = defaultdict(list)
+    volume: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        if row.arch != arch or row.variant not in ("cse", "none"):
+            continue
+        if not math.isnan(row.dice):
+            dice[(row.variant, row.structure)].append(row.dice)
+        if row.variant == "none" and row.n_ref > 0:
+            volume[row.structure].append(row.n_ref)
+    xs, ys = [], []
+    for structure, volumes in volume.items():
+        if dice.get(("cse", structure)) and dice.get(("none", structure)):
+            xs.append(math.log10(float(np.mean(volumes))))
+            ys.append(float(np.mean(dice[("cse", structure)]) - np.mean(dice[("none", structure)])))
+    if len(xs) < 3:
+        return math.nan
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+def _claims(analysis: StudyAnalysis, settings: StudySettings) -> list[Claim]:
+    skip = analysis.under_trained
+    vs_none = [(arch_name(a), e) for a, e in analysis.vs_none if a not in skip]
+    claims = [
+        Claim(
+            "C1",
+            "Every SE variant improves every architecture.",
+            *_decide(vs_none, "all"),
+            rule="reproduced if every variant-vs-none effect is better; contradicted if any is worse or equivalent",
+            effects=tuple(e for _, e in vs_none),
+        )
+    ]
+    sse_cse = [(arch_name(a), e) for a, e in analysis.between if a not in skip and (e.a, e.b) == ("sse", "cse")]
+    claims.append(
+        Claim(
+            "C2",
+            "sSE beats cSE.",
+            *_decide(sse_cse, "all"),
+            rule="sSE - cSE per architecture: reproduced if better in every one; contradicted if worse or "
+            "equivalent in any",
+            effects=tuple(e for _, e in sse_cse),
+        )
+    )
+    scse = [(arch_name(a), e) for a, e in analysis.between if a not in skip and e.a == "scse"]
+    scse += [(arch_name(a), e) for a, e in analysis.vs_none if a not in skip and e.a == "scse"]
+    claims.append(
+        Claim(
+            "C3",
+            "scSE is the best variant.",
+            *_decide(scse, "all"),
+            rule="scSE - none, scSE - cSE and scSE - sSE per architecture: reproduced if all better; contradicted "
+            "if any is worse or equivalent",
+            effects=tuple(e for _, e in scse),
+        )
+    )
+    small = [(arch_name(a), e) for a, e in analysis.small_vs_large if a not in skip]
+    worse_small = [(n, e) for n, e in small if e.verdict == "worse"]
+    if not small:
+        c4 = ("not tested", ())
+    elif worse_small:
+        c4 = ("reproduced", tuple(n for n, _ in worse_small))
+    elif all(e.verdict in ("better", "equivalent") for _, e in small):
+        c4 = ("contradicted", tuple(n for n, _ in small))
+    else:
+        c4 = ("inconclusive", ())
+    names = ", ".join(settings.small_structures)
+    claims.append(
+        Claim(
+            "C4",
+            "cSE can hurt small structures.",
+            *c4,
+            rule=f"(cSE - none on the small structures) - (cSE - none on every other structure), per architecture; "
+            f"small: {names or 'not configured'}. Reproduced if worse in any architecture; contradicted if better "
+            "or equivalent in every one",
+            effects=tuple(e for _, e in small),
+            detail=settings.small_structures_reason,
+        )
+    )
+    magnitude = [(a, e) for a, e in analysis.vs_none if a == settings.magnitude_arch and e.a == "scse"]
+    low, high = settings.magnitude_band
+    if magnitude and settings.magnitude_arch not in skip:
+        verdict = magnitude_verdict(magnitude[0][1], settings.magnitude_band)
+        deciding = (arch_name(settings.magnitude_arch),) if verdict != "inconclusive" else ()
+    else:
+        verdict, deciding = "not tested", ()
+    claims.append(
+        Claim(
+            "C-magnitude",
+            f"{arch_name(settings.magnitude_arch)} gains +{100 * low:g} to {100 * high:g} % Dice from scSE.",
+            verdict,
+            deciding,
+            rule=f"the relative interval of scSE - none: reproduced if inside [{100 * low:g}, {100 * high:g}] %, "
+            f"contradicted if wholly below {100 * low:g} % (or above {100 * high:g} %)",
+            effects=tuple(e for _, e in magnitude),
+        )
+    )
+    return claims
+
+
+__all__: Sequence[str] = ["Cell", "Claim", "StudyAnalysis", "StudySettings", "analyse", "arch_name", "subject_scores"]

@@ -1,0 +1,257 @@
+"""The results page of one study, rendered from :func:`scseg.report.study.analyse` (and so from its tidy CSV).
+
+Deterministic: the same CSV and settings give the same bytes (the bootstrap is seeded per comparison), so a
+committed page is checked against its committed CSV by a fast test. The forest plot beside it is drawn with
+matplotlib when the ``report`` extra is installed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from scseg.report.effects import Effect, format_points
+from scseg.report.study import ARCH_NAMES, StudyAnalysis, arch_name
+from scseg.report.tidy import CaseRow
+
+VARIANT_NAMES = {
+    "none": "none",
+    "cse": "cSE",
+    "sse": "sSE",
+    "scse": "scSE",
+    "scse-max": "scSE max",
+    "cse-g2": "cSE x2",
+    "sse-g2": "sSE x2",
+    "none-wide-scse": "none, wide",
+    "none-wide-cse": "none, wide (cSE)",
+}
+
+
+def variant_name(variant: str) -> str:
+    return VARIANT_NAMES.get(variant, variant)
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _ci(effect: Effect) -> str:
+    if not math.isfinite(effect.ci_low):
+        return "-"
+    return f"[{format_points(effect.ci_low)}, {format_points(effect.ci_high)}]"
+
+
+def _sd_points(variance: float) -> str:
+    return "-" if variance is None or not math.isfinite(variance) else f"{100 * math.sqrt(variance):.2f}"
+
+
+def _effect_row(label: Sequence[str], effect: Effect) -> str:
+    c = effect.components
+    decide = ""
+    if effect.verdict in ("inconclusive", "too few runs"):
+        decide = str(effect.runs_to_decide) if effect.runs_to_decide else "> 100 (subjects limit)"
+    verdict = effect.verdict + (f" ({effect.note})" if effect.note else "")
+    relative = "-" if not math.isfinite(effect.relative) else f"{100 * effect.relative:+.1f} %"
+    cells = [
+        *label,
+        format_points(effect.estimate),
+        relative,
+        _ci(effect),
+        f"{effect.n_runs} x {effect.n_subjects}",
+        _sd_points(c.run),
+        _sd_points(c.subject),
+        _sd_points(c.residual),
+        format_points(effect.mde, signed=False),
+        decide or "-",
+        verdict,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+EFFECT_HEADER = (
+    "| Δ Dice (points) | relative | {level} CI | runs x subjects | sd run | sd subject | sd residual | MDE | "
+    "runs to decide | verdict |"
+)
+
+
+def _effect_table(first: Sequence[str], rows: list[tuple[Sequence[str], Effect]]) -> list[str]:
+    if not rows:
+        return ["(no such comparison in this study)"]
+    level = f"{100 * rows[0][1].level:.2f} %"
+    head = "| " + " | ".join(first) + " " + EFFECT_HEADER.format(level=level)
+    sep = "|" + "---|" * (len(first) + 10)
+    return [head, sep, *(_effect_row(label, e) for label, e in rows)]
+
+
+def _provenance(rows: Sequence[CaseRow]) -> list[str]:
+    runs = {r.run: r for r in rows}.values()
+    lines = []
+    for key, title in (("commit", "scseg commit"), ("dirty", "uncommitted changes"), ("cpu", "CPU")):
+        counts = Counter(getattr(r, key) or "?" for r in runs)
+        lines.append(f"- {title}: " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items())))
+    kernels = Counter(r.se_kernels or "?" for r in runs if r.se != "none")
+    if kernels:
+        lines.append("- SE gates computed by: " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(kernels.items())))
+    return lines
+
+
+def render(
+    analysis: StudyAnalysis,
+    rows: Sequence[CaseRow],
+    *,
+    task: str,
+    command: str,
+    csv_name: str,
+    figure_name: str | None,
+) -> str:
+    s = analysis.settings
+    archs, variants = analysis.archs, analysis.variants
+    out = [
+        f"# Results: {task}",
+        "",
+        f"Generated from the tidy per-case data [{csv_name}]({csv_name}) by `{command}`; regenerate it rather than "
+        "edit it (a test checks that the committed CSV gives this page byte for byte).",
+        "",
+        "## The paper's claims",
+        "",
+        "| Claim | Verdict | Decided by |",
+        "|---|---|---|",
+    ]
+    for claim in analysis.claims:
+        out.append(f"| {claim.key} {claim.text} | {claim.verdict} | {', '.join(claim.deciding) or '-'} |")
+    out += ["", "Rules:", ""]
+    for claim in analysis.claims:
+        extra = f" {claim.detail}" if claim.detail else ""
+        out.append(f"- **{claim.key}**: {claim.rule}.{extra}")
+    if analysis.under_trained:
+        out += ["", "Left out of the claims as under-trained (validation Dice, never test Dice, decides):", ""]
+        for arch, why in analysis.under_trained.items():
+            out.append(f"- {arch_name(arch)}: {why}")
+    out += [
+        "",
+        "## Reading this page",
+        "",
+        "- A run's score for a test subject is its mean Dice over the subject's foreground structures; a cell is the "
+        "mean over its runs, and `spread` the standard deviation between its runs' means (what a rerun moves).",
+        "- Every effect is one variant minus another in Dice points (0.01 Dice = 1 point), paired by run (seed and "
+        "fold) and subject. Its interval is a percentile interval of the pigeonhole bootstrap, which resamples runs "
+        f"and subjects independently ({s.n_boot} replicates; scseg/report/effects.py says why), so it sees training "
+        "variance: a seed whose network is better everywhere is one draw, not fifteen.",
+        f"- Family-wise control: Bonferroni within each table (level 1 - {s.alpha:g}/m for m comparisons).",
+        f"- Verdicts: better / worse when the interval excludes 0; equivalent when it lies inside "
+        f"+-{100 * s.equivalence_margin:g} point(s) (`equivalence_margin`); inconclusive otherwise; too few runs "
+        "below 3 paired runs.",
+        "- sd run / sd subject / sd residual: the variance components of the per-subject difference, as standard "
+        "deviations in points. MDE: the smallest effect this design detects with 80 % power. Runs to decide: paired "
+        "runs on the same subjects after which the interval would exclude 0 or fit in the margin, if the estimate "
+        "and the components are the truth.",
+        "",
+        "## Cells",
+        "",
+        "Mean foreground Dice over test subjects (runs, spread between runs); validation Dice of training's best "
+        "checkpoint; parameters.",
+        "",
+        "| Architecture | " + " | ".join(variant_name(v) for v in variants) + " |",
+        "|---|" + "---|" * len(variants),
+    ]
+    for arch in archs:
+        cells = []
+        for variant in variants:
+            cell = analysis.cells.get((arch, variant))
+            if cell is None:
+                cells.append("-")
+                continue
+            cells.append(
+                f"{_num(cell.mean)} ({len(cell.runs)} runs, spread {_num(cell.spread)}; val {_num(cell.val_dice)}; "
+                f"{cell.n_params:,} params)"
+            )
+        mark = " (under-trained)" if arch in analysis.under_trained else ""
+        out.append(f"| {arch_name(arch)}{mark} | " + " | ".join(cells) + " |")
+    out += ["", "## Each SE variant vs none", ""]
+    if figure_name:
+        out += [f"![effects vs none]({figure_name})", ""]
+    out += _effect_table(
+        ["Architecture", "Variant"], [((arch_name(a), variant_name(e.a)), e) for a, e in analysis.vs_none]
+    )
+    out += ["", "## Variant vs variant", ""]
+    out += _effect_table(
+        ["Architecture", "Comparison"],
+        [((arch_name(a), f"{variant_name(e.a)} - {variant_name(e.b)}"), e) for a, e in analysis.between],
+    )
+    out += ["", "## Controls", ""]
+    out += _effect_table(
+        ["Architecture", "Comparison", "What it controls"],
+        [((arch_name(a), f"{variant_name(e.a)} - {variant_name(e.b)}", why), e) for a, e, why in analysis.controls],
+    )
+    out += ["", "## C4: small against large structures", ""]
+    out += _effect_table(
+        ["Architecture", "Slope vs log10 volume"],
+        [
+            ((arch_name(a), format_points(analysis.volume_slopes.get(a, math.nan))), e)
+            for a, e in analysis.small_vs_large
+        ],
+    )
+    out += [
+        "",
+        "The slope is the least-squares slope of each structure's cSE - none effect (points) on log10 of its mean "
+        "reference volume (voxels): positive means cSE does relatively worse on smaller structures.",
+        "",
+        "## Provenance",
+        "",
+        *_provenance(rows),
+        f"- {len({r.run for r in rows})} runs, {len({r.subject for r in rows})} test subjects, "
+        f"{len({r.structure for r in rows})} structures",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: int = 120) -> Path | None:
+    """Effect vs none with its interval for every architecture x variant; the equivalence band shaded and the
+    paper's +4-9 % band marked for the magnitude claim's architecture. None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the optional report extra
+        return None
+    rows = [(a, e) for a, e in analysis.vs_none] + [(a, e) for a, e, _ in analysis.controls]
+    if not rows:
+        return None
+    s = analysis.settings
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.6))
+    margin = 100 * s.equivalence_margin
+    ax.axvspan(-margin, margin, color="0.88", label=f"equivalence band (+-{margin:g} point)")
+    ax.axvline(0, color="0.4", lw=0.8)
+    colours = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
+    labels = []
+    for i, (arch, effect) in enumerate(reversed(rows)):
+        y = i
+        colour = colours.get(effect.verdict, "0.3")
+        if math.isfinite(effect.ci_low):
+            ax.plot([100 * effect.ci_low, 100 * effect.ci_high], [y, y], color=colour, lw=2)
+        ax.plot([100 * effect.estimate], [y], "o", color=colour)
+        labels.append(f"{ARCH_NAMES.get(arch, arch)}: {variant_name(effect.a)} - {variant_name(effect.b)}")
+        if arch == s.magnitude_arch and (effect.a, effect.b) == ("scse", "none") and math.isfinite(effect.relative):
+            base = effect.estimate / effect.relative if effect.relative else math.nan
+            if math.isfinite(base):
+                low, high = (100 * base * b for b in s.magnitude_band)
+                ax.plot([low, high], [y + 0.3, y + 0.3], color="tab:orange", lw=4, alpha=0.6)
+                ax.text(high, y + 0.3, "  paper: +4-9 %", va="center", fontsize=7, color="tab:orange")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("effect on mean foreground Dice (points), Bonferroni-adjusted interval")
+    ax.set_title(task, fontsize=9)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+__all__: Sequence[str] = ["render", "variant_name", "write_forest_plot"]

@@ -1,0 +1,255 @@
+"""A study's per-case data as one tidy CSV: a row per run x test subject x structure.
+
+Why: run folders live on the machine that trained them; once it is gone no page can be regenerated or re-analysed.
+The tidy CSV is what gets committed beside a results page (Dice values are derived numbers; images and labels never
+are), and the page's analysis (:mod:`scseg.report.study`) reads nothing else. ``scseg-compare RUNS --tidy-csv CSV``
+writes it from finished run folders; ``scseg-compare --from-csv CSV --results-page PAGE`` analyses it.
+
+Each row carries the run's identity (architecture, variant label, SE settings, seed, fold, parameter count,
+comparison hash, commit, the best validation Dice of training) and the subject's structure with its reference
+volume in voxels and its Dice (empty when undefined: absent in reference and prediction).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scseg.atomic import atomic_write_text
+from scseg.run_identity import read_run_name
+
+COLUMNS: tuple[str, ...] = (
+    "arch",
+    "variant",
+    "se",
+    "aggregation",
+    "gate_scale",
+    "capacity_match",
+    "seed",
+    "fold",
+    "run",
+    "n_params",
+    "comparison_hash",
+    "commit",
+    "dirty",
+    "cpu",
+    "se_kernels",
+    "val_dice",
+    "subject",
+    "class_id",
+    "structure",
+    "n_ref",
+    "dice",
+)
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One row of the tidy CSV (see :data:`COLUMNS`); ``dice`` NaN where undefined, ``fold`` None without CV."""
+
+    arch: str
+    variant: str
+    se: str
+    aggregation: str
+    gate_scale: float
+    capacity_match: str
+    seed: int
+    fold: int | None
+    run: str
+    n_params: int
+    comparison_hash: str
+    commit: str
+    dirty: str
+    cpu: str
+    se_kernels: str
+    val_dice: float
+    subject: str
+    class_id: int
+    structure: str
+    n_ref: float
+    dice: float
+
+    @property
+    def run_key(self) -> str:
+        """The pairing unit: runs of two variants with the same seed and fold share data order and backbone."""
+        return f"seed{self.seed}" if self.fold is None else f"seed{self.seed}-fold{self.fold}"
+
+
+def variant_label(se: str, aggregation: str | None, gate_scale: float = 1.0, capacity_match: str | None = None) -> str:
+    """The cell a run belongs to: ``none``, ``cse``, ``sse``, ``scse`` (add), ``scse-max``, with ``-g2`` for a gate
+    scale of 2 and ``none-wide-<variant>`` for a backbone widened to that variant's parameter count."""
+    if capacity_match:
+        return f"none-wide-{capacity_match}"
+    label = se
+    if se == "scse" and aggregation and aggregation != "add":
+        label += f"-{aggregation}"
+    if se != "none" and gate_scale != 1.0:
+        label += f"-g{gate_scale:g}"
+    return label
+
+
+def _float(value: object) -> float:
+    if value is None or value == "":
+        return math.nan
+    return float(value)  # type: ignore[arg-type]
+
+
+def _read_json(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def rows_of_run(folder: Path) -> list[CaseRow]:
+    """The tidy rows of one finished run folder (``summary.json`` and ``per_case.csv``); background left out.
+
+    Raises ``ValueError`` naming the file when either is missing or malformed.
+    """
+    summary_path, per_case_path = folder / "summary.json", folder / "per_case.csv"
+    for path in (summary_path, per_case_path):
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; a finished run folder has summary.json and per_case.csv")
+    summary = _read_json(summary_path)
+    try:
+        se = str(summary["se"])
+        aggregation = summary.get("aggregation")
+        if se == "scse" and not aggregation:
+            named = read_run_name(folder.name)
+            aggregation = named["aggregation"] if named else "add"
+        gate_scale = float(summary.get("se_gate_scale") or 1.0)
+        capacity = summary.get("capacity_match") or {}
+        capacity_variant = capacity.get("variant", "") if isinstance(capacity, Mapping) else str(capacity)
+        fold = summary.get("fold")
+        identity = {
+            "arch": str(summary["arch"]),
+            "variant": variant_label(se, aggregation, gate_scale, capacity_variant or None),
+            "se": se,
+            "aggregation": str(aggregation or ""),
+            "gate_scale": gate_scale,
+            "capacity_match": capacity_variant,
+            "seed": int(summary["seed"]),
+            "fold": None if fold is None else int(fold),
+            "run": folder.name,
+            "n_params": int(summary.get("n_params") or 0),
+            "comparison_hash": str(summary.get("comparison_hash") or ""),
+            "commit": str(summary.get("git_commit") or "")[:12],
+            "dirty": {True: "yes", False: "no"}.get(summary.get("git_dirty"), ""),
+            "cpu": str(summary.get("cpu_model") or ""),
+            "se_kernels": str(summary.get("se_kernels") or ""),
+            "val_dice": _float(summary.get("best_val_dice")),
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{summary_path}: unusable run identity ({err})") from err
+    rows = []
+    with per_case_path.open(newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                class_id = int(row["class_id"])
+                if class_id == 0:
+                    continue
+                rows.append(
+                    CaseRow(
+                        **identity,
+                        subject=str(row["subject"]),
+                        class_id=class_id,
+                        structure=str(row["class_name"]),
+                        n_ref=_float(row.get("n_ref")),
+                        dice=_float(row["dice"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{per_case_path}, line {line}: {err}") from err
+    return rows
+
+
+def collect(experiment: Path) -> tuple[list[CaseRow], list[str]]:
+    """Rows of every finished run under ``experiment`` (status ``done``), and one note per folder left out."""
+    if not experiment.is_dir():
+        raise ValueError(f"{experiment}: not a folder; expected an experiment folder of run folders")
+    rows: list[CaseRow] = []
+    notes: list[str] = []
+    for folder in sorted(p for p in experiment.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        status = folder / "status.json"
+        state = _read_json(status).get("state") if status.is_file() else None
+        if state != "done":
+            notes.append(f"{folder.name}: left out (state {state or 'unknown'})")
+            continue
+        try:
+            rows.extend(rows_of_run(folder))
+        except ValueError as err:
+            notes.append(f"{folder.name}: left out ({err})")
+    return rows, notes
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.6g}" if not value.is_integer() else f"{value:g}"
+    return str(value)
+
+
+def to_csv_text(rows: Iterable[CaseRow]) -> str:
+    """The CSV text, rows sorted (architecture, variant, seed, fold, subject, class) so it is byte-stable."""
+    ordered = sorted(rows, key=lambda r: (r.arch, r.variant, r.seed, r.fold or -1, r.subject, r.class_id))
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in ordered:
+        writer.writerow([_text(getattr(row, column)) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def write_csv(rows: Iterable[CaseRow], path: Path) -> None:
+    atomic_write_text(path, to_csv_text(rows))
+
+
+def read_csv(path: Path) -> list[CaseRow]:
+    """Rows of a tidy CSV; ``ValueError`` naming the file and line when a column or value is bad."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append(
+                    CaseRow(
+                        arch=row["arch"],
+                        variant=row["variant"],
+                        se=row["se"],
+                        aggregation=row["aggregation"],
+                        gate_scale=float(row["gate_scale"] or 1.0),
+                        capacity_match=row["capacity_match"],
+                        seed=int(row["seed"]),
+                        fold=int(row["fold"]) if row["fold"] else None,
+                        run=row["run"],
+                        n_params=int(row["n_params"] or 0),
+                        comparison_hash=row["comparison_hash"],
+                        commit=row["commit"],
+                        dirty=row["dirty"],
+                        cpu=row["cpu"],
+                        se_kernels=row["se_kernels"],
+                        val_dice=_float(row["val_dice"]),
+                        subject=row["subject"],
+                        class_id=int(row["class_id"]),
+                        structure=row["structure"],
+                        n_ref=_float(row["n_ref"]),
+                        dice=_float(row["dice"]),
+                    )
+                )
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}, line {line}: {err}") from err
+    return rows
+
+
+__all__: Sequence[str] = ["COLUMNS", "CaseRow", "collect", "read_csv", "rows_of_run", "to_csv_text", "variant_label"]
