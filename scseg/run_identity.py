@@ -62,6 +62,11 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "data.slices.fallback_axis": "axial",
     "data.slices.anisotropy_threshold": 1.5,
     "data.val_fraction": None,
+    # Cross-validation (scseg.data.folds): off, as in every earlier run; fold 0 and seed 0 are their defaults.
+    "data.folds": None,
+    "data.fold": 0,
+    "data.folds_seed": 0,
+    "data.splits_file": None,
     # SE placement (issue 13): the paper's encoder + decoder blocks, as every earlier run. The identity
     # (scseg.engine.run.identity) also folds se.in_bottleneck into it and replaces se.reduction by the effective one
     # (model.se_reduction when null), so equal networks share a folder and the new model.se_reduction key never

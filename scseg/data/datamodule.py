@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from scseg.data.augment import build_augmentation
 from scseg.data.cache import ClassStatistics, SubjectCache, class_statistics_of
 from scseg.data.errors import DataError
+from scseg.data.folds import Folds, apply_fold, make_folds, read_splits_final
 from scseg.data.io import read_subject, strip_image_suffix, to_original
 from scseg.data.label_map import load_label_map
 from scseg.data.layouts import load_layout, split_validation
@@ -34,6 +35,7 @@ from scseg.data.preprocess import (
 from scseg.data.sampler import EpochSampler
 from scseg.data.slices import Canvas, SliceDataset, SubjectSlices, canvas_of
 from scseg.data.types import SPLITS, Case, Geometry
+from scseg.paths import resolve_path
 
 # Below this many training subjects, `val_fraction` leaves validation off (a volume taken away would cost more
 # than the curve is worth); `val_subjects` set explicitly still applies.
@@ -82,6 +84,7 @@ class DataModule:
         self.pin_memory = bool(_get(loader, "pin_memory", False))
         self._cache = SubjectCache(cfg_data.get("cache_dir"), self.settings, self.label_map, self.allow_4d_channels)
         self._splits: dict[str, list[Case]] | None = None
+        self._folds: Folds | None = None
         self._canvas: Canvas | None = None
         self._loaded: dict[Path, PreprocessedSubject] = {}
         # Mapped references in the file grid, re-used across validations (they are re-read from disk otherwise);
@@ -122,9 +125,35 @@ class DataModule:
         return (2 * self.context + 1) * self.modalities
 
     # ---- splits and subjects ----------------------------------------------------------------------
+    def folds(self) -> Folds | None:
+        """The cross-validation folds (``data.folds`` / ``data.splits_file``) in nnU-Net's format, else None."""
+        if self._folds is None and (self.cfg.get("folds") is not None or self.cfg.get("splits_file")):
+            pooled = self._pooled_cases()
+            splits_file = self.cfg.get("splits_file")
+            if splits_file:
+                self._folds = read_splits_final(resolve_path(splits_file), [c.id for c in pooled])
+                k = self.cfg.get("folds")
+                if k is not None and int(k) != len(self._folds):
+                    raise DataError(f"data.folds is {k} but {splits_file} holds {len(self._folds)} folds")
+            else:
+                self._folds = make_folds(pooled, int(self.cfg["folds"]), int(_get(self.cfg, "folds_seed", 0)))
+        return self._folds
+
+    def _pooled_cases(self) -> list[Case]:
+        """Every labelled case of the layout, its splits pooled (what cross-validation partitions)."""
+        layout = load_layout(self.cfg["layout"])
+        pooled = [c for split in SPLITS for c in layout.get(split, []) if c.label_path is not None]
+        if not pooled:
+            raise DataError(f"data.folds: the layout of {self.name!r} has no labelled case to cross-validate")
+        return pooled
+
     def _load_splits(self) -> dict[str, list[Case]]:
         if self._splits is None:
-            splits = {k: list(v) for k, v in load_layout(self.cfg["layout"]).items()}
+            folds = self.folds()
+            if folds is not None:
+                splits = apply_fold(self._pooled_cases(), folds, int(_get(self.cfg, "fold", 0)))
+            else:
+                splits = {k: list(v) for k, v in load_layout(self.cfg["layout"]).items()}
             unknown = set(splits) - set(SPLITS)
             if unknown:
                 raise DataError(f"data.layout: unknown splits {sorted(unknown)}; expected {SPLITS}")

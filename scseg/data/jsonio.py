@@ -13,21 +13,26 @@ from pathlib import Path
 from scseg.data.errors import DataError
 
 
+def read_json(path: Path, what: str, expected: str) -> object:
+    """A JSON file's value; missing or unreadable files are a DataError naming the file and what it should hold."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: {what} not found; expected {expected}") from err
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read the {what} ({err}); expected {expected}") from err
+
+
 def read_json_object(path: Path, what: str, expected: str) -> dict:
     """A JSON file holding an object; missing, unreadable or non-object files are a DataError naming the file.
 
     ``what`` names the file in messages ("split file", "dataset.json"); ``expected`` says what it should hold.
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: {what} not found; expected {expected}") from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read the {what} ({err}); expected {expected}") from err
+    data = read_json(path, what, expected)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected {expected}, got a JSON {type(data).__name__}")
     return data
 
 
-__all__ = ["read_json_object"]
+__all__ = ["read_json", "read_json_object"]

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scseg.atomic import atomic_write_text
 from scseg.config.check import ConfigError, validate_config
 from scseg.data.datamodule import DataModule
+from scseg.data.folds import write_splits_final
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import run_dir as rd
 from scseg.engine.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
@@ -255,6 +256,9 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
     dm = build_datamodule(cfg)
     if dist.is_main:
         dm.prepare()
+        folds = dm.folds()
+        if folds is not None:  # the folds this run belongs to, as nnU-Net stores them
+            write_splits_final(folds, folder / "splits_final.json")
     barrier(dist)
     if not dist.is_main:
         dm.prepare()

@@ -142,6 +142,8 @@ def build_summary(
         se_positions=list(settings["se_positions"]) if se != "none" else None,
         se_gate_scale=settings["se_gate_scale"] if se != "none" else None,
         seed=int(cfg.seed),
+        fold=int(cfg.data.get("fold", 0)) if cfg.data.get("folds") is not None or cfg.data.get("splits_file") else None,
+        folds=cfg.data.get("folds"),
         experiment=str(cfg.experiment_name),
         config_hash=config_hash,
         comparison_hash=comparison_hash,
