@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-cpus test-slow lint format demo study paper-cpu results tb summary bench clean
+.PHONY: help install test test-cpus test-slow lint format demo study paper-cpu paper-studies results tb summary bench clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -98,19 +98,29 @@ study: install ## the 3 x 4 comparison on your data: make study DATA=<nnU-Net fo
 SEEDS ?= 0
 MODELS ?= unet,sdnet,fcdensenet
 LAUNCHER ?= joblib
+# Cross-validated presets (paper_chaos_cpu: data.folds=5) train every fold: data.fold=0,...,FOLDS-1.
+FOLDS ?= $(if $(filter chaos,$(TASK)),5,)
+FOLD_LIST = $(shell seq -s, 0 $$(( $(or $(FOLDS),1) - 1 )))
 paper-cpu: install ## train the CPU-preset grid: make paper-cpu TASK=malc|chaos [RUNS=runs] [SEEDS=0] [MODELS=...]
 	@case "$(TASK)" in malc|chaos) ;; *) echo "usage: make paper-cpu TASK=malc|chaos [RUNS=runs] [SEEDS=0,1,2]"; exit 2;; esac
 	$(VENV)/bin/scseg-train -m experiment=paper_$(TASK)_cpu model=$(MODELS) se=none,cse,sse,scse seed=$(SEEDS) \
-	  launcher=$(LAUNCHER) "paths.runs_dir=$(RUNS)"
+	  $(if $(FOLDS),data.fold=$(FOLD_LIST),) launcher=$(LAUNCHER) "paths.runs_dir=$(RUNS)"
 
-results: install ## docs/results/{malc,chaos}_cpu.md from the CPU-preset runs in RUNS, then README's tables (RUNS=..., TASKS=chaos: one page)
+# Every study of the results pages (MALC: 5 seeds, scSE max, FC-DenseNet with its capacity control, gate scale;
+# CHAOS: 5 folds), in the order that matters when they cannot all finish; rerunning resumes (scripts/paper_studies.sh).
+STEPS ?=
+paper-studies: install ## all the studies behind docs/results (hours; resumable): make paper-studies RUNS=... [STEPS=...]
+	bash scripts/paper_studies.sh "$(RUNS)" $(STEPS)
+
+# Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu/per_case.csv, committed),
+# then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis settings).
+results: install ## docs/results/<task>_cpu/per_case.csv and <task>_cpu.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task)
 	@found=0; for task in $(TASKS); do \
 	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
-	  case $$task in malc) title="MALC 2012 whole-brain MRI, 27 structures (experiment=paper_malc_cpu)";; \
-	    chaos) title="CHAOS T2-SPIR abdominal MRI, 4 organs (experiment=paper_chaos_cpu)";; esac; \
-	  $(VENV)/bin/scseg-compare "$$dir" --results-page docs/results/$${task}_cpu.md --task "$$title" || exit 1; \
-	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }; \
-	$(VPY) scripts/sync_readme_results.py
+	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu/per_case.csv || exit 1; \
+	  $(VENV)/bin/scseg-study page --csv docs/results/$${task}_cpu/per_case.csv --page docs/results/$${task}_cpu.md \
+	    --settings configs/report/$${task}.yaml --command "make results TASKS=$$task" || exit 1; \
+	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }
 
 tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)

@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_settings(path: Path | None, overrides: Sequence[str]) -> StudySettings:
-    """The settings file's mapping (``report:`` section or the whole file) with ``key=value`` overrides applied."""
+def load_settings(path: Path | None, overrides: Sequence[str]) -> tuple[StudySettings, str | None]:
+    """The settings file's mapping (``report:`` section or the whole file) with ``key=value`` overrides applied,
+    and the page title it names (``title``), if any."""
     data: dict = {}
     if path is not None:
         if not path.is_file():
@@ -65,8 +66,9 @@ def load_settings(path: Path | None, overrides: Sequence[str]) -> StudySettings:
         if not sep:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         data[key.strip()] = yaml.safe_load(value)
+    title = data.pop("title", None)
     try:
-        return StudySettings.from_mapping(data)
+        return StudySettings.from_mapping(data), None if title is None else str(title)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path or '--set'}: {err}") from err
 
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(note)
             print(f"Wrote {args.csv}: {len(rows)} rows from {len({r.run for r in rows})} runs")
             return 0
-        settings = load_settings(args.settings, args.set)
+        settings, title = load_settings(args.settings, args.set)
         if not args.csv.is_file():
             raise ValueError(f"--csv {args.csv}: no such file")
         rows = read_csv(args.csv)
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"scseg-study: {err}", file=sys.stderr)
         return 2
-    task = args.task or args.csv.parent.name
+    task = args.task or title or args.csv.parent.name
     figure = None if args.no_figures else args.page.with_name(f"{args.page.stem}_effects.png")
     if figure is not None and write_forest_plot(analysis, figure, task=task) is None:
         print("matplotlib is not installed (pip install -e .[report]): no forest plot", file=sys.stderr)

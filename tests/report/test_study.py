@@ -121,5 +121,23 @@ def test_the_task_settings_files_load():
     from scseg.cli.study import load_settings
 
     for task in ("malc", "chaos"):
-        settings = load_settings(REPO / "configs" / "report" / f"{task}.yaml", [])
-        assert settings.equivalence_margin == pytest.approx(0.01) and settings.small_structures
+        settings, title = load_settings(REPO / "configs" / "report" / f"{task}.yaml", [])
+        assert title and settings.equivalence_margin == pytest.approx(0.01) and settings.small_structures
+
+
+def _committed_pages() -> list[Path]:
+    return sorted(p.parent.with_suffix(".md") for p in (REPO / "docs" / "results").glob("*/per_case.csv"))
+
+
+@pytest.mark.parametrize("page", _committed_pages(), ids=lambda p: p.name)
+def test_each_committed_page_regenerates_from_its_committed_csv(page, tmp_path):
+    """What `make results` does for one task, into another folder: the same bytes as the committed page."""
+    task = page.stem.removesuffix("_cpu")
+    (tmp_path / page.stem).mkdir()
+    shutil.copy(page.with_suffix("") / "per_case.csv", tmp_path / page.stem / "per_case.csv")
+    out = tmp_path / page.name
+    args = ["page", "--csv", str(tmp_path / page.stem / "per_case.csv"), "--page", str(out), "--no-figures"]
+    args += ["--settings", str(REPO / "configs" / "report" / f"{task}.yaml"), "--command", f"make results TASKS={task}"]
+    assert main(args) == 0
+    committed = page.read_text(encoding="utf-8").replace(f"![effects vs none]({page.stem}_effects.png)\n\n", "")
+    assert out.read_text(encoding="utf-8") == committed
