@@ -1,6 +1,7 @@
-"""Copy the headline tables of the generated results pages into README.md, so the README never holds a typed number.
+"""Copy the headline tables of the generated results pages into docs/results/README.md (the results index), so no
+page but a generated one holds a typed number.
 
-README's Results section marks one block per page::
+The index marks one block per page::
 
     <!-- results:malc_cpu:main -->        the page's main table (architecture x SE variant)
     <!-- results:malc_cpu:vs-none -->     each variant vs none (Wilcoxon, Holm)
@@ -11,7 +12,7 @@ Everything between a start marker and the next ``<!-- /results -->`` is replaced
 ``docs/results/malc_cpu.md`` (the first table after the page's matching heading). ``make results`` runs this after
 regenerating the pages; ``--check`` exits 1 when README is out of date (the test suite runs it that way).
 
-    python scripts/sync_readme_results.py [--readme README.md] [--pages docs/results] [--check]
+    python scripts/sync_readme_results.py [--readme docs/results/README.md] [--pages docs/results] [--check]
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def sync(readme_text: str, pages_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "docs" / "results" / "README.md")
     parser.add_argument("--pages", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--check", action="store_true", help="exit 1 if README differs from the pages; write nothing")
     args = parser.parse_args(argv)

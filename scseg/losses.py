@@ -77,7 +77,7 @@ def floor_class_weights(weights: Tensor, min_ratio: float) -> Tensor:
 
     Why: median-frequency weights give a class that fills most of the image (background) a weight hundreds of
     times below a small structure's (MALC: 0.0049 vs 1.27), so labelling background as that structure costs
-    the cross-entropy almost nothing and a network may flood empty regions with it (issue 11). For
+    the cross-entropy almost nothing and a network may flood empty regions with it. For
     median-frequency weights the median weight is about 1, so ``min_ratio`` is about the smallest weight
     allowed. Classes with weight 0 (absent from the training labels) stay 0; ``min_ratio=0`` changes nothing.
     """

@@ -67,7 +67,7 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "data.fold": 0,
     "data.folds_seed": 0,
     "data.splits_file": None,
-    # SE placement (issue 13): the paper's encoder + decoder blocks, as every earlier run. The identity
+    # SE placement: the paper's encoder + decoder blocks, as every earlier run. The identity
     # (scseg.engine.run.identity) also folds se.in_bottleneck into it and replaces se.reduction by the effective one
     # (model.se_reduction when null), so equal networks share a folder and the new model.se_reduction key never
     # renames a run.
@@ -77,7 +77,7 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "se.gate_scale": 1.0,
     # The capacity control (a network without SE widened to an SE variant's parameter count); null: none.
     "model.capacity_match": None,
-    # Loss options against background flooding (issue 11); the defaults are the loss every earlier run used.
+    # Loss options against background flooding; the defaults are the loss every earlier run used.
     "loss.boundary_mode": "multiplicative",
     "loss.min_class_weight_ratio": 0.0,
     # How predictions return to a resampled file's grid; earlier runs copied arg-max labels by nearest neighbour.

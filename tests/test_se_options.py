@@ -39,7 +39,7 @@ def test_equal_networks_share_one_identity():
 def test_null_reduction_takes_the_architecture_default():
     cfg = compose_train_config(["model=fcdensenet", "se=cse", "se.reduction=null"])
     validate_config(cfg)
-    assert se_settings(cfg) == {"se_reduction": 8, "se_positions": ["encoder", "decoder"]}
+    assert se_settings(cfg) == {"se_reduction": 8, "se_positions": ["encoder", "decoder"], "se_gate_scale": 1.0}
     assert compose_train_config(["model=fcdensenet103"]).model.se_reduction == 16
     net = build_model(cfg, num_classes=3, in_channels=1)
     for gate in (m for m in net.modules() if isinstance(m, ChannelSE)):
@@ -72,7 +72,7 @@ def test_ablation_experiment_sweeps_positions_and_reduction():
     cfg = compose_train_config(["experiment=ablation_se", "se.positions=[encoder]", "se.reduction=8"])
     validate_config(cfg)
     assert (cfg.model.arch, cfg.se.name, cfg.data.name) == ("unet", "scse", "phantom")
-    assert se_settings(cfg) == {"se_reduction": 8, "se_positions": ["encoder"]}
+    assert se_settings(cfg) == {"se_reduction": 8, "se_positions": ["encoder"], "se_gate_scale": 1.0}
 
 
 def test_the_se_vocabulary_has_one_home():

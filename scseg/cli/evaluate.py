@@ -4,7 +4,7 @@ Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the data modu
 ``checkpoints/best.pt`` (``weights_only``, never executing code) and writes ``per_case[_<split>].csv`` and
 ``summary[_<split>].json`` into the run folder (the test split keeps the training run's file names). The summary
 comes from the same builder as after training (:func:`scseg.engine.summary.build_summary`), with the config
-hashes training recorded carried over, so ``scseg-compare`` files the run exactly as before (issue 12).
+hashes training recorded carried over, so ``scseg-compare`` files the run exactly as before.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    tune_allocator()  # keep large buffers in the process (issue 10); SCSEG_TUNE_MALLOC=0 turns it off
+    tune_allocator()  # keep large buffers in the process; SCSEG_TUNE_MALLOC=0 turns it off
 
     started = time.perf_counter()
     try:

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    tune_allocator()  # keep large buffers in the process (issue 10); SCSEG_TUNE_MALLOC=0 turns it off
+    tune_allocator()  # keep large buffers in the process; SCSEG_TUNE_MALLOC=0 turns it off
 
     try:
         single_file = not args.input.is_dir()

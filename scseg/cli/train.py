@@ -36,7 +36,7 @@ from scseg.engine.trainer import NonFiniteLossError
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     # First, in every process that trains (a single run, each joblib worker, each torchrun rank): keep activation
-    # buffers in the process instead of faulting them in every step (issue 10; see scseg.engine.allocator).
+    # buffers in the process instead of faulting them in every step (see scseg.engine.allocator).
     allocator = tune_allocator(OmegaConf.select(cfg, "trainer.tune_malloc", default=None))
     if os.environ.get("RANK", "0") == "0":
         print(f"allocator: {allocator}", flush=True)

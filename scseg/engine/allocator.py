@@ -3,7 +3,7 @@
 Why: glibc serves blocks above its mmap threshold (128 KiB, rising with use to at most 32 MiB) with ``mmap`` and
 returns freed heap top beyond its trim threshold to the kernel. A training step frees and re-allocates the same
 hundreds of MiB of activations every iteration, so each step page-faults (and zero-fills) them again: as much
-kernel time as compute (issue 10). Raising both thresholds with ``mallopt`` makes glibc reuse that memory.
+kernel time as compute. Raising both thresholds with ``mallopt`` makes glibc reuse that memory.
 
 :func:`tune_allocator` is called at the start of every entry point. ``mallopt`` acts on later allocations of
 this process (forked DataLoader workers inherit it); the ``MALLOC_*`` variables it also sets reach processes

@@ -41,7 +41,7 @@ from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
 from scseg.models.se_fused import DEFAULT_BUILD_TIMEOUT_S, kernels_available
 from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
-from scseg.se_options import DEFAULT_SE_POSITIONS, positions_label, se_settings
+from scseg.se_options import DEFAULT_SE_POSITIONS, DEFAULT_SE_REDUCTION, positions_label, se_settings
 
 PER_CASE_COLUMNS = ROW_KEYS  # per_case.csv: one row per subject and class, as scseg.metrics builds them
 
@@ -77,6 +77,9 @@ def _canonical_se_settings(cfg: DictConfig, canonical: DictConfig) -> None:
     At the defaults this is exactly the old config, so no existing run folder is renamed.
     """
     settings = se_settings(cfg)
+    if str(cfg.se.name) == "none":
+        # no SE block: reduction and placement build nothing, so every value shares the default run's folder
+        settings = {"se_reduction": DEFAULT_SE_REDUCTION, "se_positions": list(DEFAULT_SE_POSITIONS)}
     positions = settings["se_positions"]
     with open_dict(canonical):
         OmegaConf.update(canonical, "se.reduction", settings["se_reduction"], force_add=True)

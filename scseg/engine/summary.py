@@ -1,4 +1,4 @@
-"""``summary.json``: ONE builder for training and re-evaluation, so both write the same keys (issue 12).
+"""``summary.json``: ONE builder for training and re-evaluation, so both write the same keys.
 
 ``scseg-compare`` files a run under its (architecture, SE variant, aggregation, reduction, positions, seed) from
 this file; a re-evaluation that dropped ``aggregation`` once moved a scSE-max run silently into the scSE (add)
@@ -9,7 +9,7 @@ knew (the config hashes) carried over by :func:`recorded_hashes`.
 The summary also carries a ``comparison_hash`` (:func:`scseg.run_identity.comparison_hash`): the config hash
 without the keys an SE comparison may vary (the ``se`` group, ``model.se_reduction``, the seed and the experiment
 name). Runs of one architecture whose comparison hashes differ were not trained alike, so the report flags the
-cell (issue 11).
+cell.
 """
 
 from __future__ import annotations

@@ -426,8 +426,7 @@ def create_se(
     Every SE block of every network must come from here (the architectures get it as ``se_factory``): the block
     is initialised from its own generator, seeded by :func:`_next_se_seed`, and the global RNG stream is left
     exactly where it was. So at a given seed ``none``, ``cse``, ``sse`` and ``scse`` (any aggregation, reduction
-    or positions) start from identical backbone weights, and the SE weights are still a function of the seed
-    (issue 11).
+    or positions) start from identical backbone weights, and the SE weights are still a function of the seed.
 
     ``kernels``: ``eager`` (ATen operations, the default for library use), ``fused`` (scseg.models.se_fused: the
     same function in fewer passes over memory, CPU; built on first use) or ``auto`` (fused when it builds).

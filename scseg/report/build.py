@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scseg.atomic import atomic_write_text
 from scseg.report.claims import ALPHA, PAPER_ARCHS, ClaimsReport, evaluate_claims
 from scseg.report.figures import write_figures, write_structure_figure
 from scseg.report.results_page import claims_summary, main_table, render_results_page
@@ -105,7 +106,7 @@ def build_report(
     md_path, csv_path = out / "comparison.md", out / "comparison.csv"
     links = {arch: _relative(path, out) for arch, path in written.items()}
     title = f"SE comparison: {experiment_dir.resolve().name}"
-    md_path.write_text(render_markdown(tables, title, links, note, provenance(sweep), digits), encoding="utf-8")
+    atomic_write_text(md_path, render_markdown(tables, title, links, note, provenance(sweep), digits))
     write_csv(tables, csv_path)
     messages = [f"Figures skipped: {note}"] if note else []
     if tables.problems:
@@ -177,7 +178,7 @@ def build_results_page(
     text = render_results_page(
         sweep, tables, claims, task or default_task(sweep), figure.name if figure else None, note, digits
     )
-    page.write_text(text, encoding="utf-8")
+    atomic_write_text(page, text)
     messages = [f"Figure skipped: {note}"] if note else []
     if tables.problems:
         messages.append(f"{len(tables.problems)} run(s) not used or used with a caveat: see {page}")

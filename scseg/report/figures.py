@@ -6,11 +6,13 @@ object-oriented API with the Agg canvas is used, so no global backend or pyplot 
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from scseg.atomic import atomic_write
 from scseg.report.tables import ComparisonTables, arch_label
 
 FIGURE_STEM = "comparison_{arch}.png"
@@ -80,7 +82,9 @@ def plot_structure_panels(
         _draw_structure_bars(fig.add_subplot(max(len(archs), 1), 1, k + 1), tables, arch, bar_group_width)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
 
 

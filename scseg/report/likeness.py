@@ -1,5 +1,5 @@
 """Like with like: does every run of a table cell differ from its architecture's ``none`` run only in what an SE
-comparison may vary (the SE variant, aggregation, reduction, positions, and the seed)? (issue 11)
+comparison may vary (the SE variant, aggregation, reduction, positions, and the seed)?
 
 A cell trained with another learning rate, width or loss than its ``none`` baseline measures that difference
 too, so the report marks it. Two runs are compared by the ``comparison_hash`` training stores in

@@ -302,7 +302,7 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
         raise ValueError(f"{where}: expected an integer seed and numeric Dice values ({err})") from err
     aggregation = summary.get("aggregation")
     if se == "scse" and not aggregation:
-        # summaries rewritten by scseg-evaluate before issue 12 lost the aggregation; the folder name keeps it
+        # summaries rewritten by older versions of scseg-evaluate lost the aggregation; the folder name keeps it
         named = read_run_name(path.name)
         aggregation = named["aggregation"] if named is not None and named["se"] == "scse" else None
     return Run(

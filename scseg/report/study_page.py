@@ -7,11 +7,13 @@ matplotlib when the ``report`` extra is installed.
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from scseg.atomic import atomic_write
 from scseg.report.effects import Effect, format_points
 from scseg.report.study import ARCH_NAMES, StudyAnalysis, arch_name
 from scseg.report.tidy import CaseRow
@@ -247,10 +249,10 @@ def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: in
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", metadata={"Software": None})
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
 
 

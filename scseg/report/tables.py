@@ -8,11 +8,13 @@ Wilcoxon p-value, and one per-structure table per architecture (from ``per_case.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scseg.atomic import atomic_write_text
 from scseg.report.likeness import CellCheck, check_sweep
 from scseg.report.runs import (
     EXTRA_DIMENSIONS,
@@ -513,56 +515,54 @@ def _row_columns(row: str) -> dict[str, str]:
 def write_csv(tables: ComparisonTables, path: str | Path) -> None:
     """Long-format CSV: one row per main-table cell (``table=overall``, with the diff to none) and per
     structure cell (``table=structure``)."""
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for arch in tables.archs:
+    fh = io.StringIO(newline="")
+    writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for arch in tables.archs:
+        for variant in tables.variants:
+            cell = tables.overall.get((arch, variant))
+            if cell is None:
+                continue
+            diff = tables.diffs.get((arch, variant))
+            writer.writerow(
+                {
+                    "table": "overall",
+                    **_row_columns(arch),
+                    "variant": variant.key,
+                    "variant_label": tables.variant_label(variant),
+                    "structure": "",
+                    "class_id": "",
+                    "mean": _csv_float(cell.summary.mean),
+                    "std": _csv_float(cell.summary.std),
+                    "n_subjects": cell.summary.n,
+                    "n_seeds": cell.n_seeds,
+                    "diff_vs_none": _csv_float(diff.mean_diff) if diff else "",
+                    "diff_std": _csv_float(diff.std_diff) if diff else "",
+                    "n_pairs": diff.n_pairs if diff else "",
+                    "p_value": _csv_float(diff.p_value) if diff else "",
+                    "p_note": diff.note if diff else "",
+                    "n_params": ";".join("" if c is None else str(c) for c in tables.n_params.get((arch, variant), [])),
+                    "like_none": tables.likeness[arch, variant].verdict if (arch, variant) in tables.likeness else "",
+                }
+            )
+        for structure in tables.structures.get(arch, []):
             for variant in tables.variants:
-                cell = tables.overall.get((arch, variant))
+                cell = tables.per_structure.get((arch, variant, structure.name))
                 if cell is None:
                     continue
-                diff = tables.diffs.get((arch, variant))
                 writer.writerow(
                     {
-                        "table": "overall",
+                        "table": "structure",
                         **_row_columns(arch),
                         "variant": variant.key,
                         "variant_label": tables.variant_label(variant),
-                        "structure": "",
-                        "class_id": "",
+                        "structure": structure.name,
+                        "class_id": structure.class_id,
                         "mean": _csv_float(cell.summary.mean),
                         "std": _csv_float(cell.summary.std),
                         "n_subjects": cell.summary.n,
                         "n_seeds": cell.n_seeds,
-                        "diff_vs_none": _csv_float(diff.mean_diff) if diff else "",
-                        "diff_std": _csv_float(diff.std_diff) if diff else "",
-                        "n_pairs": diff.n_pairs if diff else "",
-                        "p_value": _csv_float(diff.p_value) if diff else "",
-                        "p_note": diff.note if diff else "",
-                        "n_params": ";".join(
-                            "" if c is None else str(c) for c in tables.n_params.get((arch, variant), [])
-                        ),
-                        "like_none": tables.likeness[arch, variant].verdict
-                        if (arch, variant) in tables.likeness
-                        else "",
                     }
                 )
-            for structure in tables.structures.get(arch, []):
-                for variant in tables.variants:
-                    cell = tables.per_structure.get((arch, variant, structure.name))
-                    if cell is None:
-                        continue
-                    writer.writerow(
-                        {
-                            "table": "structure",
-                            **_row_columns(arch),
-                            "variant": variant.key,
-                            "variant_label": tables.variant_label(variant),
-                            "structure": structure.name,
-                            "class_id": structure.class_id,
-                            "mean": _csv_float(cell.summary.mean),
-                            "std": _csv_float(cell.summary.std),
-                            "n_subjects": cell.summary.n,
-                            "n_seeds": cell.n_seeds,
-                        }
-                    )
+
+    atomic_write_text(Path(path), fh.getvalue())

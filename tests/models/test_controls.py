@@ -75,3 +75,11 @@ def test_capacity_match_is_validated_and_hash_neutral():
         validate_config(compose_train_config(["model.capacity_match=big"]))
     with pytest.raises(ValueError, match="se=none"):
         create_model("unet", 3, filters=8, se="cse", capacity_match="scse")
+
+
+def test_settings_a_network_without_se_ignores_share_its_folder():
+    """A `none` run builds no SE block: its reduction, positions and gate scale cannot change it."""
+    base = identity(compose_train_config([]))
+    for extra in (["se.reduction=8"], ["se.positions=[encoder]"], ["se.in_bottleneck=true"], ["se.gate_scale=3"]):
+        assert identity(compose_train_config(extra)) == base, extra
+    assert identity(compose_train_config(["se=cse", "se.reduction=8"])) != identity(compose_train_config(["se=cse"]))

@@ -1,4 +1,4 @@
-"""README's Results tables are copies of the generated results pages (scripts/sync_readme_results.py), never typed."""
+"""The results index's tables (docs/results/README.md) are copies of the generated pages, never typed."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ Mean ± std.
 
 
 def test_committed_readme_matches_committed_pages():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "results" / "README.md").read_text(encoding="utf-8")
     assert "<!-- results:" in readme, "README's Results section lost its generated blocks"
     assert sync_readme.sync(readme, ROOT / "docs" / "results") == readme, (
         "README's Results tables differ from docs/results: run python scripts/sync_readme_results.py"
