@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The studies behind docs/results/malc_cpu.md and chaos_cpu.md, in the order that matters most when they cannot all
 # finish in one sitting: MALC U-Net -> MALC SD-Net -> CHAOS U-Net -> the rest. Each step is a resumable sweep (two
-# one-thread jobs at a time): rerunning this script skips finished runs and resumes interrupted ones.
+# one-thread jobs at a time): rerunning this script skips finished runs and resumes interrupted ones. Seeds come first
+# in each sweep, so the variants vary fastest: a sweep stopped half-way leaves whole seeds (every variant of them).
 #
 #   bash scripts/paper_studies.sh RUNS_DIR [STEP ...]     # steps: malc-unet malc-sdnet chaos-unet malc-fcdensenet
 #                                                         #        malc-gates chaos-sdnet chaos-fcdensenet (default: all)
@@ -21,15 +22,15 @@ for step in "${steps[@]}"; do
   case $step in
     malc-unet | malc-sdnet)
       arch=${step#malc-}
-      sweep "${malc[@]}" model="$arch" se=none,cse,sse,scse seed=0,1,2,3,4
-      sweep "${malc[@]}" model="$arch" se=scse se.aggregation=max seed=0,1,2,3,4 ;;
+      sweep "${malc[@]}" model="$arch" seed=0,1,2,3,4 se=none,cse,sse,scse
+      sweep "${malc[@]}" model="$arch" seed=0,1,2,3,4 se=scse se.aggregation=max ;;
     chaos-unet | chaos-sdnet | chaos-fcdensenet)
-      sweep "${chaos[@]}" model="${step#chaos-}" se=none,cse,sse,scse seed=0 ;;
+      sweep "${chaos[@]}" model="${step#chaos-}" seed=0 se=none,cse,sse,scse ;;
     malc-fcdensenet)
-      sweep "${malc[@]}" model=fcdensenet se=none,cse,sse,scse seed=0,1,2
-      sweep "${malc[@]}" model=fcdensenet se=none model.capacity_match=scse seed=0,1,2 ;;
+      sweep "${malc[@]}" model=fcdensenet seed=0,1,2 se=none,cse,sse,scse
+      sweep "${malc[@]}" model=fcdensenet seed=0,1,2 se=none model.capacity_match=scse ;;
     malc-gates)
-      sweep "${malc[@]}" model=unet se=cse,sse se.gate_scale=2 seed=0,1,2 ;;
+      sweep "${malc[@]}" model=unet seed=0,1,2 se=cse,sse se.gate_scale=2 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done
