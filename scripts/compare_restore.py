@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from scseg.engine.inference import counts_to_rows, evaluate_subjects
+from scseg.engine.inference import Predictor, counts_to_rows
 from scseg.engine.loading import load_run
 from scseg.metrics import summarize
 
@@ -28,7 +28,7 @@ def main() -> None:
     subjects = dm.subjects(args.split)
     for mode in ("linear", "nearest"):
         with torch.no_grad():
-            counts = evaluate_subjects(model, dm, subjects, int(cfg.trainer.eval_batch_size), resample=mode)
+            counts = Predictor(model, dm, int(cfg.trainer.eval_batch_size), resample=mode).evaluate(subjects)
         summary = summarize(counts_to_rows(counts, dm.class_names), dm.class_names, args.split)
         print(
             f"{args.run_dir.name} [{args.split}, {len(subjects)} subjects] restore={mode}: "

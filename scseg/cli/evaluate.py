@@ -20,7 +20,7 @@ from scseg.atomic import DiskFullError
 from scseg.data.errors import DataError
 from scseg.data.types import SPLITS
 from scseg.engine.allocator import tune_allocator
-from scseg.engine.inference import counts_to_rows, evaluate_subjects
+from scseg.engine.inference import Predictor, counts_to_rows
 from scseg.engine.loading import eval_resample_of, load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.summary import build_summary, recorded_hashes, write_summary
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     batch_size = int(cfg.trainer.eval_batch_size)
-    counts = evaluate_subjects(model, dm, dm.subjects(args.split), batch_size, device, resample=eval_resample_of(cfg))
+    predictor = Predictor(model, dm, batch_size, device, resample=eval_resample_of(cfg))
+    counts = predictor.evaluate(dm.subjects(args.split))
     rows = counts_to_rows(counts, dm.class_names)
     best_metric = state.get("best_metric")
     summary = build_summary(

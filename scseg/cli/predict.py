@@ -15,76 +15,17 @@ the data present on this machine.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from scseg.data.errors import DataError
-from scseg.data.io import IMAGE_SUFFIXES, strip_image_suffix, write_label
+from scseg.data.io import write_label
+from scseg.data.layouts import group_file, group_images, is_image_name
 from scseg.engine.allocator import tune_allocator
-from scseg.engine.inference import predict_canonical
+from scseg.engine.inference import Predictor
 from scseg.engine.loading import eval_resample_of, load_run
-
-
-def _stem(path: Path) -> str:
-    """File name without its image suffix."""
-    return strip_image_suffix(path.name)
-
-
-def _case_of(path: Path) -> tuple[str, int]:
-    name = _stem(path)
-    match = re.fullmatch(r"(.+)_(\d{4})", name)
-    return (match.group(1), int(match.group(2))) if match else (name, 0)
-
-
-def is_image_name(path: Path) -> bool:
-    """Whether the file name is one of the image types predict reads (.nii, .nii.gz, .mgz)."""
-    return path.name.endswith(IMAGE_SUFFIXES)
-
-
-def _single_case(path: Path) -> str:
-    """Case name of a single-modality image: `<case>_0000.nii.gz` and `<case>.nii.gz` both give `<case>`."""
-    return _case_of(path)[0] if re.search(r"_0000\.", path.name) else path.name.split(".")[0]
-
-
-def group_file(path: Path, modalities: int) -> dict[str, list[Path]]:
-    """{case: [channel 0 path, ...]} for one image file given as IN.
-
-    A multi-modality run needs every channel, so one file is accepted only as the `<case>_0000` file of an
-    nnU-Net style group whose `_0001`, ... siblings lie next to it.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"input {path} does not exist")
-    if not is_image_name(path):
-        raise ValueError(f"input {path}: not a .nii, .nii.gz or .mgz image (or a folder of them)")
-    if modalities == 1:
-        return {_single_case(path): [path]}
-    expected = f"{modalities} modalities (<case>_0000 .. <case>_{modalities - 1:04d})"
-    match = re.fullmatch(r"(.+)_(\d{4})", _stem(path))
-    if match is None or int(match.group(2)) != 0:
-        raise ValueError(
-            f"input {path}: the run expects {expected} per case; give the case's _0000 file (with its siblings "
-            f"next to it) or a folder"
-        )
-    case = match.group(1)
-    paths = [path]
-    missing = []
-    for channel in range(1, modalities):
-        stem = f"{case}_{channel:04d}"
-        found = [path.parent / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES]
-        found = [f for f in found if f.is_file()]
-        if found:
-            paths.append(found[0])
-        else:
-            missing.append(f"{stem}.nii.gz/.nii/.mgz")
-    if missing:
-        raise ValueError(
-            f"input {path}: the run expects {expected} per case, but {', '.join(missing)} not found in {path.parent}"
-        )
-    return {case: paths}
 
 
 def output_for(output: Path, case: str, single_file: bool) -> Path:
@@ -92,25 +33,6 @@ def output_for(output: Path, case: str, single_file: bool) -> Path:
     if single_file and is_image_name(output) and not output.is_dir():
         return output
     return output / f"{case}.nii.gz"
-
-
-def group_images(folder: Path, modalities: int) -> dict[str, list[Path]]:
-    """{case: [channel 0 path, channel 1 path, ...]}; single-modality runs take every image as its own case."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(IMAGE_SUFFIXES))
-    if modalities == 1:
-        return {_single_case(p): [p] for p in files}
-    grouped: dict[str, dict[int, Path]] = defaultdict(dict)
-    for p in files:
-        case, channel = _case_of(p)
-        grouped[case][channel] = p
-    cases = {}
-    for case, channels in grouped.items():
-        if sorted(channels) != list(range(modalities)):
-            raise ValueError(
-                f"case {case!r} in {folder}: expected channels _0000.._{modalities - 1:04d}, found {sorted(channels)}"
-            )
-        cases[case] = [channels[i] for i in range(modalities)]
-    return cases
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no .nii, .nii.gz or .mgz images in {args.input}")
         device = torch.device(args.device)
         model.to(device)
+        predictor = Predictor(model, dm, int(cfg.trainer.eval_batch_size), device, resample=eval_resample_of(cfg))
         for case, paths in cases.items():
             subject = dm.prepare_images(paths, case_id=case)
-            batch_size = int(cfg.trainer.eval_batch_size)
-            labels = predict_canonical(model, dm, subject, batch_size, device, resample=eval_resample_of(cfg))
+            labels = predictor.predict(subject, grid="canonical")
             out = output_for(args.output, case, single_file)
-            write_label(labels, dm.geometry(subject), out)
+            write_label(labels, subject.meta.to_geometry(), out)
             print(f"{paths[0].name} -> {out}")
     except (OSError, ValueError, RuntimeError, DataError) as exc:
         message = str(exc).strip().splitlines()

@@ -28,13 +28,10 @@ from scseg.data.layouts import load_layout, split_validation
 from scseg.data.preprocess import (
     PreprocessedSubject,
     PreprocessSettings,
-    invert_probabilities_to_canonical,
-    invert_to_canonical,
-    resamples,
 )
 from scseg.data.sampler import EpochSampler
 from scseg.data.slices import Canvas, SliceDataset, SubjectSlices, canvas_of
-from scseg.data.types import SPLITS, Case, Geometry
+from scseg.data.types import SPLITS, Case
 from scseg.paths import resolve_path
 
 # Below this many training subjects, `val_fraction` leaves validation off (a volume taken away would cost more
@@ -304,31 +301,6 @@ class DataModule:
         """The subject's slices in order, on the training canvas, normalised, without augmentation."""
         return SubjectSlices(subject, context=self.context, normalize=self.normalize, canvas=self.canvas)
 
-    def geometry(self, subject: PreprocessedSubject) -> Geometry:
-        """The file grid of the subject (for io.write_label / io.to_original)."""
-        return subject.meta.to_geometry()
-
-    def to_canonical(self, subject: PreprocessedSubject, pred: np.ndarray) -> np.ndarray:
-        """Prediction in the preprocessed grid -> the subject's canonical grid."""
-        return invert_to_canonical(pred, subject.meta)
-
-    def to_original(self, subject: PreprocessedSubject, pred: np.ndarray) -> np.ndarray:
-        """Prediction in the preprocessed grid -> label volume in the image file's own grid."""
-        return to_original(invert_to_canonical(pred, subject.meta), self.geometry(subject))
-
-    def canonical_to_original(self, subject: PreprocessedSubject, labels: np.ndarray) -> np.ndarray:
-        """Label volume in the subject's canonical grid -> the image file's own voxel order."""
-        return to_original(labels, self.geometry(subject))
-
-    def resamples(self, subject: PreprocessedSubject) -> bool:
-        """Whether preprocessing resampled this subject (then probabilities, not labels, should go back)."""
-        return resamples(subject.meta)
-
-    def probabilities_to_canonical(self, subject: PreprocessedSubject, probabilities: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(K, *preprocessed shape)`` -> arg-max labels in the canonical grid, interpolated
-        linearly (``preprocess.invert_probabilities_to_canonical``)."""
-        return invert_probabilities_to_canonical(probabilities, subject.meta)
-
     def reference(self, subject: PreprocessedSubject) -> np.ndarray:
         """The label-MAPPED reference in the file's own grid (read from the label file, then kept for re-use)."""
         key = str(subject.id)
@@ -352,8 +324,7 @@ class DataModule:
     def prepare_images(self, paths: Sequence[str | os.PathLike], case_id: str | None = None) -> PreprocessedSubject:
         """Preprocess (and cache) an unlabeled image (one path per modality) for prediction.
 
-        Use `eval_slices` on the result, `stack_slices`, then `to_original` and io.write_label with
-        `geometry`.
+        ``scseg.engine.inference.Predictor.predict`` segments the result in its file's grid.
         """
         if not paths:
             raise DataError("prepare_images: no image paths given")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from scseg.data.errors import DataError
+from scseg.data.io import IMAGE_SUFFIXES, strip_image_suffix
 from scseg.data.jsonio import read_json_object
 from scseg.data.label_map import read_dataset_json
 from scseg.data.phantom import PHANTOM_CASE_ID, PHANTOM_IMAGE_GLOB, PHANTOM_LABEL_GLOB, ensure_phantom_dataset
@@ -232,6 +234,92 @@ def folder_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     return _split_cases(cases, cfg, root, "data.layout")
 
 
+# ---- nnU-Net channel files (<case>_XXXX): datasets and prediction inputs alike -------------------------------------
+CHANNEL_FILE = re.compile(r"(.+)_(\d{4})")
+
+
+def channel_file_name(case: str, channel: int, ending: str = ".nii.gz") -> str:
+    """nnU-Net's name of one channel of a case: ``<case>_0000.nii.gz``."""
+    return f"{case}_{channel:04d}{ending}"
+
+
+def _stem(path: Path) -> str:
+    """File name without its image suffix."""
+    return strip_image_suffix(path.name)
+
+
+def _case_of(path: Path) -> tuple[str, int]:
+    name = _stem(path)
+    match = CHANNEL_FILE.fullmatch(name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether the file name is one of the image types predict reads (.nii, .nii.gz, .mgz)."""
+    return path.name.endswith(IMAGE_SUFFIXES)
+
+
+def _single_case(path: Path) -> str:
+    """Case name of a single-modality image: `<case>_0000.nii.gz` and `<case>.nii.gz` both give `<case>`."""
+    return _case_of(path)[0] if re.search(r"_0000\.", path.name) else path.name.split(".")[0]
+
+
+def group_file(path: Path, modalities: int) -> dict[str, list[Path]]:
+    """{case: [channel 0 path, ...]} for one image file given as IN.
+
+    A multi-modality run needs every channel, so one file is accepted only as the `<case>_0000` file of an
+    nnU-Net style group whose `_0001`, ... siblings lie next to it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} does not exist")
+    if not is_image_name(path):
+        raise ValueError(f"input {path}: not a .nii, .nii.gz or .mgz image (or a folder of them)")
+    if modalities == 1:
+        return {_single_case(path): [path]}
+    expected = f"{modalities} modalities (<case>_0000 .. <case>_{modalities - 1:04d})"
+    match = CHANNEL_FILE.fullmatch(_stem(path))
+    if match is None or int(match.group(2)) != 0:
+        raise ValueError(
+            f"input {path}: the run expects {expected} per case; give the case's _0000 file (with its siblings "
+            f"next to it) or a folder"
+        )
+    case = match.group(1)
+    paths = [path]
+    missing = []
+    for channel in range(1, modalities):
+        stem = channel_file_name(case, channel, ending="")
+        found = [path.parent / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES]
+        found = [f for f in found if f.is_file()]
+        if found:
+            paths.append(found[0])
+        else:
+            missing.append(f"{stem}.nii.gz/.nii/.mgz")
+    if missing:
+        raise ValueError(
+            f"input {path}: the run expects {expected} per case, but {', '.join(missing)} not found in {path.parent}"
+        )
+    return {case: paths}
+
+
+def group_images(folder: Path, modalities: int) -> dict[str, list[Path]]:
+    """{case: [channel 0 path, channel 1 path, ...]}; single-modality runs take every image as its own case."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(IMAGE_SUFFIXES))
+    if modalities == 1:
+        return {_single_case(p): [p] for p in files}
+    grouped: dict[str, dict[int, Path]] = defaultdict(dict)
+    for p in files:
+        case, channel = _case_of(p)
+        grouped[case][channel] = p
+    cases = {}
+    for case, channels in grouped.items():
+        if sorted(channels) != list(range(modalities)):
+            raise ValueError(
+                f"case {case!r} in {folder}: expected channels _0000.._{modalities - 1:04d}, found {sorted(channels)}"
+            )
+        cases[case] = [channels[i] for i in range(modalities)]
+    return cases
+
+
 # ---- nnU-Net --------------------------------------------------------------------------------------
 def nnunet_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     root = _root(cfg, "nnunet")
@@ -248,7 +336,7 @@ def nnunet_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
     cases: dict[str, Case] = {}
     for label in sorted(labels_dir.glob(f"*{ending}")):
         cid = label.name[: -len(ending)]
-        paths = tuple(images_dir / f"{cid}_{c:04d}{ending}" for c in range(n_ch))
+        paths = tuple(images_dir / channel_file_name(cid, c, ending) for c in range(n_ch))
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise DataError(
@@ -256,7 +344,7 @@ def nnunet_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
                 f"{list(channels.values())} as imagesTr/{cid}_XXXX{ending}"
             )
         cases[cid] = Case(id=cid, image_paths=paths, label_path=label)
-    known = {f"{cid}_{c:04d}{ending}" for cid in cases for c in range(n_ch)}
+    known = {channel_file_name(cid, c, ending) for cid in cases for c in range(n_ch)}
     orphans = (
         sorted(p.name for p in images_dir.glob(f"*{ending}") if p.name not in known) if images_dir.is_dir() else []
     )

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from scseg.data.errors import DataError
+from scseg.data.io import to_original
 from scseg.data.label_map import LabelMap
 from scseg.data.types import Geometry, Subject
 from scseg.plain import to_plain
@@ -642,3 +643,32 @@ def invert_to_canonical(pred_volume: np.ndarray, meta: PreprocessMeta) -> np.nda
     if tuple(meta.resampled_shape) != tuple(meta.canonical_shape):
         full = resample_label(full, meta.canonical_shape)
     return full
+
+
+def restore(stacked: np.ndarray, meta: PreprocessMeta, mode: str = "linear", grid: str = "file") -> np.ndarray:
+    """The one way back from the preprocessed grid: arg-max labels in the subject's file grid (``grid="file"``,
+    the input file's shape and voxel order) or its canonical RAS+ grid (``grid="canonical"``).
+
+    ``stacked`` is either a label volume of ``meta.shape`` or class probabilities ``(K, *meta.shape)``. With
+    probabilities and ``mode="linear"`` (``trainer.eval_resample``) every class is interpolated to the file's
+    resolution before the arg-max (:func:`invert_probabilities_to_canonical`); ``"nearest"`` takes the arg-max on
+    the preprocessed grid and copies labels (:func:`invert_to_canonical`).
+    """
+    if mode not in RESTORE_MODES:
+        raise ValueError(f"resample={mode!r}: expected one of {', '.join(RESTORE_MODES)}")
+    if grid not in ("file", "canonical"):
+        raise ValueError(f"grid={grid!r}: expected 'file' or 'canonical'")
+    stacked = np.asarray(stacked)
+    if stacked.ndim == 4 and mode == "linear":
+        canonical = invert_probabilities_to_canonical(stacked, meta)
+    elif stacked.ndim == 4:
+        dtype = np.int16 if stacked.shape[0] <= np.iinfo(np.int16).max else np.int32
+        canonical = invert_to_canonical(stacked.argmax(axis=0).astype(dtype), meta)
+    else:
+        canonical = invert_to_canonical(stacked, meta)
+    return canonical if grid == "canonical" else to_original(canonical, meta.to_geometry())
+
+
+def wants_probabilities(meta: PreprocessMeta, mode: str) -> bool:
+    """Whether :func:`restore` needs class probabilities (linear restore of a resampled subject), not labels."""
+    return mode == "linear" and resamples(meta)

@@ -1,21 +1,20 @@
-"""Volumetric evaluation, the way the paper evaluates: whole volumes, Dice per structure at the file's resolution.
+"""Volumetric prediction and evaluation, the way the paper evaluates: whole volumes, Dice per structure at the
+file's resolution. One :class:`Predictor` serves validation, ``scseg-evaluate`` and ``scseg-predict``:
 
-Pure functions: a model that is already built and loaded, and subjects from the data module, go in; label
-volumes, per-class counts and tables come out. Nothing here loads a checkpoint (``scseg.engine.loading`` does)
-or reads a command line (``scseg.cli.evaluate`` and ``scseg.cli.predict`` do), so the trainer and the commands
-share one code path:
-
-    subject -> ordered slices -> batched logits -> argmax per slice -> stacked volume (preprocessed grid)
-            -> undo padding, cropping, resampling and reorientation -> counts against the mapped reference
+    subject -> ordered slices -> batched logits -> per slice arg-max (or softmax) -> stacked volume
+            -> preprocess.restore (padding, crop, resampling, orientation undone) -> counts against the reference
 
 When preprocessing resampled the subject and ``resample="linear"`` (``trainer.eval_resample``, the default), the
 softmax probabilities are stacked instead of the arg-max, interpolated to the file's grid class by class, and the
 arg-max is taken there; ``"nearest"`` is the arg-max on the coarse grid copied by nearest neighbour (blocky).
+
+Nothing here loads a checkpoint (``scseg.engine.loading`` does) or reads a command line (``scseg.cli.evaluate`` and
+``scseg.cli.predict`` do).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,127 +22,85 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scseg.data.preprocess import RESTORE_MODES
+from scseg.data.preprocess import RESTORE_MODES, restore, wants_probabilities
 from scseg.metrics import ClassCounts, class_counts, per_case_rows
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-@torch.no_grad()
-def _per_slice(
-    model: nn.Module,
-    slices: torch.utils.data.Dataset,
-    batch_size: int,
-    device: torch.device | str,
-    forward: ForwardFn | None,
-    head: Callable[[torch.Tensor], torch.Tensor],
-) -> np.ndarray:
-    """``head(logits)`` of every slice of one subject, in order, as one array (model in eval mode meanwhile)."""
-    was_training = model.training
-    model.eval()
-    run = forward or model
-    loader = DataLoader(slices, batch_size=batch_size, shuffle=False, num_workers=0)
-    out = []
-    for batch in loader:
-        images = batch["image"] if isinstance(batch, dict) else batch
-        out.append(head(run(images.to(device, non_blocking=True))).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out, axis=0)
+class Predictor:
+    """A trained network and the data module that preprocessed its subjects: label volumes in each file's grid.
 
-
-def predict_slices(
-    model: nn.Module,
-    slices: torch.utils.data.Dataset,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
-) -> np.ndarray:
-    """Arg-max label of every slice of one subject, in order: ``(S, H, W)`` int16 array."""
-    return _per_slice(model, slices, batch_size, device, forward, lambda logits: logits.argmax(dim=1).to(torch.int16))
-
-
-def predict_slice_probabilities(
-    model: nn.Module,
-    slices: torch.utils.data.Dataset,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
-) -> np.ndarray:
-    """Softmax class probabilities of every slice of one subject, in order: ``(S, K, H, W)`` float32 array."""
-    return _per_slice(model, slices, batch_size, device, forward, lambda logits: torch.softmax(logits.float(), dim=1))
-
-
-def predict_volume(
-    model: nn.Module,
-    datamodule: Any,
-    subject: Any,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
-) -> np.ndarray:
-    """Label volume of one subject in the preprocessed grid (slices predicted in order, then stacked)."""
-    slices = datamodule.eval_slices(subject)
-    return slices.to_volume(predict_slices(model, slices, batch_size, device, forward))
-
-
-def predict_canonical(
-    model: nn.Module,
-    datamodule: Any,
-    subject: Any,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
-    resample: str = "linear",
-) -> np.ndarray:
-    """Label volume of one subject in its canonical (RAS+) grid at the file's resolution; ``resample`` is one of
-    ``preprocess.RESTORE_MODES`` and matters only for subjects that preprocessing resampled."""
-    if resample not in RESTORE_MODES:
-        raise ValueError(f"resample={resample!r}: expected one of {', '.join(RESTORE_MODES)}")
-    if resample == "linear" and datamodule.resamples(subject):
-        slices = datamodule.eval_slices(subject)
-        probs = predict_slice_probabilities(model, slices, batch_size, device, forward)
-        volume = np.stack([slices.to_volume(probs[:, k]) for k in range(probs.shape[1])])
-        del probs
-        return datamodule.probabilities_to_canonical(subject, volume)
-    return datamodule.to_canonical(subject, predict_volume(model, datamodule, subject, batch_size, device, forward))
-
-
-def predict_subject(
-    model: nn.Module,
-    datamodule: Any,
-    subject: Any,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
-    resample: str = "linear",
-) -> np.ndarray:
-    """Label volume of one subject in its file's own voxel grid (shape and orientation of the input file)."""
-    canonical = predict_canonical(model, datamodule, subject, batch_size, device, forward, resample)
-    return datamodule.canonical_to_original(subject, canonical)
-
-
-def evaluate_subjects(
-    model: nn.Module,
-    datamodule: Any,
-    subjects: Sequence[Any],
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    forward: ForwardFn | None = None,
-    resample: str = "linear",
-) -> dict[str, np.ndarray]:
-    """Per-subject confusion counts ``{subject id: (5, K) int64 array}`` (rows: tp, fp, fn, n_ref, n_pred).
-
-    Each subject is predicted slice by slice, stacked, brought back to the original geometry and compared with
-    the label-mapped reference there, so the Dice is the one a user would compute on the files.
+    ``datamodule`` provides ``eval_slices(subject)`` (the subject's slices on the training canvas) and
+    ``reference(subject)`` (the mapped reference in the file grid, for :meth:`counts`); ``forward`` replaces
+    ``model(x)`` (the trainer's autocast / memory-format wrapper). The model is put in eval mode while predicting
+    and given back in the mode it was in.
     """
-    results = {}
-    for subject in subjects:
-        prediction = predict_subject(model, datamodule, subject, batch_size, device, forward, resample)
-        reference = datamodule.reference(subject)
-        counts = class_counts(reference, prediction, datamodule.num_classes)
-        results[subject_id(subject)] = counts.to_array()
-    return results
+
+    def __init__(
+        self,
+        model: nn.Module,
+        datamodule: Any,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        forward: ForwardFn | None = None,
+        resample: str = "linear",
+    ) -> None:
+        if resample not in RESTORE_MODES:
+            raise ValueError(f"resample={resample!r}: expected one of {', '.join(RESTORE_MODES)}")
+        self.model = model
+        self.datamodule = datamodule
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.forward = forward
+        self.resample = resample
+
+    @torch.no_grad()
+    def _per_slice(self, slices: Iterable[Any], head: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
+        run = self.forward or self.model
+        out = []
+        try:
+            for batch in DataLoader(slices, batch_size=self.batch_size, shuffle=False, num_workers=0):
+                images = batch["image"] if isinstance(batch, dict) else batch
+                out.append(head(run(images.to(self.device, non_blocking=True))).cpu().numpy())
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(out, axis=0)
+
+    def slice_labels(self, slices: Iterable[Any]) -> np.ndarray:
+        """Arg-max label of every slice, in order: ``(S, H, W)`` int16."""
+        return self._per_slice(slices, lambda logits: logits.argmax(dim=1).to(torch.int16))
+
+    def slice_probabilities(self, slices: Iterable[Any]) -> np.ndarray:
+        """Softmax class probabilities of every slice, in order: ``(S, K, H, W)`` float32."""
+        return self._per_slice(slices, lambda logits: torch.softmax(logits.float(), dim=1))
+
+    def stacked(self, subject: Any) -> np.ndarray:
+        """The subject's prediction in its preprocessed grid: class probabilities ``(K, *grid)`` when the restore
+        interpolates them (linear restore of a resampled subject), else the label volume."""
+        slices = self.datamodule.eval_slices(subject)
+        if wants_probabilities(subject.meta, self.resample):
+            probs = self.slice_probabilities(slices)
+            return np.stack([slices.to_volume(probs[:, k]) for k in range(probs.shape[1])])
+        return slices.to_volume(self.slice_labels(slices))
+
+    def predict(self, subject: Any, grid: str = "file") -> np.ndarray:
+        """Label volume of one subject in its file's own grid (``grid="canonical"``: the RAS+ canonical grid)."""
+        return restore(self.stacked(subject), subject.meta, self.resample, grid)
+
+    def counts(self, subject: Any) -> np.ndarray:
+        """``(5, K)`` confusion counts (tp, fp, fn, n_ref, n_pred) against the reference, in the file's grid, so
+        the Dice is the one a user would compute on the files."""
+        prediction = self.predict(subject)
+        reference = self.datamodule.reference(subject)
+        return class_counts(reference, prediction, self.datamodule.num_classes).to_array()
+
+    def evaluate(self, subjects: Iterable[Any]) -> dict[str, np.ndarray]:
+        """Per-subject counts ``{subject id: (5, K) int64 array}``."""
+        return {subject_id(s): self.counts(s) for s in subjects}
 
 
 def counts_to_rows(counts: dict[str, np.ndarray], class_names: Sequence[str]) -> list[dict]:
@@ -156,3 +113,6 @@ def counts_to_rows(counts: dict[str, np.ndarray], class_names: Sequence[str]) ->
 
 def subject_id(subject: Any) -> str:
     return str(subject.id)
+
+
+__all__ = ["ForwardFn", "Predictor", "counts_to_rows", "subject_id"]

@@ -39,7 +39,7 @@ from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.gates import GateCapture, Gates
-from scseg.engine.inference import evaluate_subjects, predict_slices
+from scseg.engine.inference import Predictor
 from scseg.engine.tb_logging import RunLogger, channel_bars, comparison_grid, gate_heatmap_grid
 from scseg.losses import create_loss_from_config
 from scseg.metrics import ClassCounts, dice_from_counts
@@ -100,9 +100,8 @@ def distributed_counts(
     """Per-subject ``(5, K)`` counts on ``split``: subjects are sharded over ranks, counts summed (integers: exact)."""
     subjects = list(datamodule.subjects(split))
     ids = [str(s.id) for s in subjects]
-    mine = evaluate_subjects(
-        model, datamodule, shard(subjects, dist), batch_size, device, forward=forward, resample=resample
-    )
+    predictor = Predictor(model, datamodule, batch_size, device, forward=forward, resample=resample)
+    mine = predictor.evaluate(shard(subjects, dist))
     stacked = np.zeros((len(ids), 5, datamodule.num_classes), dtype=np.int64)
     for i, sid in enumerate(ids):
         if sid in mine:
@@ -388,7 +387,8 @@ class Trainer:
         images = torch.stack([it["image"] for it in items])
         capture = GateCapture(self.model) if self.cfg.logger.get("gate_maps", True) else None
         with capture if capture is not None and capture.blocks else contextlib.nullcontext():
-            predictions = predict_slices(self.model, images.unbind(0), len(items), self.device, self.forward)
+            predictor = Predictor(self.model, self.dm, len(items), self.device, self.forward)
+            predictions = predictor.slice_labels(images.unbind(0))
         centre = images.shape[1] // 2  # the slice itself when 2.5D context stacks neighbours around it
         slices = [im[centre].numpy() for im in images]
         grid = comparison_grid(slices, [it["label"].numpy() for it in items], list(predictions), self.dm.num_classes)

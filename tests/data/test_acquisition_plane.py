@@ -9,6 +9,7 @@ import pytest
 
 from scseg.config import compose_data_config
 from scseg.data.datamodule import DataModule
+from scseg.data.preprocess import restore
 from tests.data.oblique import write_oblique_dataset
 
 
@@ -49,7 +50,7 @@ def test_perfect_prediction_returns_to_every_files_grid(oblique_dm):
             view = oblique_dm.eval_slices(subject)
             assert view[0]["image"].shape[1:] == view.canvas
             volume = view.to_volume([view[i]["label"] for i in range(len(view))])
-            back = oblique_dm.to_original(subject, volume)
+            back = restore(volume, subject.meta, "nearest")
             raw = np.asarray(nib.load(subject.meta.label_path).dataobj)
             assert back.shape == raw.shape
             np.testing.assert_array_equal(back, raw)

@@ -15,6 +15,7 @@ from scseg.data.cache import median_frequency_weights
 from scseg.data.datamodule import DataModule
 from scseg.data.errors import DataError
 from scseg.data.io import write_label
+from scseg.data.preprocess import restore
 from scseg.data.sampler import EpochSampler
 from scseg.data.slices import SliceDataset
 
@@ -126,14 +127,14 @@ def test_perfect_prediction_roundtrips_to_reference(tmp_path):
     assert subject.image.shape[1] == 40 and subject.image.shape[3] == 40  # X and Z padded for coronal
     pred = _predict_reference(dm, subject)
     assert pred.shape == subject.label.shape
-    back = dm.to_original(subject, pred)
+    back = restore(pred, subject.meta, "nearest")
     ref = dm.reference(subject)
     raw = np.asarray(nib.load(subject.meta.label_path).dataobj)
     assert back.shape == ref.shape == raw.shape
     np.testing.assert_array_equal(ref, dm.label_map.apply(raw.astype(np.int32), "test"))
     np.testing.assert_array_equal(back, ref)
     out = tmp_path / "pred.nii.gz"
-    write_label(dm.to_canonical(subject, pred), dm.geometry(subject), out)
+    write_label(restore(pred, subject.meta, "nearest", grid="canonical"), subject.meta.to_geometry(), out)
     np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), ref)
 
 
@@ -147,7 +148,7 @@ def test_prepare_images_for_prediction():
     view = dm.eval_slices(subject)
     assert "label" not in view[0]
     pred = view.to_volume([torch.zeros(view[i]["image"].shape[1:], dtype=torch.int64) for i in range(len(view))])
-    assert dm.to_original(subject, pred).shape == nib.load(image_path).shape
+    assert restore(pred, subject.meta, "nearest").shape == nib.load(image_path).shape
     with pytest.raises(DataError, match="no label file"):
         dm.reference(subject)
     with pytest.raises(DataError, match="missing.nii.gz"):
@@ -188,7 +189,7 @@ def test_real_subject_roundtrip(name, request):
     case = dm.cases("test")[0]
     subject = dm.subject(case)
     assert subject.meta.has_label
-    back = dm.to_original(subject, np.asarray(subject.label))
+    back = restore(np.asarray(subject.label), subject.meta, "nearest")
     np.testing.assert_array_equal(back, dm.reference(subject))
 
 

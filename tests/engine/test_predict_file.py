@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scseg.cli.predict import group_file, main
+from scseg.cli.predict import main
+from scseg.data.layouts import group_file
 from scseg.engine.loading import load_run
 from scseg.engine.run import run_training
 

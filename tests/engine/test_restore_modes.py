@@ -15,6 +15,7 @@ import torch
 
 from scseg.config import compose_data_config
 from scseg.data.datamodule import DataModule
+from scseg.data.preprocess import resamples, restore
 from scseg.engine import inference
 from scseg.metrics import ClassCounts, dice_from_counts
 from tests.data.oblique import write_oblique_dataset
@@ -29,37 +30,39 @@ def resampled_dm(tmp_path) -> DataModule:
 
 
 def _oracle(monkeypatch, dm: DataModule) -> None:
-    """predict_slices / predict_slice_probabilities answer with each slice's own reference label."""
+    """The predictor's slice labels / probabilities answer with each slice's own reference label."""
 
-    def labels(model, slices, batch_size, device="cpu", forward=None):
+    def labels(self, slices):
         return np.stack([slices[i]["label"].numpy() for i in range(len(slices))]).astype(np.int16)
 
-    def probabilities(model, slices, batch_size, device="cpu", forward=None):
-        lab = torch.from_numpy(labels(model, slices, batch_size).astype(np.int64))
+    def probabilities(self, slices):
+        lab = torch.from_numpy(labels(self, slices).astype(np.int64))
         return torch.nn.functional.one_hot(lab, dm.num_classes).permute(0, 3, 1, 2).float().numpy()
 
-    monkeypatch.setattr(inference, "predict_slices", labels)
-    monkeypatch.setattr(inference, "predict_slice_probabilities", probabilities)
+    monkeypatch.setattr(inference.Predictor, "slice_labels", labels)
+    monkeypatch.setattr(inference.Predictor, "slice_probabilities", probabilities)
 
 
 def test_linear_and_nearest_return_every_file_to_its_grid(monkeypatch, resampled_dm):
     dm = resampled_dm
     _oracle(monkeypatch, dm)
     subjects = [s for split in ("train", "val", "test") for s in dm.subjects(split)]
-    assert all(dm.resamples(s) for s in subjects)
+    assert all(resamples(s.meta) for s in subjects)
     dice = {}
     for mode in ("linear", "nearest"):
-        counts = inference.evaluate_subjects(torch.nn.Identity(), dm, subjects, 16, resample=mode)
+        counts = inference.Predictor(torch.nn.Identity(), dm, 16, resample=mode).evaluate(subjects)
         dice[mode] = np.stack([dice_from_counts(*ClassCounts.from_array(c).tp_fp_fn()) for c in counts.values()])
     for s in subjects:  # the prediction has the label file's shape (orientation handled per file)
         raw = np.asarray(nib.load(s.meta.label_path).dataobj)
-        assert inference.predict_subject(torch.nn.Identity(), dm, s, 16).shape == raw.shape
+        assert inference.Predictor(torch.nn.Identity(), dm, 16).predict(s).shape == raw.shape
     assert np.all(dice["nearest"][:, 1:] > 0.8)  # a 1.6x coarser grid still finds both structures
     assert np.all(dice["linear"][:, 1:] >= dice["nearest"][:, 1:] - 0.01)
     assert not np.array_equal(dice["linear"], dice["nearest"])  # the modes really differ here
 
 
 def test_an_unknown_mode_is_refused(resampled_dm):
+    with pytest.raises(ValueError, match="resample='cubic'"):
+        inference.Predictor(torch.nn.Identity(), resampled_dm, 16, resample="cubic")
     subject = resampled_dm.subjects("test")[0]
     with pytest.raises(ValueError, match="resample='cubic'"):
-        inference.predict_canonical(torch.nn.Identity(), resampled_dm, subject, 16, resample="cubic")
+        restore(np.zeros(subject.meta.shape, np.int16), subject.meta, "cubic")
