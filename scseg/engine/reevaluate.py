@@ -1,0 +1,75 @@
+"""Re-evaluation of a finished run folder: its checkpoint on one split, written as training writes its test.
+
+Why a module of its own: ``scseg-evaluate`` is a thin face (arguments, one-line errors), and the steps (load the
+run, prepare its data, predict every subject, the summary from the one builder with the hashes training recorded)
+belong to the library, where finished runs gain new metrics without retraining.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from scseg.engine.inference import Predictor, counts_to_rows
+from scseg.engine.loading import eval_resample_of, load_run
+from scseg.engine.run import write_per_case
+from scseg.engine.summary import build_summary, recorded_hashes, write_summary
+from scseg.models import count_parameters
+from scseg.models.capacity import capacity_of
+from scseg.models.se import se_kernel_path
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    summary: dict
+    per_case: Path
+    summary_path: Path
+    subjects: int
+
+
+def reevaluate(
+    run_dir: Path, split: str = "test", checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> Reevaluation:
+    """Evaluate ``run_dir``'s ``checkpoint`` on ``split``; writes ``per_case[_<split>].csv`` and
+    ``summary[_<split>].json`` into the run folder (the test split keeps training's file names).
+
+    Raises what loading and preparing raise (``OSError``, ``ValueError``, ``RuntimeError``, ``DataError``,
+    ``DiskFullError``), each naming the file or setting.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    cfg, dm, model, state = load_run(run_dir, checkpoint)
+    device = torch.device(device)
+    model.to(device)
+    dm.prepare()  # may write cache entries
+    predictor = Predictor(model, dm, int(cfg.trainer.eval_batch_size), device, resample=eval_resample_of(cfg))
+    counts = predictor.evaluate(dm.subjects(split))
+    rows = counts_to_rows(counts, dm.class_names)
+    best_metric = state.get("best_metric")
+    summary = build_summary(
+        cfg,
+        rows,
+        dm.class_names,
+        split,
+        n_params=count_parameters(model),
+        checkpoint=run_dir / "checkpoints" / f"{checkpoint}.pt",
+        epoch=int(state["epoch"]),
+        best_epoch=(state.get("extra") or {}).get("best_epoch"),
+        best_val_dice=None if best_metric is None else float(best_metric),
+        device=device,
+        wall_time_s=time.perf_counter() - started,
+        se_kernels=se_kernel_path(model),
+        capacity=capacity_of(model),
+        **recorded_hashes(run_dir),
+    )
+    suffix = "" if split == "test" else f"_{split}"
+    per_case, summary_path = run_dir / f"per_case{suffix}.csv", run_dir / f"summary{suffix}.json"
+    write_per_case(per_case, rows)
+    write_summary(summary_path, summary)
+    return Reevaluation(summary, per_case, summary_path, len(counts))
+
+
+__all__ = ["Reevaluation", "reevaluate"]
