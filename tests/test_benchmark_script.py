@@ -72,6 +72,7 @@ def test_bracketed_ratios_cancel_a_linear_drift(monkeypatch):
     benchmark = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, benchmark)  # its dataclasses look their module up there
     spec.loader.exec_module(benchmark)
+    common = sys.modules["bench.common"]  # the protocols live in the bench package beside the script
     clock = {"now": 0.0, "calls": 0}
 
     def costing(factor):
@@ -81,10 +82,10 @@ def test_bracketed_ratios_cancel_a_linear_drift(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock["now"])
-    monkeypatch.setattr(benchmark.gc, "collect", lambda: 0)
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(common.gc, "collect", lambda: 0)
     variants = {"none": costing(1.0), "slow": costing(1.3), "light": costing(1.05)}
-    times, ratios = benchmark.bracketed(variants, "none", repeats=4, warmup=1)
+    times, ratios = common.bracketed(variants, "none", repeats=4, warmup=1)
     assert len(times["none"]) == 9 and len(times["slow"]) == len(ratios["slow"]) == 4
     assert all(abs(r - 1.3) < 1e-12 for r in ratios["slow"])
     assert all(abs(r - 1.05) < 1e-12 for r in ratios["light"])
