@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-cpus test-slow lint format demo study paper-cpu paper-studies results tb summary bench clean
+.PHONY: gpu-check help install test test-cpus test-slow lint format demo study paper-cpu paper-studies results tb summary bench clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ BENCH_PAGE ?= docs/benchmarks.md
 BENCH_ARGS ?=
 bench: install ## benchmarks of issue 10 on an idle machine: JSON + docs/benchmarks.md (~10-12 min on 2 cores)
 	$(VPY) scripts/benchmark.py --out $(BENCH_JSON) --markdown $(BENCH_PAGE) --command "make bench $(BENCH_ARGS)" $(BENCH_ARGS)
+
+gpu-check: install ## on a CUDA machine: every architecture with bf16 + compile, DDP/NCCL, the GPU benchmark (<= 8 min)
+	$(VPY) scripts/gpu_check.py
 
 demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)
 	bash scripts/demo.sh $(RUNS)

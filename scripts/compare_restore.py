@@ -23,12 +23,12 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
-    cfg, dm, model, _ = load_run(args.run_dir, "best")
+    spec, dm, model, _ = load_run(args.run_dir, "best")
     dm.prepare()
     subjects = dm.subjects(args.split)
     for mode in ("linear", "nearest"):
         with torch.no_grad():
-            counts = Predictor(model, dm, int(cfg.trainer.eval_batch_size), resample=mode).evaluate(subjects)
+            counts = Predictor(model, dm, spec.trainer.eval_batch_size, resample=mode).evaluate(subjects)
         summary = summarize(counts_to_rows(counts, dm.class_names), dm.class_names, args.split)
         print(
             f"{args.run_dir.name} [{args.split}, {len(subjects)} subjects] restore={mode}: "

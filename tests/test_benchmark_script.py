@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
@@ -91,3 +93,14 @@ def test_bracketed_ratios_cancel_a_linear_drift(monkeypatch):
     assert all(abs(r - 1.05) < 1e-12 for r in ratios["light"])
     far = times["slow"][0] / times["none"][-1]
     assert abs(far - 1.3) > 0.05  # the drift a far-away pairing carries
+
+
+def test_gpu_check_says_no_cuda_device_at_once(tmp_path):
+    """`make gpu-check` on a machine without CUDA: one line and exit status 2, nothing trained."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run")
+    script = SCRIPT.parent / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout.startswith("no CUDA device"), done.stdout + done.stderr

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf, open_dict
 from scseg.config import CONFIG_DIR, compose_train_config
 from scseg.config.check import ConfigError, validate_config
 from scseg.engine.run import build_model
+from scseg.engine.spec import RunSpec
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 MODELS = ["unet", "sdnet", "fcdensenet"]
@@ -32,7 +33,7 @@ def test_experiment_composes_and_builds_model(experiment, model, se):
     validate_config(cfg)
     assert cfg.experiment_name == experiment
     assert cfg.model.arch == model and cfg.se.name == se
-    net = build_model(cfg, num_classes=NUM_CLASSES.get(experiment, 4), in_channels=1)
+    net = build_model(RunSpec.from_config(cfg), num_classes=NUM_CLASSES.get(experiment, 4), in_channels=1)
     assert sum(p.numel() for p in net.parameters()) > 0
 
 

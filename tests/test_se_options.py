@@ -9,6 +9,7 @@ from scseg.config import compose_train_config
 from scseg.config.check import ConfigError, validate_config
 from scseg.engine.gates import find_se_blocks
 from scseg.engine.run import build_model, identity
+from scseg.engine.spec import RunSpec
 from scseg.models.se import ChannelSE
 from scseg.run_identity import HASH_EXCLUDE, config_hash
 from scseg.se_options import se_settings
@@ -41,7 +42,7 @@ def test_null_reduction_takes_the_architecture_default():
     validate_config(cfg)
     assert se_settings(cfg) == {"se_reduction": 8, "se_positions": ["encoder", "decoder"], "se_gate_scale": 1.0}
     assert compose_train_config(["model=fcdensenet103"]).model.se_reduction == 16
-    net = build_model(cfg, num_classes=3, in_channels=1)
+    net = build_model(RunSpec.from_config(cfg), num_classes=3, in_channels=1)
     for gate in (m for m in net.modules() if isinstance(m, ChannelSE)):
         assert gate.fc1.out_features == gate.fc1.in_features // 8
 
@@ -49,7 +50,7 @@ def test_null_reduction_takes_the_architecture_default():
 def test_positions_reach_the_built_network():
     cfg = compose_train_config(["model=sdnet", "se=scse", "se.positions=[bottleneck,decoder]"])
     validate_config(cfg)
-    net = build_model(cfg, num_classes=3, in_channels=1)
+    net = build_model(RunSpec.from_config(cfg), num_classes=3, in_channels=1)
     assert {b.position for b in find_se_blocks(net)} == {"bottleneck", "decoder"}
 
 

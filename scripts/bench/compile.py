@@ -33,14 +33,18 @@ def _first_call(run: Any) -> float:
 def section_compile(args: argparse.Namespace) -> Section:
     import torch
 
-    from scseg.engine.loading import memory_format_of
     from scseg.engine.run import build_model
+    from scseg.engine.spec import RunSpec
     from scseg.models import create_se
     from scseg.models.se_fused import kernels_available
 
     section = Section("compile", "torch.compile on the CPU")
     size, batch = (32, 2) if args.quick else (256, 8)
-    section.sizes = f"scSE block C = 16, {size} x {size}, batch {batch}; U-Net width=cpu scSE step at 96 x 96, batch 8"
+    side, step_batch = (32, 2) if args.quick else (96, 8)
+    section.sizes = (
+        f"scSE block C = 16, {size} x {size}, batch {batch}; U-Net width=cpu scSE step at {side} x {side}, "
+        f"batch {step_batch}"
+    )
     fused_ok = kernels_available()[0]
     block_table = Table(
         "One scSE block, forward + backward (channels-last)",
@@ -89,17 +93,16 @@ def section_compile(args: argparse.Namespace) -> Section:
             ("compile_s", "first step s", ".1f"),
         ],
     )
-    side = 32 if args.quick else 96
-    images, labels = synthetic_batch(2 if args.quick else 8, side, MALC_NUM_CLASSES)
+    images, labels = synthetic_batch(step_batch, side, MALC_NUM_CLASSES)
     steps: dict[str, Any] = {}
     first_step: dict[str, float] = {}
     for name, extra in (("eager (ATen)", []), ("fused kernels", ["trainer.se_kernels=fused"]), ("torch.compile", [])):
         if name == "fused kernels" and not fused_ok:
             continue
         cfg = compose(["model=unet", "width=cpu", "se=scse", *extra])
-        layout = memory_format_of(cfg)
+        layout = RunSpec.from_config(cfg).memory_format
         torch.manual_seed(0)
-        model = build_model(cfg, MALC_NUM_CLASSES, 1).to(memory_format=layout)
+        model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(memory_format=layout)
         if name == "torch.compile":
             model = _compiled(model)
         step = training_step(cfg, model, MALC_NUM_CLASSES)

@@ -17,6 +17,7 @@ def section_pipeline(args: argparse.Namespace) -> Section:
     import torch
 
     from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.spec import RunSpec
 
     section = Section("pipeline", "Input pipeline: DataLoader slices/s with augmentation, next to the step rate")
     load_batches, step_batches = (3, 2) if args.quick else (30, 4)
@@ -41,13 +42,13 @@ def section_pipeline(args: argparse.Namespace) -> Section:
         elif malc is None:
             section.notes.append("MALC row skipped: ../shared/data/malc2012 not found")
         for label, cfg in configs:
-            dm = build_datamodule(cfg)
+            dm = build_datamodule(RunSpec.from_config(cfg))
             dm.prepare()
             dataset = dm.train_dataset()
             batch = dm.batch_size
             fetched = [b for _, b in zip(range(step_batches), dm.train_loader(dataset, epoch=1))]
             torch.manual_seed(0)
-            model = build_model(cfg, dm.num_classes, dm.in_channels)
+            model = build_model(RunSpec.from_config(cfg), dm.num_classes, dm.in_channels)
             step = training_step(cfg, model, dm.num_classes)
 
             def load(dm: Any = dm, dataset: Any = dataset) -> None:

@@ -28,6 +28,7 @@ def startup_child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     import scseg.data.datamodule  # noqa: F401 - imported before the clock starts: imports are the same cold or warm
     from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.spec import RunSpec
     from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
 
     overrides = [
@@ -43,11 +44,11 @@ def startup_child(args: argparse.Namespace) -> None:
     configure_determinism(False, args.threads)
     seed_everything(0)
     imported = time.perf_counter()
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(RunSpec.from_config(cfg))
     dm.prepare()
     prepared = time.perf_counter()
-    model = build_model(cfg, dm.num_classes, dm.in_channels)
-    trainer = Trainer(cfg, model, dm, None)
+    model = build_model(RunSpec.from_config(cfg), dm.num_classes, dm.in_channels)
+    trainer = Trainer(RunSpec.from_config(cfg), model, dm, None)
     built = time.perf_counter()
     trainer.train_epoch(0)
     done = time.perf_counter()

@@ -72,8 +72,8 @@ def variant_overhead_table(
 ) -> Table:
     import torch
 
-    from scseg.engine.loading import memory_format_of
     from scseg.engine.run import build_model
+    from scseg.engine.spec import RunSpec
     from scseg.models import SE_VARIANTS
     from scseg.models.se_fused import kernels_available
 
@@ -98,9 +98,9 @@ def variant_overhead_table(
         for se in variants:
             extra = ["trainer.se_kernels=fused"] if se == FUSED_SCSE else []
             cfg = compose([f"model={arch}", f"width={width}", f"se={se.split()[0]}", *extra])
-            layout = memory_format_of(cfg)  # the layout the trainer trains in (trainer.channels_last)
+            layout = RunSpec.from_config(cfg).memory_format  # the layout the trainer trains in (trainer.channels_last)
             torch.manual_seed(0)
-            model = build_model(cfg, MALC_NUM_CLASSES, 1).to(memory_format=layout)
+            model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(memory_format=layout)
             step = training_step(cfg, model, MALC_NUM_CLASSES)
             x = images.contiguous(memory_format=layout)
             steps[se] = lambda step=step, x=x: step(x, labels)
@@ -133,6 +133,7 @@ def layout_table(args: argparse.Namespace, section: Section, shapes: Sequence[tu
     import torch
 
     from scseg.engine.run import build_model
+    from scseg.engine.spec import RunSpec
 
     batch = 2 if args.quick else 8
     archs = ("unet",) if args.quick else ("unet", "sdnet", "fcdensenet")
@@ -154,7 +155,7 @@ def layout_table(args: argparse.Namespace, section: Section, shapes: Sequence[tu
             steps = {}
             for name, layout in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
                 torch.manual_seed(0)
-                model = build_model(cfg, MALC_NUM_CLASSES, 1).to(memory_format=layout)
+                model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(memory_format=layout)
                 step = training_step(cfg, model, MALC_NUM_CLASSES)
                 x = images.contiguous(memory_format=layout)
                 steps[name] = lambda step=step, x=x, y=labels: step(x, y)
@@ -246,6 +247,7 @@ def trainer_vs_bare(args: argparse.Namespace, section: Section) -> None:
     from hydra.utils import instantiate
 
     from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.spec import RunSpec
     from scseg.engine.tb_logging import RunLogger
     from scseg.engine.trainer import Trainer, seed_everything
 
@@ -256,14 +258,14 @@ def trainer_vs_bare(args: argparse.Namespace, section: Section) -> None:
     with tempfile.TemporaryDirectory() as runs_dir:
         cfg = demo_config(args, runs_dir, steps)
         seed_everything(0)
-        dm = build_datamodule(cfg)
+        dm = build_datamodule(RunSpec.from_config(cfg))
         dm.prepare()
-        model = build_model(cfg, dm.num_classes, dm.in_channels)
+        model = build_model(RunSpec.from_config(cfg), dm.num_classes, dm.in_channels)
         bare_model = copy.deepcopy(model)
         folder = Path(runs_dir) / "trainer"
         folder.mkdir()
         logger = RunLogger(folder, enabled=bool(cfg.logger.enabled))
-        trainer = Trainer(cfg, model, dm, folder, logger=logger)
+        trainer = Trainer(RunSpec.from_config(cfg), model, dm, folder, logger=logger)
         layout = trainer.memory_format  # the bare loop runs in the trainer's layout (trainer.channels_last)
         bare_model.to(memory_format=layout)
         bare_optimizer = instantiate(cfg.optimizer)(params=bare_model.parameters())

@@ -180,12 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_allocator()
     try:
-        cfg, dm, model, _ = load_run(args.run_dir, args.checkpoint)
+        spec, dm, model, _ = load_run(args.run_dir, args.checkpoint)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"scseg-gates: error: {exc}", file=sys.stderr)
         return 2
     if not find_se_blocks(model):
-        print(f"scseg-gates: {args.run_dir} has no SE block (se={cfg.se.name}): no gates to measure", file=sys.stderr)
+        print(f"scseg-gates: {args.run_dir} has no SE block (se={spec.model.se}): no gates to measure", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     model.to(device)
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DiskFullError, DataError) as exc:
         print(f"scseg-gates: error: {exc}", file=sys.stderr)
         return 2
-    batch_size = args.batch_size or int(cfg.trainer.eval_batch_size)
+    batch_size = args.batch_size or spec.trainer.eval_batch_size
     stats, used = measure_gates(model, dm, args.split, batch_size, device)
     if not used:
         print(f"scseg-gates: the {args.split} split of {args.run_dir} has no labelled subject", file=sys.stderr)

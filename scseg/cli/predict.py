@@ -25,7 +25,7 @@ from scseg.data.io import write_label
 from scseg.data.layouts import group_file, group_images, is_image_name
 from scseg.engine.allocator import tune_allocator
 from scseg.engine.inference import Predictor
-from scseg.engine.loading import eval_resample_of, load_run
+from scseg.engine.loading import load_run
 
 
 def output_for(output: Path, case: str, single_file: bool) -> Path:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"output {args.output}: a folder of images gives a folder of labels; name a folder, not an image file"
             )
-        cfg, dm, model, _ = load_run(args.run_dir, args.checkpoint)
+        spec, dm, model, _ = load_run(args.run_dir, args.checkpoint)
         if single_file:
             cases = group_file(args.input, dm.modalities)
         else:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no .nii, .nii.gz or .mgz images in {args.input}")
         device = torch.device(args.device)
         model.to(device)
-        predictor = Predictor(model, dm, int(cfg.trainer.eval_batch_size), device, resample=eval_resample_of(cfg))
+        predictor = Predictor(model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample)
         for case, paths in cases.items():
             subject = dm.prepare_images(paths, case_id=case)
             labels = predictor.predict(subject, grid="canonical")

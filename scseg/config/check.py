@@ -96,6 +96,7 @@ _CHOICES = {
     "trainer.amp_dtype": AMP_DTYPES,
     "trainer.eval_resample": RESTORE_MODES,
     "trainer.se_kernels": SE_KERNEL_MODES,
+    "trainer.backend": ("auto", "gloo", "nccl"),
     "resume": RESUME_MODES,
     "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,

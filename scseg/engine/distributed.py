@@ -18,10 +18,11 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    group: bool = False  # a process group was joined (torchrun, any world size: 1 too, to check a backend)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.group or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -29,16 +30,46 @@ class DistContext:
 
 
 def launched_by_torchrun() -> bool:
-    return "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    """torchrun (or another launcher) set ``WORLD_SIZE``: join its process group, even of one process."""
+    return "WORLD_SIZE" in os.environ
+
+
+def pick_device(device: str) -> str:
+    """``trainer.device``: ``auto`` is ``cuda`` where a CUDA device exists, else ``cpu``; other values stay."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_backend(backend: str, device: str) -> str:
+    """``trainer.backend``: ``auto`` is NCCL for CUDA devices when torch has it, else gloo; other values stay."""
+    if backend == "auto":
+        return "nccl" if device.startswith("cuda") and dist.is_nccl_available() else "gloo"
+    return backend
+
+
+def check_device_and_backend(device: str, backend: str, distributed: bool) -> None:
+    """One ``ValueError`` line naming both keys when the machine cannot run what they ask for (before training)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.device is {device!r} but this machine has no CUDA device; "
+            "use trainer.device=cpu (or auto, which picks what exists)"
+        )
+    if distributed and backend == "nccl" and (not device.startswith("cuda") or not dist.is_nccl_available()):
+        raise ValueError(
+            f"trainer.backend is 'nccl' but trainer.device is {device!r}"
+            + ("" if dist.is_nccl_available() else " and this torch has no NCCL")
+            + "; use trainer.backend=gloo (or auto with trainer.device=auto)"
+        )
 
 
 def init_distributed(backend: str, device: str) -> DistContext:
-    """Join the process group torchrun describes in the environment; a no-op for one process."""
+    """Join the process group torchrun describes in the environment; a no-op without one."""
     if not launched_by_torchrun():
         return DistContext()
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), group=True)
     if device.startswith("cuda"):
         torch.cuda.set_device(ctx.local_rank)
     return ctx

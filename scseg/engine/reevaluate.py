@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from scseg.engine.inference import Predictor, counts_to_rows
-from scseg.engine.loading import eval_resample_of, load_run
+from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.summary import build_summary, recorded_hashes, write_summary
 from scseg.models import count_parameters
@@ -41,16 +41,16 @@ def reevaluate(
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    cfg, dm, model, state = load_run(run_dir, checkpoint)
+    spec, dm, model, state = load_run(run_dir, checkpoint)
     device = torch.device(device)
     model.to(device)
     dm.prepare()  # may write cache entries
-    predictor = Predictor(model, dm, int(cfg.trainer.eval_batch_size), device, resample=eval_resample_of(cfg))
+    predictor = Predictor(model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample)
     counts = predictor.evaluate(dm.subjects(split))
     rows = counts_to_rows(counts, dm.class_names)
     best_metric = state.get("best_metric")
     summary = build_summary(
-        cfg,
+        spec,
         rows,
         dm.class_names,
         split,

@@ -30,8 +30,16 @@ from scseg.data.datamodule import DataModule
 from scseg.data.folds import write_splits_final
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import run_dir as rd
-from scseg.engine.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
+from scseg.engine.distributed import (
+    DistContext,
+    barrier,
+    broadcast_object,
+    check_device_and_backend,
+    cleanup,
+    init_distributed,
+)
 from scseg.engine.inference import counts_to_rows
+from scseg.engine.spec import RunSpec
 from scseg.engine.summary import build_summary, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
@@ -39,7 +47,7 @@ from scseg.metrics import ROW_KEYS
 from scseg.models import count_parameters, create_model
 from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
-from scseg.models.se_fused import DEFAULT_BUILD_TIMEOUT_S, kernels_available
+from scseg.models.se_fused import kernels_available
 from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
 from scseg.se_options import DEFAULT_SE_POSITIONS, DEFAULT_SE_REDUCTION, positions_label, se_settings
 
@@ -107,35 +115,31 @@ def reset_run_folder(folder: Path) -> None:
             child.unlink()
 
 
-def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> torch.nn.Module:
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    arch = kwargs.pop("arch")
-    kwargs.pop("se_reduction", None)  # the architecture's default reduction: se_settings applies it
-    capacity_match = kwargs.pop("capacity_match", None)
-    settings = se_settings(cfg)
+def build_model(spec: RunSpec, num_classes: int, in_channels: int) -> torch.nn.Module:
+    """The run's network (logits out), from its resolved spec."""
+    m = spec.model
     # The fused SE kernels are opt-in CPU code; a GPU run needs no C++ build for them.
-    on_cpu = str(cfg.trainer.get("device", "cpu")).startswith("cpu")
-    se_kernels = str(cfg.trainer.get("se_kernels", "eager")) if on_cpu else "eager"
-    if se_kernels != "eager" and cfg.se.name != "none":
+    se_kernels = str(spec.trainer.se_kernels) if spec.on_cpu else "eager"
+    if se_kernels != "eager" and m.se != "none":
         # built here with the configured deadline; create_model then reuses this process's result
-        kernels_available(float(cfg.trainer.get("se_kernels_build_timeout_s", DEFAULT_BUILD_TIMEOUT_S)))
+        kernels_available(float(spec.trainer.se_kernels_build_timeout_s))
     return create_model(
-        arch,
+        m.arch,
         num_classes,
         in_channels=in_channels,
-        se=str(cfg.se.name),
-        se_reduction=settings["se_reduction"],
-        se_aggregation=str(cfg.se.aggregation),
-        se_positions=settings["se_positions"],
-        se_gate_scale=settings["se_gate_scale"],
+        se=m.se,
+        se_reduction=m.reduction,
+        se_aggregation=m.aggregation,
+        se_positions=m.positions,
+        se_gate_scale=m.gate_scale,
         se_kernels=se_kernels,
-        capacity_match=capacity_match,
-        **kwargs,
+        capacity_match=m.capacity_match,
+        **m.kwargs,
     )
 
 
-def build_datamodule(cfg: DictConfig) -> DataModule:
-    return DataModule(cfg.data, seed=int(cfg.seed))
+def build_datamodule(spec: RunSpec) -> DataModule:
+    return DataModule(spec.data, seed=spec.seed)
 
 
 def write_per_case(path: Path, rows: list[dict]) -> None:
@@ -160,24 +164,25 @@ def write_config_snapshot(folder: Path, cfg: DictConfig, overrides: list[str]) -
 
 def evaluate_and_report(
     trainer: Trainer,
-    cfg: DictConfig,
+    spec: RunSpec,
     folder: Path | None,
     checkpoint: Path | None,
-    digest: str,
+    hashes: tuple[str, str],
     n_params: int,
     started: float,
     epoch: int | None = None,
 ) -> dict:
     """Evaluate ``trainer.model`` on the test split; rank 0 writes per_case.csv and summary.json.
 
-    ``epoch``: the epoch of the evaluated checkpoint (default: the epochs trained). The summary comes from
+    ``hashes``: (config hash, comparison hash) of the run's config; ``epoch``: the epoch of the evaluated checkpoint
+    (default: the epochs trained). The summary comes from
     :func:`scseg.engine.summary.build_summary`, the builder ``scseg-evaluate`` uses too.
     """
-    split = str(cfg.test_split)
+    split = spec.test_split
     counts = trainer.evaluate_counts(split)
     rows = counts_to_rows(counts, trainer.dm.class_names)
     summary = build_summary(
-        cfg,
+        spec,
         rows,
         trainer.dm.class_names,
         split,
@@ -186,8 +191,8 @@ def evaluate_and_report(
         epoch=trainer.state.epoch if epoch is None else epoch,
         best_epoch=trainer.state.best_epoch,
         best_val_dice=trainer.state.best_metric,
-        config_hash=digest,
-        comparison_hash=comparison_hash(cfg),
+        config_hash=hashes[0],
+        comparison_hash=hashes[1],
         device=trainer.device,
         wall_time_s=time.perf_counter() - started,
         se_kernels=se_kernel_path(trainer.model),
@@ -213,9 +218,15 @@ def run_training(
     """Train, test and report one config. Failures are recorded in status.json and re-raised."""
     validate_config(cfg)
     started = time.perf_counter()
+    spec = RunSpec.from_config(cfg)
+    trainer_settings = spec.trainer
+    try:
+        check_device_and_backend(trainer_settings.device, trainer_settings.backend, trainer_settings.distributed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     dist = (
-        init_distributed(str(cfg.trainer.backend), str(cfg.trainer.device))
-        if cfg.trainer.distributed
+        init_distributed(trainer_settings.backend, trainer_settings.device)
+        if trainer_settings.distributed
         else DistContext()
     )
     digest, name = identity(cfg)
@@ -237,7 +248,8 @@ def run_training(
                 reset_run_folder(folder)
             write_config_snapshot(folder, cfg, overrides or [])
             rd.write_status(folder, "running", digest)
-        return _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, started)
+        hashes = (digest, comparison_hash(cfg))
+        return _train_in(spec, folder, hashes, decision, dist, multirun, stop_after_epoch, started)
     except BaseException as exc:
         if dist.is_main and folder.exists() and lock is not None and lock.locked:
             try:
@@ -253,10 +265,11 @@ def run_training(
         cleanup(dist)
 
 
-def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, started) -> RunResult:
-    configure_determinism(bool(cfg.trainer.deterministic), cfg.trainer.num_threads)
-    seed_everything(int(cfg.seed))
-    dm = build_datamodule(cfg)
+def _train_in(spec: RunSpec, folder, hashes, decision, dist, multirun, stop_after_epoch, started) -> RunResult:
+    digest = hashes[0]
+    configure_determinism(spec.trainer.deterministic, spec.trainer.num_threads)
+    seed_everything(spec.seed)
+    dm = build_datamodule(spec)
     if dist.is_main:
         dm.prepare()
         folds = dm.folds()
@@ -265,16 +278,16 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
     barrier(dist)
     if not dist.is_main:
         dm.prepare()
-    seed_everything(int(cfg.seed))  # the weight initialisation does not depend on what preparing the data drew
+    seed_everything(spec.seed)  # the weight initialisation does not depend on what preparing the data drew
     try:
-        model = build_model(cfg, dm.num_classes, dm.in_channels)
+        model = build_model(spec, dm.num_classes, dm.in_channels)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model / se config cannot build a network: {exc}") from exc
     n_params = count_parameters(model)
-    logger = RunLogger(folder if dist.is_main else None, enabled=bool(cfg.logger.enabled))
-    logger.text("run/settings", _settings_text(cfg, n_params))
+    logger = RunLogger(folder if dist.is_main else None, enabled=spec.logger.enabled)
+    logger.text("run/settings", _settings_text(spec, n_params))
     trainer = Trainer(
-        cfg, model, dm, folder, dist, logger, show_progress=_progress_wanted(cfg.trainer.progress_bar, multirun)
+        spec, model, dm, folder, dist, logger, show_progress=_progress_wanted(spec.trainer.progress_bar, multirun)
     )
     try:
         if decision == "resume":
@@ -283,21 +296,21 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
             position = f", batch {done}/{trainer.steps_per_epoch} of epoch {trainer.state.epoch + 1}" if done else ""
             print(f"resuming {folder} from {used.name} after epoch {trainer.state.epoch}{position}", flush=True)
         trainer.fit(stop_after_epoch=stop_after_epoch)
-        if stop_after_epoch is not None and trainer.state.epoch < int(cfg.trainer.max_epochs):
+        if stop_after_epoch is not None and trainer.state.epoch < spec.trainer.max_epochs:
             return RunResult(folder, "interrupted")
         best = folder / "checkpoints" / "best.pt"
         barrier(dist)
         evaluated_epoch = None
         if best.exists():
             state = ckpt.load_checkpoint(best)
-            ckpt.load_model_weights(trainer.model, state, str(cfg.model.arch), dm.num_classes)
+            ckpt.load_model_weights(trainer.model, state, spec.model.arch, dm.num_classes)
             evaluated_epoch = int(state["epoch"])
         summary = evaluate_and_report(
-            trainer, cfg, folder, best if best.exists() else None, digest, n_params, started, evaluated_epoch
+            trainer, spec, folder, best if best.exists() else None, hashes, n_params, started, evaluated_epoch
         )
         if dist.is_main:
             logger.hparams(
-                _hparams(cfg, n_params),
+                _hparams(spec, n_params),
                 {
                     "hparam/test_fg_dice": summary["fg_mean"] or 0.0,
                     "hparam/best_val_dice": max(trainer.state.best_metric, 0.0),
@@ -313,35 +326,35 @@ def _train_in(cfg, folder, digest, decision, dist, multirun, stop_after_epoch, s
         logger.close()
 
 
-def _hparams(cfg: DictConfig, n_params: int) -> dict:
+def _hparams(spec: RunSpec, n_params: int) -> dict:
     """Only the study's swept dimensions: TensorBoard ticks the first five hparams (by name) in its HPARAMS table,
     so anything else would hide them. The rest of the run's settings go to :func:`_settings_text`."""
-    settings = se_settings(cfg)
+    m = spec.model
     hparams = {
-        "arch": str(cfg.model.arch),
-        "se": str(cfg.se.name),
-        "aggregation": str(cfg.se.aggregation) if cfg.se.name == "scse" else "n/a",
-        "se_reduction": settings["se_reduction"],
-        "seed": int(cfg.seed),
+        "arch": m.arch,
+        "se": m.se,
+        "aggregation": m.aggregation_used or "n/a",
+        "se_reduction": m.reduction,
+        "seed": spec.seed,
     }
-    if tuple(settings["se_positions"]) != DEFAULT_SE_POSITIONS:
-        hparams["se_positions"] = positions_label(settings["se_positions"])
+    if tuple(m.positions) != DEFAULT_SE_POSITIONS:
+        hparams["se_positions"] = positions_label(m.positions)
     return hparams
 
 
-def _settings_text(cfg: DictConfig, n_params: int) -> str:
+def _settings_text(spec: RunSpec, n_params: int) -> str:
     """The run's other settings as a Markdown table (TensorBoard's TEXT tab), next to the study hparams."""
     rows = {
-        "experiment": str(cfg.experiment_name),
-        "data": str(cfg.data.name),
-        "loss": str(cfg.loss.name),
-        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1],
-        "lr": f"{float(cfg.optimizer.lr):g}",
-        "scheduler": str(cfg.scheduler._target_).rsplit(".", 1)[-1],
-        "max_epochs": str(int(cfg.trainer.max_epochs)),
-        "batch_size": str(int(cfg.data.loader.batch_size)),
+        "experiment": spec.experiment,
+        "data": str(spec.data.get("name", "data")),
+        "loss": str(spec.loss.get("name", "")),
+        "optimizer": str(spec.optimizer.get("_target_", "")).rsplit(".", 1)[-1],
+        "lr": f"{float(spec.optimizer.get('lr', 0.0)):g}",
+        "scheduler": str(spec.scheduler.get("_target_", "")).rsplit(".", 1)[-1],
+        "max_epochs": str(spec.trainer.max_epochs),
+        "batch_size": str(int(spec.data.get("loader", {}).get("batch_size", 8))),
         "n_params": f"{n_params:,}",
-        "se_positions": positions_label(se_settings(cfg)["se_positions"]),
+        "se_positions": positions_label(spec.model.positions),
     }
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 

@@ -24,14 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 import scseg
 from scseg.atomic import atomic_write_text
 from scseg.engine import run_dir as rd
+from scseg.engine.spec import RunSpec
 from scseg.metrics import summarize
 from scseg.paths import REPO_ROOT
-from scseg.se_options import se_settings
 
 SUMMARY_FILE = "summary.json"
 
@@ -106,7 +105,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def build_summary(
-    cfg: DictConfig,
+    spec: RunSpec,
     rows: Sequence[Mapping],
     class_names: Sequence[str],
     split: str,
@@ -131,20 +130,21 @@ def build_summary(
     ``capacity_match`` (the capacity control's record, :func:`scseg.models.capacity.capacity_of`), ``se_kernels``,
     what computed the SE gates (:func:`scseg.models.se.se_kernel_path`), and :func:`run_metadata`.
     """
-    se = str(cfg.se.name)
-    settings = se_settings(cfg)
+    m, data = spec.model, spec.data
+    se = m.se
+    cross_validated = data.get("folds") is not None or bool(data.get("splits_file"))
     summary = summarize(rows, list(class_names), split)
     summary.update(
-        arch=str(cfg.model.arch),
+        arch=m.arch,
         se=se,
-        aggregation=str(cfg.se.aggregation) if se == "scse" else None,
-        se_reduction=settings["se_reduction"] if se in ("cse", "scse") else None,
-        se_positions=list(settings["se_positions"]) if se != "none" else None,
-        se_gate_scale=settings["se_gate_scale"] if se != "none" else None,
-        seed=int(cfg.seed),
-        fold=int(cfg.data.get("fold", 0)) if cfg.data.get("folds") is not None or cfg.data.get("splits_file") else None,
-        folds=cfg.data.get("folds"),
-        experiment=str(cfg.experiment_name),
+        aggregation=m.aggregation_used,
+        se_reduction=m.reduction if se in ("cse", "scse") else None,
+        se_positions=list(m.positions) if se != "none" else None,
+        se_gate_scale=m.gate_scale if se != "none" else None,
+        seed=spec.seed,
+        fold=int(data.get("fold", 0)) if cross_validated else None,
+        folds=data.get("folds"),
+        experiment=spec.experiment,
         config_hash=config_hash,
         comparison_hash=comparison_hash,
         n_params=int(n_params),

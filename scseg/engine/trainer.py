@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
@@ -40,6 +39,7 @@ from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.gates import GateCapture, Gates
 from scseg.engine.inference import Predictor
+from scseg.engine.spec import RunSpec
 from scseg.engine.tb_logging import RunLogger, channel_bars, comparison_grid, gate_heatmap_grid
 from scseg.losses import create_loss_from_config
 from scseg.metrics import ClassCounts, dice_from_counts
@@ -68,12 +68,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global RNG: third-party code may draw from it)
     torch.manual_seed(seed)
-
-
-def memory_format_of(cfg: DictConfig) -> torch.memory_format:
-    """The run's ``trainer.channels_last`` as a memory format (a run folder from before the key existed: NCHW).
-    Faster on CPU (configs/trainer/cpu.yaml); numbers differ from NCHW only by floating-point rounding."""
-    return torch.channels_last if bool(cfg.trainer.get("channels_last", False)) else torch.contiguous_format
 
 
 def configure_determinism(deterministic: bool, num_threads: int | None) -> None:
@@ -111,11 +105,11 @@ def distributed_counts(
 
 
 class Trainer:
-    """Trains ``model`` on ``datamodule`` according to ``cfg``; writes checkpoints into ``run_dir`` (rank 0)."""
+    """Trains ``model`` on ``datamodule`` as the run ``spec`` says; writes checkpoints into ``run_dir`` (rank 0)."""
 
     def __init__(
         self,
-        cfg: DictConfig,
+        spec: RunSpec,
         model: nn.Module,
         datamodule: Any,
         run_dir: Path | None,
@@ -123,37 +117,37 @@ class Trainer:
         logger: RunLogger | None = None,
         show_progress: bool = False,
     ) -> None:
-        self.cfg = cfg
-        self.tcfg = cfg.trainer
+        self.spec = spec
+        self.settings = spec.trainer
         self.dm = datamodule
         self.dist = dist or DistContext()
         self.run_dir = run_dir
         self.logger = logger or RunLogger(None, enabled=False)
         self.show_progress = show_progress and self.dist.is_main
-        self.device = torch.device(self.tcfg.device)
+        self.device = torch.device(self.settings.device)
         self.state = TrainState()
 
-        self.amp_enabled = bool(self.tcfg.amp) and self.device.type == "cuda"
-        if self.tcfg.amp and not self.amp_enabled:
+        self.amp_enabled = bool(self.settings.amp) and self.device.type == "cuda"
+        if self.settings.amp and not self.amp_enabled:
             print("trainer.amp is ignored on CPU (mixed precision runs on CUDA only)", file=sys.stderr)
-        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[str(self.tcfg.amp_dtype)]
+        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[str(self.settings.amp_dtype)]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and self.amp_dtype == torch.float16)
 
         self.model = model.to(self.device)
-        self.memory_format = memory_format_of(cfg)
+        self.memory_format = spec.memory_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.train_module: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
             self.train_module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if self.tcfg.compile:
+        if self.settings.compile:
             self.train_module = torch.compile(self.train_module)
 
-        self.optimizer = instantiate(cfg.optimizer)(params=self.model.parameters())
+        self.optimizer = instantiate(spec.optimizer)(params=self.model.parameters())
         # The data module owns the loader and its sample order (scseg.data.sampler.EpochSampler); the trainer
         # only moves it from epoch to epoch (and to the first unfinished batch of a resumed epoch).
         self.train_dataset = datamodule.train_dataset()
-        iters = self.tcfg.iters_per_epoch
+        iters = self.settings.iters_per_epoch
         self.loader = datamodule.train_loader(
             self.train_dataset,
             iters_per_epoch=None if iters is None else int(iters),
@@ -163,9 +157,9 @@ class Trainer:
         )
         self.sampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
-        self.scheduler, self.scheduler_interval = self._build_scheduler(cfg.scheduler)
-        self.loss_fn = self._build_loss(cfg.loss).to(self.device)
-        every_n, minutes = self.tcfg.get("checkpoint_every_n_steps"), self.tcfg.get("checkpoint_every_minutes")
+        self.scheduler, self.scheduler_interval = self._build_scheduler(spec.scheduler)
+        self.loss_fn = self._build_loss(spec.loss).to(self.device)
+        every_n, minutes = self.settings.checkpoint_every_n_steps, self.settings.checkpoint_every_minutes
         if (every_n is not None and int(every_n) < 1) or (minutes is not None and float(minutes) <= 0):
             raise ValueError("trainer.checkpoint_every_n_steps / checkpoint_every_minutes must be positive or null")
         self.checkpoint_every_n_steps = None if every_n is None else int(every_n)
@@ -176,20 +170,18 @@ class Trainer:
         self._epoch_rng: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------- building
-    def _build_scheduler(self, scfg: DictConfig):
-        params = OmegaConf.to_container(scfg, resolve=True)
+    def _build_scheduler(self, scheduler: dict):
+        params = dict(scheduler)
         interval = params.pop("interval", "epoch")
         if interval not in SCHEDULER_INTERVALS:
             raise ValueError(f"scheduler.interval must be one of {', '.join(SCHEDULER_INTERVALS)}, got {interval!r}")
         if "total_iters" in params and params["total_iters"] is None:
             per = self.steps_per_epoch if interval == "iteration" else 1
-            params["total_iters"] = int(self.tcfg.max_epochs) * per
+            params["total_iters"] = int(self.settings.max_epochs) * per
         return instantiate(params)(optimizer=self.optimizer), interval
 
-    def _build_loss(self, lcfg: DictConfig) -> nn.Module:
-        return create_loss_from_config(
-            OmegaConf.to_container(lcfg, resolve=True), class_weights=lambda: self.dm.class_weights().float()
-        )
+    def _build_loss(self, loss: dict) -> nn.Module:
+        return create_loss_from_config(dict(loss), class_weights=lambda: self.dm.class_weights().float())
 
     # ----------------------------------------------------------------------------------------------- helpers
     def forward(self, images: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
@@ -205,9 +197,9 @@ class Trainer:
     def fit(self, stop_after_epoch: int | None = None) -> TrainState:
         """Train until ``trainer.max_epochs`` (or early stopping). ``stop_after_epoch`` simulates an interruption
         in tests: it returns after that epoch's checkpoint is written, exactly as a killed run would leave it."""
-        max_epochs = int(self.tcfg.max_epochs)
-        val_every = int(self.tcfg.val_every)
-        patience = self.tcfg.early_stopping_patience
+        max_epochs = int(self.settings.max_epochs)
+        val_every = int(self.settings.val_every)
+        patience = self.settings.early_stopping_patience
         self._last_checkpoint_time = time.monotonic()
         while self.state.epoch < max_epochs:
             epoch = self.state.epoch
@@ -284,13 +276,13 @@ class Trainer:
         if self.show_progress:
             batches = tqdm(
                 batches,
-                desc=f"epoch {epoch + 1}/{self.tcfg.max_epochs}",
+                desc=f"epoch {epoch + 1}/{self.settings.max_epochs}",
                 total=self.steps_per_epoch,
                 initial=self.state.batches_done,
                 leave=False,
                 dynamic_ncols=True,
             )
-        log_every = int(self.cfg.logger.get("log_every_n_steps", 10))
+        log_every = int(self.spec.logger.log_every_n_steps)
         for batch in batches:
             labels = batch["label"].to(self.device, non_blocking=True)
             logits = self.forward(batch["image"], self.train_module)
@@ -302,9 +294,9 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if self.tcfg.grad_clip_norm:
+            if self.settings.grad_clip_norm:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tcfg.grad_clip_norm))
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(self.settings.grad_clip_norm))
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scheduler_interval == "iteration":
@@ -352,11 +344,11 @@ class Trainer:
             self.model,
             self.dm,
             split,
-            int(self.tcfg.eval_batch_size),
+            int(self.settings.eval_batch_size),
             self.device,
             self.dist,
             self.forward,
-            resample=str(self.tcfg.eval_resample),
+            resample=str(self.settings.eval_resample),
         )
 
     def validate(self, epoch: int) -> tuple[float, dict[str, float]]:
@@ -375,7 +367,7 @@ class Trainer:
         """Input / reference / prediction overlays of fixed slices of the first validation subject and, for a run
         with SE and ``logger.gate_maps``, every SE block's gates on the same slices (captured by hooks during this
         very prediction: no extra forward)."""
-        n = int(self.cfg.logger.get("image_slices", 0))
+        n = int(self.spec.logger.image_slices)
         if self.logger.writer is None or n <= 0 or not self.dm.subjects("val"):
             return
         subject = self.dm.subjects("val")[0]
@@ -385,7 +377,7 @@ class Trainer:
         if not items or "label" not in items[0]:
             return
         images = torch.stack([it["image"] for it in items])
-        capture = GateCapture(self.model) if self.cfg.logger.get("gate_maps", True) else None
+        capture = GateCapture(self.model) if self.spec.logger.gate_maps else None
         with capture if capture is not None and capture.blocks else contextlib.nullcontext():
             predictor = Predictor(self.model, self.dm, len(items), self.device, self.forward)
             predictions = predictor.slice_labels(images.unbind(0))
@@ -418,8 +410,8 @@ class Trainer:
             step=self.state.step,
             best_metric=self.state.best_metric,
             history=self.state.history,
-            config_yaml=OmegaConf.to_yaml(self.cfg, resolve=True),
-            arch=str(self.cfg.model.arch),
+            config_yaml=self.spec.config_yaml,
+            arch=self.spec.model.arch,
             num_classes=self.dm.num_classes,
             extra={
                 "best_epoch": self.state.best_epoch,
@@ -470,7 +462,7 @@ class Trainer:
         if found is None:
             raise ckpt.CheckpointNotFoundError(f"no checkpoint to resume from in {folder}")
         path, state = found
-        ckpt.load_model_weights(self.model, state, str(self.cfg.model.arch), self.dm.num_classes)
+        ckpt.load_model_weights(self.model, state, self.spec.model.arch, self.dm.num_classes)
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -517,6 +509,5 @@ __all__ = [
     "TrainState",
     "Trainer",
     "configure_determinism",
-    "memory_format_of",
     "seed_everything",
 ]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -29,14 +30,15 @@ def _counts_worker(rank: int, world: int, port: int, overrides: list[str], out: 
     from scseg.config import compose_train_config
     from scseg.engine.distributed import cleanup, init_distributed
     from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.spec import RunSpec
     from scseg.engine.trainer import distributed_counts
 
     cfg = compose_train_config(overrides)
     ctx = init_distributed("gloo", "cpu")
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(RunSpec.from_config(cfg))
     dm.prepare()
     torch.manual_seed(0)
-    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    model = build_model(RunSpec.from_config(cfg), dm.num_classes, dm.in_channels)
     counts = distributed_counts(model, dm, "test", 8, torch.device("cpu"), ctx)
     if rank == 0:
         np.savez(out, **counts)
@@ -47,6 +49,7 @@ def test_distributed_evaluation_equals_single_process(tmp_path, monkeypatch):
     from scseg.config import compose_train_config
     from scseg.engine.distributed import DistContext
     from scseg.engine.run import build_datamodule, build_model
+    from scseg.engine.spec import RunSpec
     from scseg.engine.trainer import distributed_counts
 
     overrides = [
@@ -57,10 +60,10 @@ def test_distributed_evaluation_equals_single_process(tmp_path, monkeypatch):
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
     cfg = compose_train_config(overrides)
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(RunSpec.from_config(cfg))
     dm.prepare()
     torch.manual_seed(0)
-    model = build_model(cfg, dm.num_classes, dm.in_channels)
+    model = build_model(RunSpec.from_config(cfg), dm.num_classes, dm.in_channels)
     single = distributed_counts(model, dm, "test", 8, torch.device("cpu"), DistContext())
 
     out = str(tmp_path / "dist.npz")
@@ -110,3 +113,32 @@ def test_two_rank_run_writes_one_run_folder(tmp_path):
     assert (folder / "summary.json").is_file()
     # No Hydra output anywhere else: ranks > 0 write nothing, rank 0 writes .hydra/ only inside the run folder.
     assert not list(Path(tmp_path).glob("outputs")) and not list(Path(tmp_path).glob(".hydra"))
+
+
+def test_device_and_backend_follow_what_the_machine_has(monkeypatch):
+    """trainer=ddp on a machine without CUDA trains on CPU with gloo instead of dying in NCCL; asking for CUDA or
+    NCCL where there is none stops in one line naming both keys."""
+    import torch.distributed
+
+    from scseg.engine.distributed import check_device_and_backend, pick_backend, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_backend("auto", "cpu") == "gloo"
+    assert pick_device("cpu") == "cpu" and pick_backend("gloo", "cpu") == "gloo"
+    with pytest.raises(ValueError, match="trainer.device is 'cuda' but this machine has no CUDA device"):
+        check_device_and_backend("cuda", "nccl", True)
+    with pytest.raises(ValueError, match="trainer.backend is 'nccl' but trainer.device is 'cpu'"):
+        check_device_and_backend("cpu", "nccl", True)
+    check_device_and_backend("cpu", "gloo", True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    assert pick_device("auto") == "cuda" and pick_backend("auto", "cuda") == "nccl"
+
+
+def test_the_ddp_preset_resolves_to_this_machine():
+    from scseg.config.compose import compose_train_config
+    from scseg.engine.spec import RunSpec
+
+    spec = RunSpec.from_config(compose_train_config(["trainer=ddp"]))
+    if not torch.cuda.is_available():
+        assert (spec.trainer.device, spec.trainer.backend) == ("cpu", "gloo")

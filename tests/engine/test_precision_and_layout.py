@@ -33,13 +33,20 @@ def test_torch_compile(tiny_config):
 
 
 def test_memory_format_of_reads_the_run_config_and_old_run_folders_default_to_nchw():
-    from omegaconf import OmegaConf
+    from omegaconf import open_dict
 
-    from scseg.engine.trainer import memory_format_of
+    from scseg.config.compose import compose_train_config
+    from scseg.engine.spec import RunSpec
 
-    assert memory_format_of(OmegaConf.create({"trainer": {"channels_last": True}})) == torch.channels_last
-    assert memory_format_of(OmegaConf.create({"trainer": {"channels_last": False}})) == torch.contiguous_format
-    assert memory_format_of(OmegaConf.create({"trainer": {}})) == torch.contiguous_format  # before the key existed
+    def memory_format_of(cfg):
+        return RunSpec.from_config(cfg).memory_format
+
+    assert memory_format_of(compose_train_config(["trainer.channels_last=true"])) == torch.channels_last
+    assert memory_format_of(compose_train_config(["trainer.channels_last=false"])) == torch.contiguous_format
+    old = compose_train_config([])
+    with open_dict(old):
+        del old.trainer["channels_last"]  # a run folder from before the key existed
+    assert memory_format_of(old) == torch.contiguous_format
 
 
 def test_loaded_run_predicts_in_the_layout_it_trained_in(tiny_config, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from scseg.config.check import ConfigError, validate_config
 from scseg.config.compose import compose_train_config
 from scseg.engine.run import build_model, identity
+from scseg.engine.spec import RunSpec
 from scseg.models import count_parameters, create_model, create_se
 from scseg.models.capacity import capacity_of
 
@@ -56,13 +57,13 @@ def test_capacity_match_lands_within_two_percent_of_the_se_network(arch, width):
     """At r = 2 SE adds ~1.5 % to U-Net and SD-Net (their configured width already matches) and ~17 % to
     FC-DenseNet (widened); every matched backbone lands within +-2 % of the scSE network's parameter count."""
     overrides = [f"model={arch}", *width, "experiment_name=t"]
-    target = count_parameters(build_model(compose_train_config([*overrides, "se=scse"]), 28, 1))
-    matched = build_model(compose_train_config([*overrides, "model.capacity_match=scse"]), 28, 1)
+    target = count_parameters(build_model(spec_of([*overrides, "se=scse"]), 28, 1))
+    matched = build_model(spec_of([*overrides, "model.capacity_match=scse"]), 28, 1)
     n = count_parameters(matched)
     assert abs(n / target - 1) <= 0.02, (arch, n, target)
     record = capacity_of(matched)
     assert record["target_params"] == target and record["params"] == n and record["variant"] == "scse"
-    plain = count_parameters(build_model(compose_train_config(overrides), 28, 1))
+    plain = count_parameters(build_model(spec_of(overrides), 28, 1))
     if target / plain - 1 > 0.05:  # a real widening, not the configured width
         assert n > plain and any(v for v in record["widened"].values())
 
@@ -83,3 +84,7 @@ def test_settings_a_network_without_se_ignores_share_its_folder():
     for extra in (["se.reduction=8"], ["se.positions=[encoder]"], ["se.in_bottleneck=true"], ["se.gate_scale=3"]):
         assert identity(compose_train_config(extra)) == base, extra
     assert identity(compose_train_config(["se=cse", "se.reduction=8"])) != identity(compose_train_config(["se=cse"]))
+
+
+def spec_of(overrides):
+    return RunSpec.from_config(compose_train_config(overrides))

@@ -214,6 +214,7 @@ def test_the_default_never_builds(monkeypatch):
     """``trainer.se_kernels`` defaults to eager: building a run's SE model never touches the C++ build."""
     from scseg.config.compose import compose_train_config
     from scseg.engine.run import build_model
+    from scseg.engine.spec import RunSpec
     from scseg.models.se import se_kernel_path
 
     def refuse(*_args, **_kwargs):
@@ -222,7 +223,7 @@ def test_the_default_never_builds(monkeypatch):
     monkeypatch.setattr(se_fused, "kernels_available", refuse)
     cfg = compose_train_config(["model=unet", "width=small", "se=scse"])
     assert cfg.trainer.se_kernels == "eager"
-    model = build_model(cfg, 3, 1)
+    model = build_model(RunSpec.from_config(cfg), 3, 1)
     assert se_kernel_path(model) == "aten"
 
 
