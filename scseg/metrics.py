@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ROW_KEYS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
+# per_case.csv's columns; hd95 (mm) and nsd are empty where surface metrics were not computed (or undefined).
+COUNT_ROW_KEYS = ("subject", "class_id", "class_name", "tp", "fp", "fn", "n_ref", "n_pred", "dice")
+ROW_KEYS = (*COUNT_ROW_KEYS, "hd95", "nsd")
 COUNT_FIELDS = ("tp", "fp", "fn", "n_ref", "n_pred")
 
 AVERAGING = (
@@ -163,8 +165,11 @@ def dice_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarr
         return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
-def per_case_rows(subject_id: str, counts: ClassCounts, class_names: Sequence[str]) -> list[dict]:
-    """One table row per class for one subject, keys :data:`ROW_KEYS`, plain Python values (dice may be NaN)."""
+def per_case_rows(
+    subject_id: str, counts: ClassCounts, class_names: Sequence[str], surface: np.ndarray | None = None
+) -> list[dict]:
+    """One table row per class for one subject, keys :data:`ROW_KEYS`, plain Python values (dice may be NaN);
+    ``surface`` is :func:`surface_metrics`' ``(2, K)`` array (HD95, NSD), else both are NaN."""
     if len(class_names) != counts.num_classes:
         raise ValueError(
             f"{len(class_names)} class names for counts of {counts.num_classes} classes (subject {subject_id!r})"
@@ -181,6 +186,8 @@ def per_case_rows(subject_id: str, counts: ClassCounts, class_names: Sequence[st
             "n_ref": int(counts.n_ref[k]),
             "n_pred": int(counts.n_pred[k]),
             "dice": float(dice[k]),
+            "hd95": math.nan if surface is None else float(surface[0, k]),
+            "nsd": math.nan if surface is None else float(surface[1, k]),
         }
         for k in range(counts.num_classes)
     ]
@@ -204,7 +211,7 @@ def _dice_table(
     table: dict[str, list[float]] = {}
     seen: dict[str, set[int]] = {}
     for row in rows:
-        missing = [key for key in ROW_KEYS if key not in row]
+        missing = [key for key in COUNT_ROW_KEYS if key not in row]
         if missing:
             raise ValueError(f"table row {row!r} lacks keys {missing}; rows come from per_case_rows")
         subject, k = str(row["subject"]), int(row["class_id"])
@@ -243,7 +250,7 @@ def summarize(
         per_class[name] = {"mean": mean, "std": std, "n_nan": sum(math.isnan(v) for v in values)}
     fg_per_subject = {subject: _mean_std(dice[1:])[0] for subject, dice in table.items()}
     fg_mean, fg_std = _mean_std(list(fg_per_subject.values()))
-    return {
+    summary = {
         "split": split,
         "subjects": list(table),
         "per_class": per_class,
@@ -252,11 +259,38 @@ def summarize(
         "fg_std": fg_std,
         "averaging": AVERAGING,
     }
+    if not isinstance(rows_or_counts, Mapping):
+        summary.update(_surface_summary(list(rows_or_counts), class_names))
+    return summary
+
+
+def _surface_summary(rows: Sequence[Mapping], class_names: Sequence[str]) -> dict:
+    """HD95 and NSD per class (mean over subjects) and per subject (mean over foreground classes), NaN ignored;
+    empty when no row carries them."""
+    out: dict = {}
+    for key in SURFACE_KEYS:
+        values: dict[str, list[float]] = {}
+        for row in rows:
+            value = row.get(key)
+            value = math.nan if value is None or value == "" else float(value)
+            values.setdefault(str(row["subject"]), [math.nan] * len(class_names))[int(row["class_id"])] = value
+        if all(math.isnan(v) for vs in values.values() for v in vs):
+            continue
+        out[f"per_class_{key}"] = {
+            name: _mean_std([vs[k] for vs in values.values()])[0] for k, name in enumerate(class_names)
+        }
+        per_subject = {subject: _mean_std(vs[1:])[0] for subject, vs in values.items()}
+        out[f"fg_{key}_per_subject"] = per_subject
+        out[f"fg_{key}_mean"], out[f"fg_{key}_std"] = _mean_std(list(per_subject.values()))
+    return out
 
 
 __all__ = [
     "AVERAGING",
     "COUNT_FIELDS",
+    "COUNT_ROW_KEYS",
+    "SURFACE_KEYS",
+    "surface_metrics",
     "ROW_KEYS",
     "ClassCounts",
     "class_counts",

@@ -45,6 +45,7 @@ HASH_EXCLUDE: tuple[str, ...] = DEFAULT_HASH_EXCLUDE + (
     "trainer.eval_batch_size",
     "trainer.se_kernels",  # fused or ATen SE gates: the same function, rounding apart (scseg.models.se_fused)
     "trainer.se_kernels_build_timeout_s",
+    "eval",  # how the test split is scored (boundary metrics): never what is trained or which checkpoint is kept
 )
 # What an SE comparison may vary between the cells of one architecture (besides HASH_EXCLUDE): the SE variant,
 # its aggregation, reduction and positions (the whole ``se`` group and the architecture's default reduction),

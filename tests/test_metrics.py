@@ -100,6 +100,7 @@ def _counts(dice_spec: list[str]) -> ClassCounts:
 def test_per_case_rows_have_exactly_the_table_keys():
     rows = per_case_rows("s1", _counts(["one", "half", "nan"]), ["bg", "a", "b"])
     assert [tuple(r) for r in rows] == [ROW_KEYS] * 3
+    assert math.isnan(rows[1].pop("hd95")) and math.isnan(rows[1].pop("nsd"))  # no surface metrics asked for
     assert rows[1] == {
         "subject": "s1",
         "class_id": 1,
@@ -114,6 +115,9 @@ def test_per_case_rows_have_exactly_the_table_keys():
     assert math.isnan(rows[2]["dice"])
     with pytest.raises(ValueError, match="2 class names"):
         per_case_rows("s1", _counts(["one", "half", "nan"]), ["bg", "a"])
+    surface = np.array([[0.0, 2.5, np.nan], [1.0, 0.75, np.nan]])
+    with_surface = per_case_rows("s1", _counts(["one", "half", "nan"]), ["bg", "a", "b"], surface)
+    assert (with_surface[1]["hd95"], with_surface[1]["nsd"]) == (2.5, 0.75)
 
 
 def test_summary_numbers_against_hand_computation():
@@ -173,3 +177,19 @@ def test_confusion_counts_do_not_wrap_around_in_narrow_label_dtypes(dtype, k):
     expected = np.zeros((k, k), np.int64)
     np.add.at(expected, (ref.astype(np.int64), pred.astype(np.int64)), 1)
     np.testing.assert_array_equal(confusion_counts(ref, pred, k), expected)
+
+
+def test_summary_carries_boundary_metrics_when_rows_have_them():
+    rows = []
+    for subject, (hd_a, nsd_a) in {"s1": (2.0, 0.5), "s2": (4.0, 1.0)}.items():
+        rows += per_case_rows(
+            subject,
+            _counts(["one", "half", "nan"]),
+            ["bg", "a", "b"],
+            np.array([[0, hd_a, np.nan], [1, nsd_a, np.nan]]),
+        )
+    summary = summarize(rows, ["bg", "a", "b"], "test")
+    assert summary["per_class_hd95"]["a"] == 3.0 and summary["fg_nsd_per_subject"] == {"s1": 0.5, "s2": 1.0}
+    assert summary["fg_hd95_mean"] == 3.0
+    plain = summarize(per_case_rows("s1", _counts(["one", "half", "nan"]), ["bg", "a", "b"]), ["bg", "a", "b"], "t")
+    assert "fg_hd95_mean" not in plain

@@ -75,6 +75,12 @@ class TrainerSchema:
 
 
 @dataclass
+class EvalSchema:
+    surface_metrics: bool
+    nsd_tolerance_mm: Any  # a number (mm) or {structure name: mm, default: mm}: checked by _check_eval
+
+
+@dataclass
 class LoggerSchema:
     enabled: bool
     image_slices: int
@@ -187,6 +193,16 @@ def _check_se(node: dict) -> None:
         )
 
 
+def _check_eval(node: dict) -> None:
+    tolerance = node["nsd_tolerance_mm"]
+    values = tolerance.values() if isinstance(tolerance, dict) else [tolerance]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ConfigError(
+            f"config key 'eval.nsd_tolerance_mm' must be a number of mm >= 0 or a mapping of structure names to "
+            f"such numbers (with an optional 'default'), got {tolerance!r}"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first unknown, missing or mistyped key of ``cfg``."""
     try:
@@ -201,6 +217,10 @@ def validate_config(cfg: DictConfig) -> None:
         _check_node(f"{group}.", container[group], schema)
     _check_se(container["se"])
     _check_model(container["model"])
+    if "eval" not in container:
+        raise ConfigError("missing config group 'eval'")
+    _check_node("eval.", container["eval"], EvalSchema)
+    _check_eval(container["eval"])
     for key in ("checkpoint_every_n_steps", "checkpoint_every_minutes"):
         value = container["trainer"][key]
         if value is not None and value <= 0:

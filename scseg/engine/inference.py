@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from scseg.data.preprocess import RESTORE_MODES, restore, wants_probabilities
-from scseg.metrics import ClassCounts, class_counts, per_case_rows
+from scseg.metrics import DEFAULT_NSD_TOLERANCE_MM, ClassCounts, class_counts, per_case_rows, surface_metrics
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
@@ -46,6 +46,7 @@ class Predictor:
         device: torch.device | str = "cpu",
         forward: ForwardFn | None = None,
         resample: str = "linear",
+        nsd_tolerance_mm: float | Sequence[float] = DEFAULT_NSD_TOLERANCE_MM,
     ) -> None:
         if resample not in RESTORE_MODES:
             raise ValueError(f"resample={resample!r}: expected one of {', '.join(RESTORE_MODES)}")
@@ -55,6 +56,7 @@ class Predictor:
         self.device = device
         self.forward = forward
         self.resample = resample
+        self.nsd_tolerance_mm = nsd_tolerance_mm
 
     @torch.no_grad()
     def _per_slice(self, slices: Iterable[Any], head: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
@@ -91,23 +93,43 @@ class Predictor:
         """Label volume of one subject in its file's own grid (``grid="canonical"``: the RAS+ canonical grid)."""
         return restore(self.stacked(subject), subject.meta, self.resample, grid)
 
-    def counts(self, subject: Any) -> np.ndarray:
+    def measure(self, subject: Any, surfaces: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """``(5, K)`` confusion counts (tp, fp, fn, n_ref, n_pred) against the reference, in the file's grid, so
-        the Dice is the one a user would compute on the files."""
+        the Dice is the one a user would compute on the files; with ``surfaces`` also the ``(2, K)`` HD95 (mm) and
+        NSD in the file's own voxel spacing (:func:`scseg.metrics.surface_metrics`)."""
         prediction = self.predict(subject)
         reference = self.datamodule.reference(subject)
-        return class_counts(reference, prediction, self.datamodule.num_classes).to_array()
+        k = self.datamodule.num_classes
+        counts = class_counts(reference, prediction, k).to_array()
+        if not surfaces:
+            return counts, None
+        spacing = np.linalg.norm(np.asarray(subject.meta.to_geometry().affine)[:3, :3], axis=0)
+        return counts, surface_metrics(reference, prediction, k, spacing, self.nsd_tolerance_mm)
+
+    def counts(self, subject: Any) -> np.ndarray:
+        """The subject's ``(5, K)`` confusion counts (see :meth:`measure`)."""
+        return self.measure(subject)[0]
 
     def evaluate(self, subjects: Iterable[Any]) -> dict[str, np.ndarray]:
-        """Per-subject counts ``{subject id: (5, K) int64 array}``."""
+        """Per-subject counts ``{subject id: (5, K) int64 array}`` (validation: Dice only)."""
         return {subject_id(s): self.counts(s) for s in subjects}
 
+    def evaluate_with_surfaces(self, subjects: Iterable[Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per-subject counts and ``(2, K)`` surface metrics (the test evaluation and ``scseg-evaluate``)."""
+        counts, surfaces = {}, {}
+        for s in subjects:
+            counts[subject_id(s)], surfaces[subject_id(s)] = self.measure(s, surfaces=True)
+        return counts, surfaces
 
-def counts_to_rows(counts: dict[str, np.ndarray], class_names: Sequence[str]) -> list[dict]:
-    """Rows of per_case.csv (subject, class_id, class_name, tp, fp, fn, n_ref, n_pred, dice), subjects sorted."""
+
+def counts_to_rows(
+    counts: dict[str, np.ndarray], class_names: Sequence[str], surfaces: dict[str, np.ndarray] | None = None
+) -> list[dict]:
+    """Rows of per_case.csv (``scseg.metrics.ROW_KEYS``: counts, Dice, HD95 and NSD), subjects sorted."""
     rows: list[dict] = []
     for sid in sorted(counts):
-        rows.extend(per_case_rows(sid, ClassCounts.from_array(counts[sid]), class_names))
+        surface = None if surfaces is None else surfaces.get(sid)
+        rows.extend(per_case_rows(sid, ClassCounts.from_array(counts[sid]), class_names, surface))
     return rows
 
 

@@ -16,6 +16,7 @@ import torch
 from scseg.engine.inference import Predictor, counts_to_rows
 from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
+from scseg.engine.spec import nsd_tolerances
 from scseg.engine.summary import build_summary, recorded_hashes, write_summary
 from scseg.models import count_parameters
 from scseg.models.capacity import capacity_of
@@ -45,9 +46,19 @@ def reevaluate(
     device = torch.device(device)
     model.to(device)
     dm.prepare()  # may write cache entries
-    predictor = Predictor(model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample)
-    counts = predictor.evaluate(dm.subjects(split))
-    rows = counts_to_rows(counts, dm.class_names)
+    predictor = Predictor(
+        model,
+        dm,
+        spec.trainer.eval_batch_size,
+        device,
+        resample=spec.trainer.eval_resample,
+        nsd_tolerance_mm=nsd_tolerances(spec.eval.nsd_tolerance_mm, dm.class_names),
+    )
+    if spec.eval.surface_metrics:
+        counts, surfaces = predictor.evaluate_with_surfaces(dm.subjects(split))
+    else:
+        counts, surfaces = predictor.evaluate(dm.subjects(split)), None
+    rows = counts_to_rows(counts, dm.class_names, surfaces)
     best_metric = state.get("best_metric")
     summary = build_summary(
         spec,

@@ -179,8 +179,8 @@ def evaluate_and_report(
     :func:`scseg.engine.summary.build_summary`, the builder ``scseg-evaluate`` uses too.
     """
     split = spec.test_split
-    counts = trainer.evaluate_counts(split)
-    rows = counts_to_rows(counts, trainer.dm.class_names)
+    counts, surfaces = trainer.evaluate_test(split)
+    rows = counts_to_rows(counts, trainer.dm.class_names, surfaces)
     summary = build_summary(
         spec,
         rows,

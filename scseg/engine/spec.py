@@ -13,14 +13,14 @@ The run's identity (config hash, folder name, comparison hash) is computed from 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from scseg.config.check import LoggerSchema, TrainerSchema
+from scseg.config.check import EvalSchema, LoggerSchema, TrainerSchema
 from scseg.engine.distributed import pick_backend, pick_device
 from scseg.se_options import se_settings
 
@@ -54,6 +54,7 @@ class RunSpec:
     model: ModelSpec
     trainer: TrainerSchema
     logger: LoggerSchema
+    eval: EvalSchema
     data: dict[str, Any]
     loss: dict[str, Any]
     optimizer: dict[str, Any]
@@ -99,6 +100,7 @@ class RunSpec:
             ),
             trainer=_resolved(_schema(TrainerSchema, plain.get("trainer") or {}, OLD_TRAINER_DEFAULTS)),
             logger=_schema(LoggerSchema, plain.get("logger") or {}, OLD_LOGGER_DEFAULTS),
+            eval=_schema(EvalSchema, plain.get("eval") or {}, OLD_EVAL_DEFAULTS),
             data=dict(plain.get("data") or {}),
             loss=dict(plain.get("loss") or {}),
             optimizer=dict(plain.get("optimizer") or {}),
@@ -132,6 +134,22 @@ OLD_TRAINER_DEFAULTS: dict[str, Any] = {
     "backend": "gloo",
 }
 OLD_LOGGER_DEFAULTS: dict[str, Any] = {"enabled": True, "image_slices": 0, "log_every_n_steps": 10, "gate_maps": True}
+# Runs from before the eval group: re-evaluation gives them the boundary metrics at the default tolerance.
+OLD_EVAL_DEFAULTS: dict[str, Any] = {"surface_metrics": True, "nsd_tolerance_mm": 1.0}
+
+
+def nsd_tolerances(setting: float | Mapping[str, float], class_names: Sequence[str]) -> list[float]:
+    """``eval.nsd_tolerance_mm`` per class: one number for all, or ``{structure: mm, default: mm}`` (a structure
+    not named takes ``default``, else 1 mm). A name that is no class is an error naming it."""
+    if not isinstance(setting, Mapping):
+        return [float(setting)] * len(class_names)
+    unknown = sorted(set(setting) - set(class_names) - {"default"})
+    if unknown:
+        raise ValueError(
+            f"eval.nsd_tolerance_mm names {unknown}, which are not classes of this run: {list(class_names)}"
+        )
+    default = float(setting.get("default", 1.0))
+    return [float(setting.get(name, default)) for name in class_names]
 
 
 def _resolved(trainer: TrainerSchema) -> TrainerSchema:
@@ -149,4 +167,4 @@ def _schema(kind: type, values: Mapping[str, Any], old_defaults: Mapping[str, An
     return kind(**merged)
 
 
-__all__ = ["ModelSpec", "RunSpec"]
+__all__ = ["ModelSpec", "RunSpec", "nsd_tolerances"]

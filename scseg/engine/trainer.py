@@ -39,7 +39,7 @@ from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.gates import GateCapture, Gates
 from scseg.engine.inference import Predictor
-from scseg.engine.spec import RunSpec
+from scseg.engine.spec import RunSpec, nsd_tolerances
 from scseg.engine.tb_logging import RunLogger, channel_bars, comparison_grid, gate_heatmap_grid
 from scseg.losses import create_loss_from_config
 from scseg.metrics import ClassCounts, dice_from_counts
@@ -92,16 +92,32 @@ def distributed_counts(
     resample: str = "linear",
 ) -> dict[str, np.ndarray]:
     """Per-subject ``(5, K)`` counts on ``split``: subjects are sharded over ranks, counts summed (integers: exact)."""
-    subjects = list(datamodule.subjects(split))
-    ids = [str(s.id) for s in subjects]
     predictor = Predictor(model, datamodule, batch_size, device, forward=forward, resample=resample)
-    mine = predictor.evaluate(shard(subjects, dist))
-    stacked = np.zeros((len(ids), 5, datamodule.num_classes), dtype=np.int64)
-    for i, sid in enumerate(ids):
-        if sid in mine:
-            stacked[i] = mine[sid]
+    return distributed_evaluation(predictor, datamodule.subjects(split), dist)[0]
+
+
+def distributed_evaluation(
+    predictor: Predictor, subjects: Any, dist: DistContext, surfaces: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Counts (and with ``surfaces`` the ``(2, K)`` HD95 / NSD) of every subject, sharded over ranks: each subject
+    is measured on one rank and the others add zeros, so the sums are exact (counts are integers)."""
+    subjects = list(subjects)
+    ids = [str(s.id) for s in subjects]
+    k = predictor.datamodule.num_classes
+    mine = [(str(s.id), *predictor.measure(s, surfaces=surfaces)) for s in shard(subjects, dist)]
+    stacked = np.zeros((len(ids), 5, k), dtype=np.int64)
+    surface = np.zeros((len(ids), 2, k), dtype=np.float64)
+    index = {sid: i for i, sid in enumerate(ids)}
+    for sid, counts, measured in mine:
+        stacked[index[sid]] = counts
+        if measured is not None:
+            surface[index[sid]] = measured
     stacked = all_reduce_sum(stacked, dist)
-    return {sid: stacked[i] for i, sid in enumerate(ids)}
+    counts = {sid: stacked[i] for i, sid in enumerate(ids)}
+    if not surfaces:
+        return counts, None
+    surface = all_reduce_sum(surface, dist)
+    return counts, {sid: surface[i] for i, sid in enumerate(ids)}
 
 
 class Trainer:
@@ -338,18 +354,26 @@ class Trainer:
         return due
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def evaluate_counts(self, split: str) -> dict[str, np.ndarray]:
-        """Per-subject counts on ``split`` (see :func:`distributed_counts`)."""
-        return distributed_counts(
+    def predictor(self) -> Predictor:
+        """The one prediction path, configured as this run evaluates (batch size, restore, NSD tolerance)."""
+        return Predictor(
             self.model,
             self.dm,
-            split,
             int(self.settings.eval_batch_size),
             self.device,
-            self.dist,
-            self.forward,
+            forward=self.forward,
             resample=str(self.settings.eval_resample),
+            nsd_tolerance_mm=nsd_tolerances(self.spec.eval.nsd_tolerance_mm, self.dm.class_names),
         )
+
+    def evaluate_counts(self, split: str) -> dict[str, np.ndarray]:
+        """Per-subject counts on ``split`` (validation: Dice only)."""
+        return distributed_evaluation(self.predictor(), self.dm.subjects(split), self.dist)[0]
+
+    def evaluate_test(self, split: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """Counts and, when ``eval.surface_metrics``, HD95 / NSD of every subject of ``split``."""
+        surfaces = bool(self.spec.eval.surface_metrics)
+        return distributed_evaluation(self.predictor(), self.dm.subjects(split), self.dist, surfaces=surfaces)
 
     def validate(self, epoch: int) -> tuple[float, dict[str, float]]:
         """Mean foreground Dice over validation volumes (per subject: mean over foreground classes, NaN ignored)."""

@@ -7,7 +7,8 @@ writes it from finished run folders; ``scseg-compare --from-csv CSV --results-pa
 
 Each row carries the run's identity (architecture, variant label, SE settings, seed, fold, parameter count,
 comparison hash, commit, the best validation Dice of training) and the subject's structure with its reference
-volume in voxels and its Dice (empty when undefined: absent in reference and prediction).
+volume in voxels, its Dice (empty when undefined: absent in reference and prediction), HD95 in mm and normalised
+surface Dice (empty where the run was evaluated without boundary metrics).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ COLUMNS: tuple[str, ...] = (
     "structure",
     "n_ref",
     "dice",
+    "hd95",
+    "nsd",
 )
 
 
@@ -73,6 +76,8 @@ class CaseRow:
     structure: str
     n_ref: float
     dice: float
+    hd95: float = math.nan  # mm; empty in the CSV where not computed (runs from before boundary metrics)
+    nsd: float = math.nan
 
     @property
     def run_key(self) -> str:
@@ -161,6 +166,8 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
                         structure=str(row["class_name"]),
                         n_ref=_float(row.get("n_ref")),
                         dice=_float(row["dice"]),
+                        hd95=_float(row.get("hd95")),
+                        nsd=_float(row.get("nsd")),
                     )
                 )
             except (KeyError, TypeError, ValueError) as err:
@@ -245,6 +252,8 @@ def read_csv(path: Path) -> list[CaseRow]:
                         structure=row["structure"],
                         n_ref=_float(row["n_ref"]),
                         dice=_float(row["dice"]),
+                        hd95=_float(row["hd95"]),
+                        nsd=_float(row["nsd"]),
                     )
                 )
             except (TypeError, ValueError) as err:

@@ -292,3 +292,19 @@ def test_a_build_lock_never_hangs_a_run(tiny_config, tmp_path, monkeypatch):
     assert summary["se_kernels"] == "aten"
     assert "longer than 3 s" in se_fused._build["why"]
     assert isinstance(summary["git_dirty"], (bool, type(None))) and summary["numpy_version"] == np.__version__
+
+
+def test_the_test_split_gets_boundary_metrics_and_reevaluation_keeps_them(tiny_config):
+    """per_case.csv carries HD95 (mm) and NSD per structure, summary.json their means; eval.* is not hashed."""
+    cfg = tiny_config("unet", "eval.nsd_tolerance_mm=2.0")
+    assert identity(cfg) == identity(tiny_config("unet"))
+    result = run_training(cfg)
+    with (result.run_dir / "per_case.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["class_id"] != "0" and r["dice"]]
+    assert rows and all(r["hd95"] != "" and 0.0 <= float(r["nsd"]) <= 1.0 for r in rows)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["fg_hd95_mean"] >= 0 and 0 <= summary["fg_nsd_mean"] <= 1
+    from scseg.engine.reevaluate import reevaluate
+
+    again = reevaluate(result.run_dir, split="test").summary
+    assert again["fg_nsd_mean"] == pytest.approx(summary["fg_nsd_mean"])
