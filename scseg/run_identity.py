@@ -45,7 +45,9 @@ HASH_EXCLUDE: tuple[str, ...] = DEFAULT_HASH_EXCLUDE + (
     "trainer.eval_batch_size",
     "trainer.se_kernels",  # fused or ATen SE gates: the same function, rounding apart (scseg.models.se_fused)
     "trainer.se_kernels_build_timeout_s",
-    "eval",  # how the test split is scored (boundary metrics): never what is trained or which checkpoint is kept
+    # how the test split is scored (boundary metrics): never what is trained or which checkpoint is kept
+    "eval.surface_metrics",
+    "eval.nsd_tolerance_mm",
 )
 # What an SE comparison may vary between the cells of one architecture (besides HASH_EXCLUDE): the SE variant,
 # its aggregation, reduction and positions (the whole ``se`` group and the architecture's default reduction),
@@ -78,6 +80,10 @@ HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "se.gate_scale": 1.0,
     # The capacity control (a network without SE widened to an SE variant's parameter count); null: none.
     "model.capacity_match": None,
+    # Test-time mirroring also scores validation, so it picks the best checkpoint: hashed unless off; an eval group
+    # left with nothing hashed (every earlier run had none) adds nothing.
+    "eval.tta": "none",
+    "eval": {},
     # Loss options against background flooding; the defaults are the loss every earlier run used.
     "loss.boundary_mode": "multiplicative",
     "loss.min_class_weight_ratio": 0.0,

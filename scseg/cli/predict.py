@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no .nii, .nii.gz or .mgz images in {args.input}")
         device = torch.device(args.device)
         model.to(device)
-        predictor = Predictor(model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample)
+        predictor = Predictor(
+            model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample, tta=spec.eval.tta
+        )
         for case, paths in cases.items():
             subject = dm.prepare_images(paths, case_id=case)
             labels = predictor.predict(subject, grid="canonical")

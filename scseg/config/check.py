@@ -78,6 +78,7 @@ class TrainerSchema:
 class EvalSchema:
     surface_metrics: bool
     nsd_tolerance_mm: Any  # a number (mm) or {structure name: mm, default: mm}: checked by _check_eval
+    tta: str
 
 
 @dataclass
@@ -103,6 +104,7 @@ _CHOICES = {
     "trainer.eval_resample": RESTORE_MODES,
     "trainer.se_kernels": SE_KERNEL_MODES,
     "trainer.backend": ("auto", "gloo", "nccl"),
+    "eval.tta": ("none", "mirror"),
     "resume": RESUME_MODES,
     "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,

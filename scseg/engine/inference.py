@@ -27,6 +27,10 @@ from scseg.metrics import DEFAULT_NSD_TOLERANCE_MM, ClassCounts, class_counts, p
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
+# Test-time augmentation (eval.tta): none, or mirror = the mean of the class probabilities over the flips of the
+# two in-plane axes (identity, H, W, both), each flipped back.
+TTA_MODES = ("none", "mirror")
+MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 class Predictor:
@@ -47,9 +51,13 @@ class Predictor:
         forward: ForwardFn | None = None,
         resample: str = "linear",
         nsd_tolerance_mm: float | Sequence[float] = DEFAULT_NSD_TOLERANCE_MM,
+        tta: str = "none",
     ) -> None:
         if resample not in RESTORE_MODES:
             raise ValueError(f"resample={resample!r}: expected one of {', '.join(RESTORE_MODES)}")
+        if tta not in TTA_MODES:
+            raise ValueError(f"eval.tta={tta!r}: expected one of {', '.join(TTA_MODES)}")
+        self.tta = tta
         self.model = model
         self.datamodule = datamodule
         self.batch_size = int(batch_size)
@@ -58,26 +66,41 @@ class Predictor:
         self.resample = resample
         self.nsd_tolerance_mm = nsd_tolerance_mm
 
+    def _scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch, or with ``tta="mirror"`` the class probabilities averaged over the four mirrorings
+        of the in-plane axes (each flipped back first), as nnU-Net mirrors at test time."""
+        run = self.forward or self.model
+        if self.tta == "none":
+            return run(images)
+        total = None
+        for dims in MIRRORS:
+            flipped = images.flip(dims) if dims else images
+            probs = torch.softmax(run(flipped).float(), dim=1)
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total + probs
+        return total / len(MIRRORS)
+
     @torch.no_grad()
     def _per_slice(self, slices: Iterable[Any], head: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         was_training = self.model.training
         self.model.eval()
-        run = self.forward or self.model
         out = []
         try:
             for batch in DataLoader(slices, batch_size=self.batch_size, shuffle=False, num_workers=0):
                 images = batch["image"] if isinstance(batch, dict) else batch
-                out.append(head(run(images.to(self.device, non_blocking=True))).cpu().numpy())
+                out.append(head(self._scores(images.to(self.device, non_blocking=True))).cpu().numpy())
         finally:
             self.model.train(was_training)
         return np.concatenate(out, axis=0)
 
     def slice_labels(self, slices: Iterable[Any]) -> np.ndarray:
         """Arg-max label of every slice, in order: ``(S, H, W)`` int16."""
-        return self._per_slice(slices, lambda logits: logits.argmax(dim=1).to(torch.int16))
+        return self._per_slice(slices, lambda scores: scores.argmax(dim=1).to(torch.int16))
 
     def slice_probabilities(self, slices: Iterable[Any]) -> np.ndarray:
         """Softmax class probabilities of every slice, in order: ``(S, K, H, W)`` float32."""
+        if self.tta != "none":  # already probabilities
+            return self._per_slice(slices, lambda probs: probs.float())
         return self._per_slice(slices, lambda logits: torch.softmax(logits.float(), dim=1))
 
     def stacked(self, subject: Any) -> np.ndarray:
@@ -137,4 +160,4 @@ def subject_id(subject: Any) -> str:
     return str(subject.id)
 
 
-__all__ = ["ForwardFn", "Predictor", "counts_to_rows", "subject_id"]
+__all__ = ["MIRRORS", "TTA_MODES", "ForwardFn", "Predictor", "counts_to_rows", "subject_id"]

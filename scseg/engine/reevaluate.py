@@ -53,6 +53,7 @@ def reevaluate(
         device,
         resample=spec.trainer.eval_resample,
         nsd_tolerance_mm=nsd_tolerances(spec.eval.nsd_tolerance_mm, dm.class_names),
+        tta=spec.eval.tta,
     )
     if spec.eval.surface_metrics:
         counts, surfaces = predictor.evaluate_with_surfaces(dm.subjects(split))

@@ -135,7 +135,7 @@ OLD_TRAINER_DEFAULTS: dict[str, Any] = {
 }
 OLD_LOGGER_DEFAULTS: dict[str, Any] = {"enabled": True, "image_slices": 0, "log_every_n_steps": 10, "gate_maps": True}
 # Runs from before the eval group: re-evaluation gives them the boundary metrics at the default tolerance.
-OLD_EVAL_DEFAULTS: dict[str, Any] = {"surface_metrics": True, "nsd_tolerance_mm": 1.0}
+OLD_EVAL_DEFAULTS: dict[str, Any] = {"surface_metrics": True, "nsd_tolerance_mm": 1.0, "tta": "none"}
 
 
 def nsd_tolerances(setting: float | Mapping[str, float], class_names: Sequence[str]) -> list[float]:

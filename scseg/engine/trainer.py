@@ -364,6 +364,7 @@ class Trainer:
             forward=self.forward,
             resample=str(self.settings.eval_resample),
             nsd_tolerance_mm=nsd_tolerances(self.spec.eval.nsd_tolerance_mm, self.dm.class_names),
+            tta=self.spec.eval.tta,
         )
 
     def evaluate_counts(self, split: str) -> dict[str, np.ndarray]:
