@@ -22,6 +22,7 @@ Sections (``--sections``, comma-separated; default: all):
   MONAI's DiceMetric (when installed; ``pip install -e '.[bench]'``); the numbers are checked to agree.
 - ``compile``: torch.compile on the CPU against eager ATen and the fused SE kernels (one scSE block; a U-Net
   training step at the MALC preset), compile time apart.
+- ``precision``: bf16 autocast against fp32 for a U-Net step on this CPU (the measurement behind trainer.amp=auto).
 - ``gpu`` (CUDA only): slices/s per architecture at 256 x 256 with channels-last, bf16 autocast, torch.compile.
 
 Timings are only as good as the machine is quiet: run it on an idle machine (``make bench``); the load average
@@ -46,6 +47,7 @@ from bench.evaluation import section_evaluation
 from bench.gpu import section_gpu
 from bench.page import meta_line, output_path, render_page, render_results, render_section, render_targets
 from bench.pipeline import section_pipeline
+from bench.precision import section_precision
 from bench.se_blocks import section_se_blocks
 from bench.startup import section_startup, startup_child
 from bench.training import section_training
@@ -58,6 +60,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "evaluation": section_evaluation,
     "gpu": section_gpu,
     "compile": section_compile,
+    "precision": section_precision,
 }
 
 

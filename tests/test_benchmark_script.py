@@ -25,7 +25,7 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
             str(SCRIPT),
             "--quick",
             "--threads=1",
-            "--sections=se_blocks,evaluation",
+            "--sections=se_blocks,evaluation,precision",
             f"--out={out}",
             f"--markdown={page}",
         ],
@@ -38,7 +38,10 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
 
     assert {"cpu", "cores", "threads", "torch", "allocator"} <= set(report["meta"])
     assert report["meta"]["threads"] == 1 and report["quick"] is True
-    assert set(report["sections"]) == {"se_blocks", "evaluation"}
+    assert set(report["sections"]) == {"se_blocks", "evaluation", "precision"}
+    assert isinstance(report["meta"]["cpu_features"], list)  # the page names the CPU's AVX-512 / BF16 / AMX flags
+    precision = report["sections"]["precision"]["tables"][0]["rows"]
+    assert [r["width"] for r in precision] == ["cpu", "paper"] and all(r["speedup"] > 0 for r in precision)
 
     se = report["sections"]["se_blocks"]
     assert se["skipped"] is None and se["outputs_agree"] is True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("se_blocks", "training", "compile", "pipeline", "startup", "evaluation", "gpu")
+SECTIONS = ("se_blocks", "training", "compile", "precision", "pipeline", "startup", "evaluation", "gpu")
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 # MALC at its CPU preset (experiment=paper_malc_cpu: 2 mm, 96 x 96 canvas, width=cpu); where a checkout predates it,
@@ -165,6 +165,19 @@ def git_commit() -> str | None:
         return None
 
 
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The CPU flags that decide float speed here (AVX2, AVX-512, AVX512-BF16, AMX); empty where unknown."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in CPU_FEATURES if f in flags]
+
+
 def machine_info(threads: int, allocator: str) -> dict[str, Any]:
     import torch
 
@@ -172,6 +185,7 @@ def machine_info(threads: int, allocator: str) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": cores,
         "threads": threads,
         "torch": torch.__version__,

@@ -47,8 +47,10 @@ What each section measures:
 
 def meta_line(meta: dict[str, Any]) -> str:
     gpu = f", GPU {meta['gpu']}" if meta.get("gpu") else ""
+    features = meta.get("cpu_features")
+    flags = f" [{' '.join(features) or 'no AVX2'}]" if features is not None else ""
     return (
-        f"{meta['cpu']} ({meta['cores']} cores), {meta['threads']} threads, torch {meta['torch']}, "
+        f"{meta['cpu']}{flags} ({meta['cores']} cores), {meta['threads']} threads, torch {meta['torch']}, "
         f"allocator {meta['allocator']}{gpu}"
     )
 

@@ -56,7 +56,7 @@ class TrainerSchema:
     val_every: int
     early_stopping_patience: int | None
     grad_clip_norm: float | None
-    amp: bool
+    amp: Any  # true | false | auto: checked against AMP settings below
     amp_dtype: str
     compile: bool
     channels_last: bool
@@ -104,6 +104,7 @@ _CHOICES = {
     "trainer.eval_resample": RESTORE_MODES,
     "trainer.se_kernels": SE_KERNEL_MODES,
     "trainer.backend": ("auto", "gloo", "nccl"),
+    "trainer.amp": (True, False, "auto"),
     "eval.tta": ("none", "mirror"),
     "resume": RESUME_MODES,
     "test_split": SPLITS,

@@ -37,8 +37,10 @@ from scseg.engine.distributed import (
     check_device_and_backend,
     cleanup,
     init_distributed,
+    pick_device,
 )
 from scseg.engine.inference import counts_to_rows
+from scseg.engine.precision import resolve_amp
 from scseg.engine.spec import RunSpec
 from scseg.engine.summary import build_summary, json_safe, write_summary
 from scseg.engine.tb_logging import RunLogger
@@ -68,6 +70,9 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     canonical = cfg.copy()  # interpolations stay as text, so machine-specific paths never enter the hash
     if str(cfg.se.name) != "scse":
         OmegaConf.update(canonical, "se.aggregation", None)
+    # the precision that will run, not the word "auto": bf16 and fp32 runs of one config get their own folders
+    device_type = pick_device(str(cfg.trainer.get("device", "cpu"))).split(":")[0]
+    OmegaConf.update(canonical, "trainer.amp", resolve_amp(cfg.trainer.get("amp", False), device_type))
     if str(cfg.se.name) == "none" and "gate_scale" in canonical.se:
         OmegaConf.update(canonical, "se.gate_scale", 1.0)  # no gate to scale: one folder for every value
     _canonical_se_settings(cfg, canonical)
@@ -197,6 +202,7 @@ def evaluate_and_report(
         wall_time_s=time.perf_counter() - started,
         se_kernels=se_kernel_path(trainer.model),
         capacity=capacity_of(trainer.model),
+        precision=trainer.precision,
     )
     if folder is not None and trainer.dist.is_main:
         write_per_case(folder / "per_case.csv", rows)

@@ -28,6 +28,7 @@ import torch
 import scseg
 from scseg.atomic import atomic_write_text
 from scseg.engine import run_dir as rd
+from scseg.engine.precision import cpu_has_amx
 from scseg.engine.spec import RunSpec
 from scseg.metrics import summarize
 from scseg.paths import REPO_ROOT
@@ -121,6 +122,7 @@ def build_summary(
     wall_time_s: float,
     se_kernels: str | None = None,
     capacity: Mapping | None = None,
+    precision: str | None = None,
 ) -> dict:
     """The ``summary.json`` payload: Dice statistics of ``rows`` plus the run's identity and provenance.
 
@@ -154,6 +156,8 @@ def build_summary(
         best_val_dice=best_val_dice,
         se_kernels=se_kernels,
         capacity_match=dict(capacity) if capacity else None,
+        precision=precision,
+        cpu_amx=cpu_has_amx(),
         **run_metadata(device, wall_time_s),
     )
     return summary

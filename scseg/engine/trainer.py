@@ -39,6 +39,7 @@ from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard
 from scseg.engine.gates import GateCapture, Gates
 from scseg.engine.inference import Predictor
+from scseg.engine.precision import cpu_has_amx, precision_label, resolve_amp
 from scseg.engine.spec import RunSpec, nsd_tolerances
 from scseg.engine.tb_logging import RunLogger, channel_bars, comparison_grid, gate_heatmap_grid
 from scseg.losses import create_loss_from_config
@@ -143,10 +144,14 @@ class Trainer:
         self.device = torch.device(self.settings.device)
         self.state = TrainState()
 
-        self.amp_enabled = bool(self.settings.amp) and self.device.type == "cuda"
-        if self.settings.amp and not self.amp_enabled:
-            print("trainer.amp is ignored on CPU (mixed precision runs on CUDA only)", file=sys.stderr)
+        self.amp_enabled = resolve_amp(self.settings.amp, self.device.type)
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[str(self.settings.amp_dtype)]
+        self.precision = precision_label(self.amp_enabled, str(self.settings.amp_dtype))
+        if self.amp_enabled and self.device.type == "cpu" and not cpu_has_amx():
+            print(
+                f"trainer.amp: {self.precision} autocast on a CPU without AMX is emulated (usually slower than fp32)",
+                file=sys.stderr,
+            )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled and self.amp_dtype == torch.float16)
 
         self.model = model.to(self.device)
