@@ -1,4 +1,5 @@
-"""``scseg-predict RUN_DIR IN OUT``: segment an image, or every image of a folder, with a trained run.
+"""``scseg-predict RUN_DIR [RUN_DIR ...] IN OUT``: segment an image, or every image of a folder, with a trained run
+or an ensemble of runs (their class probabilities averaged; see ``scseg.engine.inference.Ensemble``).
 
 IN is a folder or one image file. Each ``.nii``, ``.nii.gz`` or ``.mgz`` image in a folder IN (for multi-modality
 runs, nnU-Net style ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ... are grouped) gives ``<case>.nii.gz`` in the
@@ -24,7 +25,7 @@ from scseg.data.errors import DataError
 from scseg.data.io import write_label
 from scseg.data.layouts import group_file, group_images, is_image_name
 from scseg.engine.allocator import tune_allocator
-from scseg.engine.inference import Predictor
+from scseg.engine.inference import Ensemble, Predictor
 from scseg.engine.loading import load_run
 
 
@@ -37,7 +38,7 @@ def output_for(output: Path, case: str, single_file: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Segment an image, or a folder of images, with a trained run.")
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="+", help="one run folder, or several: their ensemble")
     parser.add_argument("input", type=Path, help="an image file (.nii, .nii.gz, .mgz) or a folder of them")
     parser.add_argument(
         "output",
@@ -60,18 +61,21 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"output {args.output}: a folder of images gives a folder of labels; name a folder, not an image file"
             )
-        spec, dm, model, _ = load_run(args.run_dir, args.checkpoint)
-        if single_file:
-            cases = group_file(args.input, dm.modalities)
-        else:
-            cases = group_images(args.input, dm.modalities)
+        loaded = [(run_dir, *load_run(run_dir, args.checkpoint)[:3]) for run_dir in args.run_dir]
+        modalities = loaded[0][2].modalities
+        cases = group_file(args.input, modalities) if single_file else group_images(args.input, modalities)
         if not cases:
             raise FileNotFoundError(f"no .nii, .nii.gz or .mgz images in {args.input}")
         device = torch.device(args.device)
-        model.to(device)
-        predictor = Predictor(
-            model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample, tta=spec.eval.tta
-        )
+        members = []
+        for run_dir, spec, dm, model in loaded:
+            model.to(device)
+            predictor = Predictor(
+                model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample, tta=spec.eval.tta
+            )
+            members.append((str(run_dir), predictor))
+        predictor = members[0][1] if len(members) == 1 else Ensemble(members)
+        dm = predictor.datamodule
         for case, paths in cases.items():
             subject = dm.prepare_images(paths, case_id=case)
             labels = predictor.predict(subject, grid="canonical")

@@ -112,6 +112,12 @@ class Predictor:
             return np.stack([slices.to_volume(probs[:, k]) for k in range(probs.shape[1])])
         return slices.to_volume(self.slice_labels(slices))
 
+    def stacked_probabilities(self, subject: Any) -> np.ndarray:
+        """Class probabilities ``(K, *grid)`` of the subject in its preprocessed grid (what ensembles average)."""
+        slices = self.datamodule.eval_slices(subject)
+        probs = self.slice_probabilities(slices)
+        return np.stack([slices.to_volume(probs[:, k]) for k in range(probs.shape[1])])
+
     def predict(self, subject: Any, grid: str = "file") -> np.ndarray:
         """Label volume of one subject in its file's own grid (``grid="canonical"``: the RAS+ canonical grid)."""
         return restore(self.stacked(subject), subject.meta, self.resample, grid)
@@ -145,6 +151,58 @@ class Predictor:
         return counts, surfaces
 
 
+class Ensemble(Predictor):
+    """Several trained runs as one predictor: their class probabilities averaged on the preprocessed grid they share,
+    then restored to each file's grid like a single run's (nnU-Net's way of ensembling folds).
+
+    ``members`` are ``(name, predictor)`` pairs; the first sets the data module, batch size, restore mode, NSD
+    tolerance and test-time mirroring of the whole. Every member must have the same classes and preprocess subjects
+    identically (settings, slice canvas, 2.5D context, normalisation): a ``ValueError`` names the run and what
+    differs otherwise. Runs sliced along other axes (multi-view fusion) are not members of one ensemble.
+    """
+
+    def __init__(self, members: Sequence[tuple[str, Predictor]]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one run")
+        first_name, first = members[0]
+        super().__init__(
+            first.model,
+            first.datamodule,
+            first.batch_size,
+            first.device,
+            first.forward,
+            first.resample,
+            first.nsd_tolerance_mm,
+            first.tta,
+        )
+        for name, member in members[1:]:
+            for what, get in ENSEMBLE_AGREEMENT.items():
+                a, b = get(first.datamodule), get(member.datamodule)
+                if a != b:
+                    raise ValueError(
+                        f"run {name}: its {what} ({b}) differs from run {first_name}'s ({a}); an ensemble averages "
+                        "probabilities of runs that share classes and preprocessing"
+                    )
+        self.members = [member for _, member in members]
+
+    def stacked(self, subject: Any) -> np.ndarray:
+        total = None
+        for member in self.members:
+            probs = member.stacked_probabilities(subject)
+            total = probs if total is None else total + probs
+        return total / len(self.members)
+
+
+# What every run of an ensemble must share (read from each run's data module).
+ENSEMBLE_AGREEMENT: dict[str, Callable[[Any], Any]] = {
+    "classes": lambda dm: tuple(dm.class_names),
+    "preprocessing": lambda dm: dm.settings,
+    "slice canvas": lambda dm: None if dm.canvas is None else tuple(dm.canvas),
+    "2.5D context": lambda dm: dm.context,
+    "normalisation": lambda dm: dm.normalize,
+}
+
+
 def counts_to_rows(
     counts: dict[str, np.ndarray], class_names: Sequence[str], surfaces: dict[str, np.ndarray] | None = None
 ) -> list[dict]:
@@ -160,4 +218,4 @@ def subject_id(subject: Any) -> str:
     return str(subject.id)
 
 
-__all__ = ["MIRRORS", "TTA_MODES", "ForwardFn", "Predictor", "counts_to_rows", "subject_id"]
+__all__ = ["MIRRORS", "TTA_MODES", "Ensemble", "ForwardFn", "Predictor", "counts_to_rows", "subject_id"]
