@@ -47,6 +47,38 @@ from scseg.paths import CACHE_ENV, cache_root
 IMAGE_FILE = "image.npy"
 LABEL_FILE = "label.npy"
 META_FILE = "meta.json"
+# Size and SHA-1 of each array file, written with the entry: a file changed afterwards (a disk error, a copy cut
+# short, a stray write) is detected when the entry is opened, and the entry is rebuilt with a warning. Entries
+# written before this file existed are trusted as they are.
+INTEGRITY_FILE = "integrity.json"
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    sha1 = hashlib.sha1()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha1.update(block)
+    return {"size": path.stat().st_size, "sha1": sha1.hexdigest()}
+
+
+def integrity_problem(path: Path) -> str | None:
+    """Why the entry at ``path`` fails its recorded sizes and checksums, or None when it passes (or predates them)."""
+    record_path = path / INTEGRITY_FILE
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as err:
+        return f"unreadable {INTEGRITY_FILE} ({err})"
+    for name, expected in record.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{name} has {file.stat().st_size} bytes, {expected['size']} were written"
+        if _digest(file)["sha1"] != expected["sha1"]:
+            return f"{name} differs from what was written (checksum)"
+    return None
 SUBJECTS_DIR = "subjects"
 
 
@@ -136,6 +168,8 @@ def write_entry(subject: PreprocessedSubject, target: Path) -> Path:
         if label is not None:
             atomic_write(tmp / LABEL_FILE, lambda f: np.save(f, label))
         atomic_write_text(tmp / META_FILE, meta)
+        arrays = [IMAGE_FILE] + ([LABEL_FILE] if label is not None else [])
+        atomic_write_text(tmp / INTEGRITY_FILE, json.dumps({name: _digest(tmp / name) for name in arrays}))
         try:
             os.rename(tmp, target)
         except OSError as err:
@@ -178,8 +212,15 @@ class SubjectCache:
         return self.root / SUBJECTS_DIR / f"{_safe_name(case.id)}-{key}"
 
     def get(self, case: Case) -> CachedSubject:
-        """The cached subject; reads and preprocesses it first if the entry does not exist."""
+        """The cached subject; reads and preprocesses it first if the entry does not exist, or again (with a warning
+        naming the subject) if the entry fails its recorded sizes and checksums."""
         path = self.entry_path(case)
+        problem = integrity_problem(path) if path.is_dir() else None
+        if problem is not None:
+            warnings.warn(
+                f"subject {case.id}: its cache entry {path} is corrupted ({problem}); rebuilding it", stacklevel=2
+            )
+            shutil.rmtree(path, ignore_errors=True)
         if not path.is_dir():
             subject = read_subject(case, allow_4d_channels=self.allow_4d_channels)
             write_entry(preprocess_subject(subject, self.settings, self.label_map), path)

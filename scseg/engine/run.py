@@ -10,6 +10,7 @@ Only rank 0 touches the run folder; other ranks train and evaluate their share.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -102,6 +103,24 @@ def _canonical_se_settings(cfg: DictConfig, canonical: DictConfig) -> None:
         OmegaConf.update(
             canonical, "se.positions", [p for p in positions if p != "bottleneck"], merge=False, force_add=True
         )
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and prove it takes a file, before anything is trained: a read-only file system (or a
+    folder this user may not write) is one ``ConfigError`` line naming the folder and the setting, not a traceback
+    after the first epoch."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            reason = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+            raise ConfigError(
+                f"paths.runs_dir: cannot write the run folder {folder} ({reason}); choose a writable paths.runs_dir"
+            ) from None
+        raise
 
 
 def run_folder(cfg: DictConfig, name: str | None = None) -> Path:
@@ -241,7 +260,7 @@ def run_training(
     try:
         decision = "fresh"
         if dist.is_main:
-            folder.mkdir(parents=True, exist_ok=True)
+            check_writable(folder)
             lock = rd.RunLock(folder)
             lock.acquire()
             decision = rd.resolve_resume(folder, digest, str(cfg.resume))

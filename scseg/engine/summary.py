@@ -14,6 +14,7 @@ cell.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -42,6 +43,14 @@ def git_commit() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version (None when absent): the analysis libraries behind a summary's numbers."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
         return None
 
 
@@ -80,6 +89,7 @@ def run_metadata(device: torch.device, wall_time_s: float) -> dict:
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
         "numpy_version": np.__version__,
+        "scipy_version": _version("scipy"),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": torch.cuda.get_device_name(device)

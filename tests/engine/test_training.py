@@ -308,3 +308,25 @@ def test_the_test_split_gets_boundary_metrics_and_reevaluation_keeps_them(tiny_c
 
     again = reevaluate(result.run_dir, split="test").summary
     assert again["fg_nsd_mean"] == pytest.approx(summary["fg_nsd_mean"])
+
+
+@pytest.mark.parametrize(("code", "reason"), [(30, "read-only file system"), (13, "permission denied")])
+def test_a_run_folder_that_cannot_be_written_is_one_line_before_training(tiny_config, monkeypatch, code, reason):
+    """A runs folder on a read-only file system (EROFS) or without write permission (EACCES; root ignores modes, so
+    both are produced at the write itself): one error naming the folder and paths.runs_dir, nothing trained."""
+    import errno
+    import pathlib
+
+    from scseg.config.check import ConfigError
+
+    real = pathlib.Path.write_bytes
+
+    def refuse(self, data):
+        if self.name.startswith(".write-test-"):
+            raise OSError(code, errno.errorcode[code].lower(), str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+    monkeypatch.setattr(trainer_module.Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(ConfigError, match=f"paths.runs_dir: cannot write the run folder .* \\({reason}\\)"):
+        run_training(tiny_config("unet"))
