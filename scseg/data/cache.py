@@ -79,6 +79,8 @@ def integrity_problem(path: Path) -> str | None:
         if _digest(file)["sha1"] != expected["sha1"]:
             return f"{name} differs from what was written (checksum)"
     return None
+
+
 SUBJECTS_DIR = "subjects"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from scseg.engine.inference import Predictor, counts_to_rows
+from scseg.engine.inference import Ensemble, Predictor, counts_to_rows
 from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.spec import nsd_tolerances
@@ -31,6 +31,25 @@ class Reevaluation:
     subjects: int
 
 
+def _predictor(spec, dm, model, device) -> Predictor:
+    """The run's own evaluation settings (batch size, restore, NSD tolerance, mirroring)."""
+    return Predictor(
+        model,
+        dm,
+        spec.trainer.eval_batch_size,
+        device,
+        resample=spec.trainer.eval_resample,
+        nsd_tolerance_mm=nsd_tolerances(spec.eval.nsd_tolerance_mm, dm.class_names),
+        tta=spec.eval.tta,
+    )
+
+
+def _score(predictor: Predictor, surfaces: bool, subjects) -> tuple[dict, dict | None]:
+    if surfaces:
+        return predictor.evaluate_with_surfaces(subjects)
+    return predictor.evaluate(subjects), None
+
+
 def reevaluate(
     run_dir: Path, split: str = "test", checkpoint: str = "best", device: torch.device | str = "cpu"
 ) -> Reevaluation:
@@ -46,19 +65,8 @@ def reevaluate(
     device = torch.device(device)
     model.to(device)
     dm.prepare()  # may write cache entries
-    predictor = Predictor(
-        model,
-        dm,
-        spec.trainer.eval_batch_size,
-        device,
-        resample=spec.trainer.eval_resample,
-        nsd_tolerance_mm=nsd_tolerances(spec.eval.nsd_tolerance_mm, dm.class_names),
-        tta=spec.eval.tta,
-    )
-    if spec.eval.surface_metrics:
-        counts, surfaces = predictor.evaluate_with_surfaces(dm.subjects(split))
-    else:
-        counts, surfaces = predictor.evaluate(dm.subjects(split)), None
+    predictor = _predictor(spec, dm, model, device)
+    counts, surfaces = _score(predictor, spec.eval.surface_metrics, dm.subjects(split))
     rows = counts_to_rows(counts, dm.class_names, surfaces)
     best_metric = state.get("best_metric")
     summary = build_summary(
@@ -84,4 +92,43 @@ def reevaluate(
     return Reevaluation(summary, per_case, summary_path, len(counts))
 
 
-__all__ = ["Reevaluation", "reevaluate"]
+def evaluate_ensemble(
+    run_dirs: list[Path], out: Path, split: str = "test", checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> Reevaluation:
+    """The ensemble of ``run_dirs`` (``scseg.engine.inference.Ensemble``) on ``split``: ``per_case.csv`` and
+    ``summary.json`` in ``out``, the summary from the first run's settings plus ``ensemble`` (the run folders)."""
+    started = time.perf_counter()
+    device = torch.device(device)
+    loaded = [(Path(r), *load_run(Path(r), checkpoint)) for r in run_dirs]
+    members = []
+    for run_dir, spec, dm, model, _ in loaded:
+        model.to(device)
+        members.append((str(run_dir), _predictor(spec, dm, model, device)))
+    ensemble = Ensemble(members)
+    spec, dm = loaded[0][1], loaded[0][2]
+    dm.prepare()
+    counts, surfaces = _score(ensemble, spec.eval.surface_metrics, dm.subjects(split))
+    rows = counts_to_rows(counts, dm.class_names, surfaces)
+    summary = build_summary(
+        spec,
+        rows,
+        dm.class_names,
+        split,
+        n_params=sum(count_parameters(m) for *_, m, _ in loaded),
+        checkpoint=None,
+        epoch=None,
+        best_epoch=None,
+        best_val_dice=None,
+        config_hash=None,
+        comparison_hash=None,
+        device=device,
+        wall_time_s=time.perf_counter() - started,
+    )
+    summary["ensemble"] = [str(r) for r in run_dirs]
+    out.mkdir(parents=True, exist_ok=True)
+    write_per_case(out / "per_case.csv", rows)
+    write_summary(out / "summary.json", summary)
+    return Reevaluation(summary, out / "per_case.csv", out / "summary.json", len(counts))
+
+
+__all__ = ["Reevaluation", "evaluate_ensemble", "reevaluate"]

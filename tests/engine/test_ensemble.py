@@ -3,6 +3,7 @@ the shared preprocessed grid, restored to each file's grid; runs that disagree a
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import nibabel as nib
@@ -51,3 +52,15 @@ def test_runs_that_disagree_are_refused_by_name(tiny_config):
     object.__setattr__(member.datamodule.label_map, "class_names", renamed)  # a run with another label map
     with pytest.raises(ValueError, match="renamed-run: its classes"):
         Ensemble([_member(base), ("renamed-run", member)])
+
+
+def test_scseg_evaluate_scores_an_ensemble_into_its_own_folder(tiny_config, tmp_path, capsys):
+    from scseg.cli.evaluate import main as evaluate
+
+    runs = [str(run_training(tiny_config("unet", f"seed={seed}")).run_dir) for seed in (0, 1)]
+    assert evaluate([*runs]) == 2 and "needs --out" in capsys.readouterr().err
+    out = tmp_path / "ensemble"
+    assert evaluate([*runs, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ensemble"] == runs and 0.0 <= summary["fg_mean"] <= 1.0
+    assert (out / "per_case.csv").is_file()
