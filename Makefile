@@ -31,7 +31,8 @@ $(TORCH_STAMP): | $(VENV)/bin/python
 $(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(VPY) -m pip install -q -e ".[dev,report]"
 	@# the opt-in fused SE kernels (trainer.se_kernels=fused), built once under a deadline; optional
-	$(VPY) -m scseg.models.se_fused --timeout 300 || echo "fused SE kernels not built: optional, the default gates need none"
+	$(VPY) -c "import sys; from scseg.models.se_fused import main; sys.exit(main(['--timeout', '300']))" \
+	  || echo "fused SE kernels not built: optional, the default gates need none"
 	touch $@
 
 install: $(STAMP) ## create .venv, install torch ($(TORCH_SPEC)) then scseg editable with dev extras (idempotent)

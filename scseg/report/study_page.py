@@ -52,7 +52,8 @@ def _sd_points(variance: float) -> str:
 def _effect_row(label: Sequence[str], effect: Effect) -> str:
     c = effect.components
     decide = ""
-    if effect.verdict in ("inconclusive", "too few runs"):
+    known = effect.n_runs >= 2  # one run: the spread between runs, so MDE and runs to decide, is unknown
+    if effect.verdict in ("inconclusive", "too few runs") and known:
         decide = str(effect.runs_to_decide) if effect.runs_to_decide else "> 100 (subjects limit)"
     verdict = effect.verdict + (f" ({effect.note})" if effect.note else "")
     relative = "-" if not math.isfinite(effect.relative) else f"{100 * effect.relative:+.1f} %"
@@ -65,7 +66,7 @@ def _effect_row(label: Sequence[str], effect: Effect) -> str:
         _sd_points(c.run),
         _sd_points(c.subject),
         _sd_points(c.residual),
-        format_points(effect.mde, signed=False),
+        format_points(effect.mde, signed=False) if known else "-",
         decide or "-",
         verdict,
     ]
@@ -165,8 +166,9 @@ def render(
             if cell is None:
                 cells.append("-")
                 continue
+            runs = f"{len(cell.runs)} run{'s' if len(cell.runs) != 1 else ''}"
             cells.append(
-                f"{_num(cell.mean)} ({len(cell.runs)} runs, spread {_num(cell.spread)}; val {_num(cell.val_dice)}; "
+                f"{_num(cell.mean)} ({runs}, spread {_num(cell.spread)}; val {_num(cell.val_dice)}; "
                 f"{cell.n_params:,} params)"
             )
         mark = " (under-trained)" if arch in analysis.under_trained else ""
