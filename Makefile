@@ -67,14 +67,14 @@ format: install ## ruff format + autofix
 summary: install ## parameters, multiply-adds and SE overhead of every arch x SE variant
 	$(VPY) -m scseg.models.summary
 
-# Issue 10's benchmarks (SE blocks, training step and trainer overhead, input pipeline, start-up, evaluation, GPU):
+# The benchmark suite (SE blocks, training step and trainer overhead, compile, precision, input pipeline, start-up, evaluation, GPU):
 # markdown to stdout, every raw time in $(BENCH_JSON), and the page $(BENCH_PAGE) regenerated. Run it on an idle
 # machine (about 10-12 minutes on 2 cores); BENCH_ARGS adds options, e.g. BENCH_ARGS="--sections se_blocks,training".
 # MONAI, the evaluation section's optional reference: $(VPY) -m pip install -e ".[bench]".
 BENCH_JSON ?= runs/benchmark.json
 BENCH_PAGE ?= docs/benchmarks.md
 BENCH_ARGS ?=
-bench: install ## benchmarks of issue 10 on an idle machine: JSON + docs/benchmarks.md (~10-12 min on 2 cores)
+bench: install ## the benchmark suite on an idle machine: JSON + docs/benchmarks.md (~12-15 min on 2 cores)
 	$(VPY) scripts/benchmark.py --out $(BENCH_JSON) --markdown $(BENCH_PAGE) --command "make bench $(BENCH_ARGS)" $(BENCH_ARGS)
 
 gpu-check: install ## on a CUDA machine: every architecture with bf16 + compile, DDP/NCCL, the GPU benchmark (<= 8 min)
@@ -95,7 +95,7 @@ study: install ## the 3 x 4 comparison on your data: make study DATA=<nnU-Net fo
 	  "paths.runs_dir=$(RUNS)" $(STUDY_ARGS); status=$$?; \
 	$(VENV)/bin/scseg-compare "$(RUNS)/$(STUDY_NAME)"; exit $$status
 
-# The paper's four-way comparison on real data at the CPU presets (issue 11), then its results page. Each task's grid
+# The paper's four-way comparison on real data at the CPU presets, then its results page. Each task's grid
 # runs two jobs of one thread each (LAUNCHER=local: one job at a time with all threads; same run folders either way; ~7 %
 # faster on 2 cores, see configs/launcher/joblib.yaml); rerunning the same command resumes.
 # SEEDS=0,1,2 MODELS=unet for the extra seeds of U-Net. The pages are written only from finished run folders.
