@@ -234,7 +234,7 @@ def _is_run_folder(path: Path) -> bool:
     )
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
     with path.open(encoding="utf-8") as fh:
         data = json.load(fh)
     if not isinstance(data, dict):
@@ -242,7 +242,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _as_float(value: object) -> float:
+def as_float(value: object) -> float:
     if value is None or value == "":
         return math.nan
     return float(value)  # type: ignore[arg-type]
@@ -251,7 +251,7 @@ def _as_float(value: object) -> float:
 def _optional_float(value: object) -> float:
     """A column only the results page needs (n_ref): NaN when absent or unreadable, never a reason to drop the file."""
     try:
-        return _as_float(value)
+        return as_float(value)
     except (TypeError, ValueError):
         return math.nan
 
@@ -273,7 +273,7 @@ def read_per_case(path: Path) -> list[CaseDice]:
                         str(row["subject"]),
                         int(row["class_id"]),
                         str(row["class_name"]),
-                        _as_float(row["dice"]),
+                        as_float(row["dice"]),
                         _optional_float(row.get("n_ref")),
                     )
                 )
@@ -296,7 +296,7 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
     if not isinstance(per_subject, dict):
         raise ValueError(f"{where}: fg_dice_per_subject must map subject id -> Dice")
     try:
-        dice = {str(k): _as_float(v) for k, v in per_subject.items()}
+        dice = {str(k): as_float(v) for k, v in per_subject.items()}
         seed = int(summary["seed"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: expected an integer seed and numeric Dice values ({err})") from err
@@ -324,7 +324,7 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
     status_path = path / "status.json"
     if status_path.is_file():
         try:
-            state = str(_read_json(status_path).get("state", "unknown"))
+            state = str(read_json_object(status_path).get("state", "unknown"))
         except (OSError, ValueError) as err:
             return None, [Problem(path.name, f"unreadable {status_path}: {err}", arch, variant, seed)]
 
@@ -340,7 +340,7 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
         why = "still running" if state == "running" else "no summary.json"
         return None, [problem(f"{why} (state: {state})")]
     try:
-        run = _run_from_summary(path, _read_json(summary_path), default_aggregation)
+        run = _run_from_summary(path, read_json_object(summary_path), default_aggregation)
     except (OSError, ValueError) as err:
         return None, [problem(f"unusable summary.json: {err}")]
     matched = run.summary.get("capacity_match") if run.summary else None
@@ -365,7 +365,7 @@ def _load_one(path: Path, default_aggregation: str) -> tuple[Run | None, list[Pr
 
 def _failure_reason(status_path: Path) -> str:
     try:
-        trace = str(_read_json(status_path).get("traceback") or "").strip()
+        trace = str(read_json_object(status_path).get("traceback") or "").strip()
     except (OSError, ValueError):
         trace = ""
     last = trace.splitlines()[-1] if trace else "no traceback recorded"

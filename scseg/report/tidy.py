@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from scseg.atomic import atomic_write_text
+from scseg.report.runs import as_float, read_json_object
 from scseg.run_identity import read_run_name
 
 COLUMNS: tuple[str, ...] = (
@@ -98,19 +98,6 @@ def variant_label(se: str, aggregation: str | None, gate_scale: float = 1.0, cap
     return label
 
 
-def _float(value: object) -> float:
-    if value is None or value == "":
-        return math.nan
-    return float(value)  # type: ignore[arg-type]
-
-
-def _read_json(path: Path) -> dict:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
-
-
 def rows_of_run(folder: Path) -> list[CaseRow]:
     """The tidy rows of one finished run folder (``summary.json`` and ``per_case.csv``); background left out.
 
@@ -120,7 +107,7 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
     for path in (summary_path, per_case_path):
         if not path.is_file():
             raise ValueError(f"{path}: missing; a finished run folder has summary.json and per_case.csv")
-    summary = _read_json(summary_path)
+    summary = read_json_object(summary_path)
     try:
         se = str(summary["se"])
         aggregation = summary.get("aggregation")
@@ -147,7 +134,7 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
             "dirty": {True: "yes", False: "no"}.get(summary.get("git_dirty"), ""),
             "cpu": str(summary.get("cpu_model") or ""),
             "se_kernels": str(summary.get("se_kernels") or ""),
-            "val_dice": _float(summary.get("best_val_dice")),
+            "val_dice": as_float(summary.get("best_val_dice")),
         }
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{summary_path}: unusable run identity ({err})") from err
@@ -164,10 +151,10 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
                         subject=str(row["subject"]),
                         class_id=class_id,
                         structure=str(row["class_name"]),
-                        n_ref=_float(row.get("n_ref")),
-                        dice=_float(row["dice"]),
-                        hd95=_float(row.get("hd95")),
-                        nsd=_float(row.get("nsd")),
+                        n_ref=as_float(row.get("n_ref")),
+                        dice=as_float(row["dice"]),
+                        hd95=as_float(row.get("hd95")),
+                        nsd=as_float(row.get("nsd")),
                     )
                 )
             except (KeyError, TypeError, ValueError) as err:
@@ -183,7 +170,11 @@ def collect(experiment: Path) -> tuple[list[CaseRow], list[str]]:
     notes: list[str] = []
     for folder in sorted(p for p in experiment.iterdir() if p.is_dir() and not p.name.startswith(".")):
         status = folder / "status.json"
-        state = _read_json(status).get("state") if status.is_file() else None
+        try:
+            state = read_json_object(status).get("state") if status.is_file() else None
+        except (OSError, ValueError) as err:
+            notes.append(f"{folder.name}: left out (unreadable {status.name}: {err})")
+            continue
         if state != "done":
             notes.append(f"{folder.name}: left out (state {state or 'unknown'})")
             continue
@@ -246,14 +237,14 @@ def read_csv(path: Path) -> list[CaseRow]:
                         dirty=row["dirty"],
                         cpu=row["cpu"],
                         se_kernels=row["se_kernels"],
-                        val_dice=_float(row["val_dice"]),
+                        val_dice=as_float(row["val_dice"]),
                         subject=row["subject"],
                         class_id=int(row["class_id"]),
                         structure=row["structure"],
-                        n_ref=_float(row["n_ref"]),
-                        dice=_float(row["dice"]),
-                        hd95=_float(row["hd95"]),
-                        nsd=_float(row["nsd"]),
+                        n_ref=as_float(row["n_ref"]),
+                        dice=as_float(row["dice"]),
+                        hd95=as_float(row["hd95"]),
+                        nsd=as_float(row["nsd"]),
                     )
                 )
             except (TypeError, ValueError) as err:

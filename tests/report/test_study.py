@@ -84,10 +84,13 @@ def test_collect_round_trips_through_the_csv(tmp_path):
     _run_folder(root, "unet-scse-add-seed0-bbbbbbbb", "scse", 0, 0.85, se_gate_scale=1.0)
     _run_folder(root, "unet-none-seed0-cccccccc", "none", 0, 0.82, capacity_match={"variant": "scse", "ratio": 1.0})
     (root / "unet-cse-seed0-dddddddd").mkdir()  # unfinished: left out with a note
+    (root / "unet-sse-seed0-eeeeeeee").mkdir()
+    (root / "unet-sse-seed0-eeeeeeee" / "status.json").write_text("{cut short")  # unreadable: a note, no crash
     rows, notes = collect(root)
     assert {r.variant for r in rows} == {"none", "scse", "none-wide-scse"}
     assert all(r.class_id != 0 for r in rows)  # background is not a structure
     assert any("unet-cse-seed0-dddddddd" in n for n in notes)
+    assert any("unet-sse-seed0-eeeeeeee" in n and "unreadable status.json" in n for n in notes)
     out = tmp_path / "per_case.csv"
     assert main(["collect", str(root), "--csv", str(out)]) == 0
     again = read_csv(out)
