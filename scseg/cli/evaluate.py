@@ -1,5 +1,6 @@
 """``scseg-evaluate RUN_DIR [--split test]``: evaluate a finished run's best checkpoint on whole volumes
-(``scseg-evaluate RUN_DIR RUN_DIR ... --out DIR``: their ensemble).
+(``scseg-evaluate RUN_DIR RUN_DIR ... --out DIR [--weights W W ...]``: their ensemble, or the fusion of runs sliced
+along different axes; see ``scseg.engine.inference.combine``).
 
 Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the data module and the model, loads
 ``checkpoints/best.pt`` (``weights_only``, never executing code) and writes ``per_case[_<split>].csv`` and
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a run's best checkpoint on whole volumes.")
     parser.add_argument("run_dir", type=Path, nargs="+", help="a run folder, or several: their ensemble (needs --out)")
     parser.add_argument("--out", type=Path, default=None, help="where an ensemble's per_case.csv / summary.json go")
+    parser.add_argument(
+        "--weights", type=float, nargs="+", default=None, help="one weight per run for an ensemble or fusion"
+    )
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -37,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if len(args.run_dir) > 1:
-            result = evaluate_ensemble(args.run_dir, args.out, args.split, args.checkpoint, args.device)
+            result = evaluate_ensemble(
+                args.run_dir, args.out, args.split, args.checkpoint, args.device, weights=args.weights
+            )
         else:
             result = reevaluate(args.run_dir[0], args.split, args.checkpoint, args.device)
     except (OSError, ValueError, RuntimeError, DataError, DiskFullError) as exc:

@@ -1,5 +1,6 @@
 """``scseg-predict RUN_DIR [RUN_DIR ...] IN OUT``: segment an image, or every image of a folder, with a trained run
-or an ensemble of runs (their class probabilities averaged; see ``scseg.engine.inference.Ensemble``).
+or an ensemble of runs (their class probabilities averaged, ``--weights`` one per run; runs sliced along different axes
+are fused view by view; see ``scseg.engine.inference.combine``).
 
 IN is a folder or one image file. Each ``.nii``, ``.nii.gz`` or ``.mgz`` image in a folder IN (for multi-modality
 runs, nnU-Net style ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ... are grouped) gives ``<case>.nii.gz`` in the
@@ -25,7 +26,7 @@ from scseg.data.errors import DataError
 from scseg.data.io import write_label
 from scseg.data.layouts import group_file, group_images, is_image_name
 from scseg.engine.allocator import tune_allocator
-from scseg.engine.inference import Ensemble, Predictor
+from scseg.engine.inference import Predictor, combine
 from scseg.engine.loading import load_run
 
 
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         "output",
         type=Path,
         help="for a single input file: a label file (.nii, .nii.gz, .mgz); else a folder for <case>.nii.gz",
+    )
+    parser.add_argument(
+        "--weights", type=float, nargs="+", default=None, help="one weight per run for an ensemble or fusion"
     )
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 model, dm, spec.trainer.eval_batch_size, device, resample=spec.trainer.eval_resample, tta=spec.eval.tta
             )
             members.append((str(run_dir), predictor))
-        predictor = members[0][1] if len(members) == 1 else Ensemble(members)
+        predictor = combine(members, args.weights)
         dm = predictor.datamodule
         for case, paths in cases.items():
             subject = dm.prepare_images(paths, case_id=case)

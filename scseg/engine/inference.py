@@ -14,7 +14,9 @@ Nothing here loads a checkpoint (``scseg.engine.loading`` does) or reads a comma
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scseg.data.preprocess import RESTORE_MODES, restore, wants_probabilities
+from scseg.data.preprocess import RESTORE_MODES, PreprocessMeta, restore, wants_probabilities
+from scseg.data.types import Case
 from scseg.metrics import DEFAULT_NSD_TOLERANCE_MM, ClassCounts, class_counts, per_case_rows, surface_metrics
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
@@ -158,12 +161,14 @@ class Ensemble(Predictor):
     ``members`` are ``(name, predictor)`` pairs; the first sets the data module, batch size, restore mode, NSD
     tolerance and test-time mirroring of the whole. Every member must have the same classes and preprocess subjects
     identically (settings, slice canvas, 2.5D context, normalisation): a ``ValueError`` names the run and what
-    differs otherwise. Runs sliced along other axes (multi-view fusion) are not members of one ensemble.
+    differs otherwise. Runs sliced along other axes are fused by :class:`MultiViewFusion` instead. ``weights``
+    (default: equal) weigh the members' probabilities; they are normalised to sum to 1.
     """
 
-    def __init__(self, members: Sequence[tuple[str, Predictor]]) -> None:
+    def __init__(self, members: Sequence[tuple[str, Predictor]], weights: Sequence[float] | None = None) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one run")
+        self.weights = _normalised_weights(weights, len(members))
         first_name, first = members[0]
         super().__init__(
             first.model,
@@ -187,10 +192,126 @@ class Ensemble(Predictor):
 
     def stacked(self, subject: Any) -> np.ndarray:
         total = None
-        for member in self.members:
-            probs = member.stacked_probabilities(subject)
+        for member, weight in zip(self.members, self.weights, strict=True):
+            probs = member.stacked_probabilities(subject) * np.float32(weight)
             total = probs if total is None else total + probs
-        return total / len(self.members)
+        return total
+
+
+class MultiViewFusion(Predictor):
+    """Runs of the same data sliced along different axes (e.g. coronal, axial, sagittal), fused at probability level
+    in the subject's own geometry with per-view ``weights`` (FastSurfer: axial 0.4, coronal 0.4, sagittal 0.2; the
+    authors' QuickNAT code sums coronal and axial; default: equal), normalised to sum to 1.
+
+    Each view preprocesses the subject its own way (in-plane padding follows the slice axis), so probabilities
+    cannot be averaged on one preprocessed grid. They are averaged on the subject's resampled canonical grid, inside
+    the union of the views' crop boxes (background with probability 1 where a view's crop does not reach), and the
+    result is restored to the file's grid like a single run's. Views must share classes and the resampled grid
+    (``data.preprocess.target_spacing``); a ``ValueError`` names the run otherwise.
+    """
+
+    def __init__(self, members: Sequence[tuple[str, Predictor]], weights: Sequence[float] | None = None) -> None:
+        if not members:
+            raise ValueError("a multi-view fusion needs at least one run")
+        self.weights = _normalised_weights(weights, len(members))
+        first_name, first = members[0]
+        super().__init__(
+            first.model,
+            first.datamodule,
+            first.batch_size,
+            first.device,
+            first.forward,
+            first.resample,
+            first.nsd_tolerance_mm,
+            first.tta,
+        )
+        classes = tuple(first.datamodule.class_names)
+        for name, member in members[1:]:
+            other = tuple(member.datamodule.class_names)
+            if other != classes:
+                raise ValueError(
+                    f"run {name}: its classes ({other}) differ from run {first_name}'s ({classes}); views fuse "
+                    "probabilities of runs with the same label map"
+                )
+        self.names = [name for name, _ in members]
+        self.members = [member for _, member in members]
+
+    def _view_subject(self, member: Predictor, subject: Any) -> Any:
+        """The subject as ``member`` preprocesses it (its own slice axis and canvas), from the same files."""
+        if member.datamodule is self.datamodule:
+            return subject
+        meta = subject.meta
+        case = Case(
+            id=meta.id,
+            image_paths=tuple(Path(p) for p in meta.image_paths),
+            label_path=None if meta.label_path is None else Path(meta.label_path),
+        )
+        return member.datamodule.subject(case)
+
+    def stacked(self, subject: Any) -> np.ndarray:
+        """Fused class probabilities ``(K, *box)`` on the resampled canonical grid's crop-box union (see
+        :meth:`predict`, which restores them with the matching geometry)."""
+        return self._fuse(subject)[0]
+
+    def _fuse(self, subject: Any) -> tuple[np.ndarray, PreprocessMeta]:
+        views = []
+        for name, member in zip(self.names, self.members, strict=True):
+            own = self._view_subject(member, subject)
+            if tuple(own.meta.resampled_shape) != tuple(subject.meta.resampled_shape):
+                raise ValueError(
+                    f"run {name}: subject {subject.meta.id} resampled to {tuple(own.meta.resampled_shape)}, the first "
+                    f"view to {tuple(subject.meta.resampled_shape)}; views fuse on one grid (same "
+                    "data.preprocess.target_spacing)"
+                )
+            views.append((member, own))
+        box = tuple(
+            (min(own.meta.crop[a][0] for _, own in views), max(own.meta.crop[a][1] for _, own in views))
+            for a in range(3)
+        )
+        shape = tuple(hi - lo for lo, hi in box)
+        total = None
+        for (member, own), weight in zip(views, self.weights, strict=True):
+            probs = member.stacked_probabilities(own)
+            meta = own.meta
+            unpad = tuple(slice(b, n - a) for (b, a), n in zip(meta.pad, meta.shape, strict=True))
+            view = np.zeros((probs.shape[0], *shape), dtype=np.float32)
+            view[0] = 1.0  # background where this view's crop does not reach
+            inside = tuple(slice(c0 - b0, c1 - b0) for (c0, c1), (b0, _) in zip(meta.crop, box, strict=True))
+            view[(slice(None), *inside)] = probs[(slice(None), *unpad)]
+            view *= np.float32(weight)
+            total = view if total is None else total + view
+        fused_meta = dataclasses.replace(
+            subject.meta, crop=box, pad=((0, 0), (0, 0), (0, 0)), shape=tuple(int(s) for s in shape)
+        )
+        return total, fused_meta
+
+    def predict(self, subject: Any, grid: str = "file") -> np.ndarray:
+        """Label volume of the fused views in the subject's file grid (``grid="canonical"``: RAS+ canonical)."""
+        fused, meta = self._fuse(subject)
+        return restore(fused, meta, self.resample, grid)
+
+
+def combine(members: Sequence[tuple[str, Predictor]], weights: Sequence[float] | None = None) -> Predictor:
+    """One predictor from several runs: the run itself, an :class:`Ensemble` when they preprocess alike, or a
+    :class:`MultiViewFusion` when they slice along different axes (any other difference: the ensemble's error)."""
+    if len(members) == 1 and weights is None:
+        return members[0][1]
+    axes = {member.datamodule.settings.axis for _, member in members}
+    if len(axes) > 1:
+        return MultiViewFusion(members, weights)
+    return Ensemble(members, weights)
+
+
+def _normalised_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0 / n] * n
+    values = [float(w) for w in weights]
+    if len(values) != n:
+        raise ValueError(f"{len(values)} weights for {n} runs: give one weight per run")
+    if any(not w >= 0 or w == float("inf") for w in values) or sum(values) <= 0:
+        raise ValueError(f"weights {values}: expected non-negative finite numbers with a positive sum")
+    total = sum(values)
+    return [w / total for w in values]
 
 
 # What every run of an ensemble must share (read from each run's data module).
@@ -218,4 +339,14 @@ def subject_id(subject: Any) -> str:
     return str(subject.id)
 
 
-__all__ = ["MIRRORS", "TTA_MODES", "Ensemble", "ForwardFn", "Predictor", "counts_to_rows", "subject_id"]
+__all__ = [
+    "MIRRORS",
+    "TTA_MODES",
+    "Ensemble",
+    "ForwardFn",
+    "MultiViewFusion",
+    "Predictor",
+    "combine",
+    "counts_to_rows",
+    "subject_id",
+]

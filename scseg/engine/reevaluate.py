@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from scseg.engine.inference import Ensemble, Predictor, counts_to_rows
+from scseg.engine.inference import MultiViewFusion, Predictor, combine, counts_to_rows
 from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.spec import nsd_tolerances
@@ -93,10 +93,17 @@ def reevaluate(
 
 
 def evaluate_ensemble(
-    run_dirs: list[Path], out: Path, split: str = "test", checkpoint: str = "best", device: torch.device | str = "cpu"
+    run_dirs: list[Path],
+    out: Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    device: torch.device | str = "cpu",
+    weights: list[float] | None = None,
 ) -> Reevaluation:
-    """The ensemble of ``run_dirs`` (``scseg.engine.inference.Ensemble``) on ``split``: ``per_case.csv`` and
-    ``summary.json`` in ``out``, the summary from the first run's settings plus ``ensemble`` (the run folders)."""
+    """The ensemble of ``run_dirs`` on ``split`` (``scseg.engine.inference.combine``: an ensemble of runs that
+    preprocess alike, a multi-view fusion of runs sliced along different axes), ``weights`` per run (default equal):
+    ``per_case.csv`` and ``summary.json`` in ``out``, the summary from the first run's settings plus ``ensemble``
+    (the run folders), ``ensemble_weights`` and ``ensemble_kind`` (``ensemble`` or ``views``)."""
     started = time.perf_counter()
     device = torch.device(device)
     loaded = [(Path(r), *load_run(Path(r), checkpoint)) for r in run_dirs]
@@ -104,7 +111,7 @@ def evaluate_ensemble(
     for run_dir, spec, dm, model, _ in loaded:
         model.to(device)
         members.append((str(run_dir), _predictor(spec, dm, model, device)))
-    ensemble = Ensemble(members)
+    ensemble = combine(members, weights)
     spec, dm = loaded[0][1], loaded[0][2]
     dm.prepare()
     counts, surfaces = _score(ensemble, spec.eval.surface_metrics, dm.subjects(split))
@@ -125,6 +132,8 @@ def evaluate_ensemble(
         wall_time_s=time.perf_counter() - started,
     )
     summary["ensemble"] = [str(r) for r in run_dirs]
+    summary["ensemble_weights"] = [round(w, 6) for w in getattr(ensemble, "weights", [1.0])]
+    summary["ensemble_kind"] = "views" if isinstance(ensemble, MultiViewFusion) else "ensemble"
     out.mkdir(parents=True, exist_ok=True)
     write_per_case(out / "per_case.csv", rows)
     write_summary(out / "summary.json", summary)
