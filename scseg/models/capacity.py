@@ -28,6 +28,7 @@ WIDTH_KNOBS: dict[str, tuple[str, ...]] = {
     "fcdensenet56": ("first_filters", "growth_rate"),
     "fcdensenet67": ("first_filters", "growth_rate"),
     "fcdensenet103": ("first_filters", "growth_rate"),
+    "quicknat": ("num_filters",),
 }
 MAX_WIDENING = 2.0
 
