@@ -7,7 +7,11 @@ number means:
 - a cell (architecture x variant) reports the mean over its runs of their mean subject score, and the spread
   between runs (std over runs, ddof 1);
 - every comparison is :func:`scseg.report.effects.compare` on runs x subjects matrices paired by seed and fold;
-  one family per table, Bonferroni over it.
+  one family per table, Bonferroni over it;
+- boundary metrics (HD95 in mm, NSD), where the runs computed them: each SE variant against ``none`` by the same
+  estimator on the subject's mean over structures, HD95 as ``none - variant`` (a reduction is positive, so
+  ``better`` means better for every metric), with their own equivalence margins. They never decide a claim (the
+  paper's claims are about Dice).
 
 Under-trained cells: an architecture whose ``none`` has a mean best validation Dice more than
 ``under_trained_margin`` below the task's best ``none`` is shown, marked, and left out of the claims (its SE
@@ -64,6 +68,8 @@ class StudySettings:
     magnitude_arch: str = "unet"
     magnitude_band: tuple[float, float] = (0.04, 0.09)
     n_boot: int = 10_000
+    hd95_margin_mm: float = 1.0  # HD95 effects inside +-1 mm are equivalent (about one voxel at the CPU presets' 2 mm)
+    nsd_margin: float = 0.01  # NSD effects inside +-1 point are equivalent (as for Dice)
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> StudySettings:
@@ -114,6 +120,8 @@ class StudyAnalysis:
     small_vs_large: list[tuple[str, Effect]] = field(default_factory=list)
     volume_slopes: dict[str, float] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    # (metric, arch, effect): each SE variant vs none on a boundary metric (see BOUNDARY_METRICS)
+    boundary: list[tuple[str, str, Effect]] = field(default_factory=list)
 
 
 def arch_name(arch: str) -> str:
@@ -125,14 +133,22 @@ def _order(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
     return [v for v in preferred if v in values] + sorted(values - set(preferred))
 
 
-def subject_scores(rows: Iterable[CaseRow], structures: set[str] | None = None) -> dict[tuple, float]:
-    """``{(arch, variant, run_key, subject): mean Dice over the (chosen) structures}``; undefined Dice left out."""
+# Boundary metrics compared like Dice: (CaseRow field, True when lower is better).
+BOUNDARY_METRICS: dict[str, bool] = {"hd95": True, "nsd": False}
+
+
+def subject_scores(
+    rows: Iterable[CaseRow], structures: set[str] | None = None, metric: str = "dice"
+) -> dict[tuple, float]:
+    """``{(arch, variant, run_key, subject): mean of metric over the (chosen) structures}``; undefined values (NaN)
+    left out. ``metric`` is a per-structure field of :class:`CaseRow`: ``dice``, ``hd95`` or ``nsd``."""
     sums: dict[tuple, list[float]] = defaultdict(list)
     for row in rows:
         if structures is not None and row.structure not in structures:
             continue
-        if not math.isnan(row.dice):
-            sums[(row.arch, row.variant, row.run_key, row.subject)].append(row.dice)
+        value = getattr(row, metric)
+        if not math.isnan(value):
+            sums[(row.arch, row.variant, row.run_key, row.subject)].append(value)
     return {key: float(np.mean(values)) for key, values in sums.items()}
 
 
@@ -230,8 +246,40 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
         effect = _compare(scores, arch, x, y, len(controls), settings, seed=200 + i)
         analysis.controls.append((arch, effect, why))
     _small_vs_large(analysis, rows, settings)
+    _boundary(analysis, rows, plan, settings)
     analysis.claims = _claims(analysis, settings)
     return analysis
+
+
+def _boundary(
+    analysis: StudyAnalysis, rows: Sequence[CaseRow], plan: Sequence[tuple[str, str]], settings: StudySettings
+) -> None:
+    """Each SE variant vs none on HD95 and NSD, for the cells whose runs all computed them (runs from before the
+    boundary metrics have NaN there, and a comparison needs both sides)."""
+    margins = {"hd95": settings.hd95_margin_mm, "nsd": settings.nsd_margin}
+    for m, (metric, lower_is_better) in enumerate(BOUNDARY_METRICS.items()):
+        scores = subject_scores(rows, metric=metric)
+        measured = {(k[0], k[1]) for k in scores}
+        pairs = [(a, v) for a, v in plan if (a, v) in measured and (a, "none") in measured]
+        for i, (arch, variant) in enumerate(pairs):
+            first, second = (_cell_map(scores, arch, v) for v in (variant, "none"))
+            ma, mb, _, _ = align(first, second)
+            names = (variant, "none")
+            if lower_is_better:  # none - variant: a reduction is positive
+                ma, mb, names = mb, ma, ("none", variant)
+            effect = compare(
+                ma,
+                mb,
+                names=names,
+                family_size=len(pairs),
+                alpha=settings.alpha,
+                margin=margins[metric],
+                n_boot=settings.n_boot,
+                seed=400 + 100 * m + i,
+            )
+            if lower_is_better:  # relative to none's distance, not the variant's
+                effect = dataclasses.replace(effect, relative=effect.estimate / float(np.nanmean(ma)))
+            analysis.boundary.append((metric, arch, effect))
 
 
 def _small_vs_large(analysis: StudyAnalysis, rows: Sequence[CaseRow], settings: StudySettings) -> None:

@@ -39,17 +39,27 @@ def _num(value: float, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _ci(effect: Effect) -> str:
+def _ci(effect: Effect, fmt=format_points) -> str:
     if not math.isfinite(effect.ci_low):
         return "-"
-    return f"[{format_points(effect.ci_low)}, {format_points(effect.ci_high)}]"
+    return f"[{fmt(effect.ci_low)}, {fmt(effect.ci_high)}]"
 
 
-def _sd_points(variance: float) -> str:
-    return "-" if variance is None or not math.isfinite(variance) else f"{100 * math.sqrt(variance):.2f}"
+def _sd_points(variance: float, scale: float = 100.0) -> str:
+    return "-" if variance is None or not math.isfinite(variance) else f"{scale * math.sqrt(variance):.2f}"
 
 
-def _effect_row(label: Sequence[str], effect: Effect) -> str:
+def _mm(value: float, signed: bool = True) -> str:
+    """A distance difference in mm (HD95)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _effect_row(label: Sequence[str], effect: Effect, unit: str = "points") -> str:
+    """One effect; ``unit`` ``points`` (Dice, NSD: fractions shown x100) or ``mm`` (HD95)."""
+    fmt = _mm if unit == "mm" else format_points
+    scale = 1.0 if unit == "mm" else 100.0
     c = effect.components
     decide = ""
     known = effect.n_runs >= 2  # one run: the spread between runs, so MDE and runs to decide, is unknown
@@ -59,14 +69,14 @@ def _effect_row(label: Sequence[str], effect: Effect) -> str:
     relative = "-" if not math.isfinite(effect.relative) else f"{100 * effect.relative:+.1f} %"
     cells = [
         *label,
-        format_points(effect.estimate),
+        fmt(effect.estimate),
         relative,
-        _ci(effect),
+        _ci(effect, fmt),
         f"{effect.n_runs} x {effect.n_subjects}",
-        _sd_points(c.run),
-        _sd_points(c.subject),
-        _sd_points(c.residual),
-        format_points(effect.mde, signed=False) if known else "-",
+        _sd_points(c.run, scale),
+        _sd_points(c.subject, scale),
+        _sd_points(c.residual, scale),
+        fmt(effect.mde, signed=False) if known else "-",
         decide or "-",
         verdict,
     ]
@@ -79,13 +89,49 @@ EFFECT_HEADER = (
 )
 
 
-def _effect_table(first: Sequence[str], rows: list[tuple[Sequence[str], Effect]]) -> list[str]:
+def _effect_table(
+    first: Sequence[str], rows: list[tuple[Sequence[str], Effect]], header: str | None = None, unit: str = "points"
+) -> list[str]:
     if not rows:
         return ["(no such comparison in this study)"]
     level = f"{100 * rows[0][1].level:.2f} %"
-    head = "| " + " | ".join(first) + " " + EFFECT_HEADER.format(level=level)
+    head = "| " + " | ".join(first) + " " + (header or EFFECT_HEADER).format(level=level)
     sep = "|" + "---|" * (len(first) + 10)
-    return [head, sep, *(_effect_row(label, e) for label, e in rows)]
+    return [head, sep, *(_effect_row(label, e, unit) for label, e in rows)]
+
+
+BOUNDARY_TITLES = {
+    "hd95": ("HD95 reduction (none - variant, mm)", "mm", "Δ HD95 (mm, reduction > 0)"),
+    "nsd": ("NSD (variant - none, points)", "points", "Δ NSD (points)"),
+}
+
+
+def _boundary_section(analysis: StudyAnalysis) -> list[str]:
+    """Each SE variant vs none on HD95 and NSD (only where the runs computed them)."""
+    if not analysis.boundary:
+        return []
+    s = analysis.settings
+    out = [
+        "",
+        "## Boundary metrics: each SE variant vs none",
+        "",
+        "The subject's mean over structures of HD95 (95th-percentile Hausdorff distance, mm, in each file's voxel "
+        "spacing) and NSD (normalised surface Dice at the tolerance in the runs' `eval.nsd_tolerance_mm`), compared "
+        "by the same estimator; HD95 as none - variant, so `better` is a smaller distance. Equivalence margins: "
+        f"+-{s.hd95_margin_mm:g} mm (`hd95_margin_mm`) and +-{100 * s.nsd_margin:g} point(s) (`nsd_margin`). "
+        "Secondary: they decide no claim.",
+    ]
+    for metric, (title, unit, head) in BOUNDARY_TITLES.items():
+        rows = [
+            ((arch_name(a), variant_name(e.b if metric == "hd95" else e.a)), e)
+            for m, a, e in analysis.boundary
+            if m == metric
+        ]
+        if not rows:
+            continue
+        header = EFFECT_HEADER.replace("Δ Dice (points)", head)
+        out += ["", f"### {title}", "", *_effect_table(["Architecture", "Variant"], rows, header, unit)]
+    return out
 
 
 def _provenance(rows: Sequence[CaseRow]) -> list[str]:
@@ -201,6 +247,7 @@ def render(
         "",
         "The slope is the least-squares slope of each structure's cSE - none effect (points) on log10 of its mean "
         "reference volume (voxels): positive means cSE does relatively worse on smaller structures.",
+        *_boundary_section(analysis),
         "",
         "## Provenance",
         "",

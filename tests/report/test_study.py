@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scseg.cli.study import main
@@ -144,3 +145,36 @@ def test_each_committed_page_regenerates_from_its_committed_csv(page, tmp_path):
     assert main(args) == 0
     committed = page.read_text(encoding="utf-8").replace(f"![effects vs none]({page.stem}_effects.png)\n\n", "")
     assert out.read_text(encoding="utf-8") == committed
+
+
+def test_boundary_metrics_are_compared_with_lower_hd95_as_better():
+    """HD95 2 mm smaller for scSE on every run and subject -> better (a positive reduction); NSD unchanged within a
+    tight spread -> equivalent; runs without boundary metrics (NaN) are left out, not counted as zero."""
+    import dataclasses as dc
+
+    rng = np.random.default_rng(0)
+    base = read_csv(FIXTURE / "per_case.csv")
+    rows = []
+    for row in base:
+        if row.arch != "unet" or row.variant not in ("none", "scse"):
+            continue
+        shift = -2.0 if row.variant == "scse" else 0.0
+        hd95 = 6.0 + shift + rng.normal(0, 0.2)
+        rows.append(dc.replace(row, hd95=hd95, nsd=0.9 + rng.normal(0, 0.001)))
+    analysis = analyse(rows, StudySettings(n_boot=2000))
+    effects = {m: e for m, _, e in analysis.boundary}
+    assert effects["hd95"].verdict == "better" and effects["hd95"].estimate == pytest.approx(2.0, abs=0.1)
+    assert effects["hd95"].relative == pytest.approx(2.0 / 6.0, abs=0.02)  # relative to none's distance
+    assert effects["nsd"].verdict == "equivalent"
+    page = render_page(analysis, rows)
+    assert "## Boundary metrics" in page and "HD95 reduction" in page
+
+    no_boundary = [dc.replace(r, hd95=float("nan"), nsd=float("nan")) for r in rows]
+    assert analyse(no_boundary, StudySettings(n_boot=200)).boundary == []
+    assert "## Boundary metrics" not in render_page(analyse(no_boundary, StudySettings(n_boot=200)), no_boundary)
+
+
+def render_page(analysis, rows) -> str:
+    from scseg.report.study_page import render
+
+    return render(analysis, rows, task="t", command="c", csv_name="per_case.csv", figure_name=None)
