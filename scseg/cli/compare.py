@@ -10,8 +10,8 @@ Reads every run folder ``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>/`` (its ``s
 
 - ``comparison.md``: the paper's table (architectures x none / cSE / sSE / scSE, mean ± std over test
   subjects of the subject-level foreground Dice, each subject first averaged over seeds), each variant minus
-  ``none`` with a paired Wilcoxon signed-rank p-value, per-structure Dice tables per architecture, and every
-  failed, running, unusable or missing run;
+  ``none`` with a paired Wilcoxon signed-rank p-value, HD95 and NSD per cell where the runs computed them,
+  per-structure Dice tables per architecture, and every failed, running, unusable or missing run;
 - ``comparison.csv``: the same numbers in long format;
 - ``comparison_<arch>.png``: per-structure bar charts (like the paper's Fig. 2).
 

@@ -81,6 +81,8 @@ class CaseDice:
     class_name: str
     dice: float
     n_ref: float = math.nan
+    hd95: float = math.nan  # mm; NaN where not computed (runs from before boundary metrics) or undefined
+    nsd: float = math.nan
 
 
 @dataclass
@@ -275,6 +277,8 @@ def read_per_case(path: Path) -> list[CaseDice]:
                         str(row["class_name"]),
                         as_float(row["dice"]),
                         _optional_float(row.get("n_ref")),
+                        _optional_float(row.get("hd95")),
+                        _optional_float(row.get("nsd")),
                     )
                 )
             except (TypeError, ValueError) as err:

@@ -104,6 +104,9 @@ class ComparisonTables:
     # over subjects in seed order (its spread says how much a rerun moves the cell)
     subject_means: dict[tuple[str, Variant], dict[str, float]] = field(default_factory=dict)
     seed_means: dict[tuple[str, Variant], list[float]] = field(default_factory=dict)
+    # per main-table cell and boundary metric (hd95, nsd): the subject's mean over foreground structures, averaged
+    # over seeds, summarised over subjects; only cells whose runs computed it
+    boundary: dict[tuple[str, Variant, str], Cell] = field(default_factory=dict)
 
     def variant_label(self, variant: Variant) -> str:
         return variant.label(self.default_aggregation)
@@ -198,6 +201,19 @@ def _structure_values(runs, background_ids: Sequence[int]) -> tuple[list[Structu
     return ordered, per_name
 
 
+BOUNDARY_METRICS: tuple[str, ...] = ("hd95", "nsd")
+
+
+def _subject_metric(run, metric: str, background_ids: Sequence[int]) -> dict[str, float]:
+    """``{subject: mean of metric over its foreground structures}`` where defined (empty for runs without it)."""
+    values: dict[str, list[float]] = {}
+    for row in run.per_case or ():
+        value = getattr(row, metric)
+        if row.class_id not in background_ids and not math.isnan(value):
+            values.setdefault(row.subject, []).append(value)
+    return {subject: sum(v) / len(v) for subject, v in values.items()}
+
+
 def build_tables(
     sweep: Sweep,
     variant_order: Sequence[str] = DEFAULT_VARIANT_ORDER,
@@ -216,6 +232,7 @@ def build_tables(
     per_structure: dict[tuple[str, Variant, str], Cell] = {}
     n_params: dict[tuple[str, Variant], list[int | None]] = {}
     seed_means: dict[tuple[str, Variant], list[float]] = {}
+    boundary: dict[tuple[str, Variant, str], Cell] = {}
     for arch in archs:
         arch_structures: dict[int, Structure] = {}
         for variant in variants:
@@ -229,6 +246,12 @@ def build_tables(
             seed_means[arch, variant] = [
                 summarise(r.fg_dice_per_subject.values()).mean for r in sorted(runs, key=lambda r: r.seed)
             ]
+            for metric in BOUNDARY_METRICS:
+                measured = [_subject_metric(r, metric, background_ids) for r in runs]
+                if measured and all(measured):
+                    boundary[arch, variant, metric] = Cell(
+                        summarise(seed_average(measured).values(), ddof=ddof), len(measured)
+                    )
             found, per_name = _structure_values(runs, background_ids)
             for structure in found:
                 arch_structures.setdefault(structure.class_id, structure)
@@ -262,6 +285,7 @@ def build_tables(
         likeness=likeness,
         subject_means=subject_means,
         seed_means=seed_means,
+        boundary=boundary,
     )
 
 
@@ -412,6 +436,25 @@ def diff_table_markdown(tables: ComparisonTables, digits: int = 3) -> str:
     return _md_table(header, rows) if rows else "No variant to compare with `none`."
 
 
+def boundary_table_markdown(tables: ComparisonTables, digits: int = 2) -> str:
+    """HD95 (mm) and NSD per main-table cell, or "" when no run computed them."""
+    if not tables.boundary:
+        return ""
+
+    def text(arch: str, variant: Variant) -> str:
+        parts = []
+        for metric, unit in (("hd95", " mm"), ("nsd", "")):
+            cell = tables.boundary.get((arch, variant, metric))
+            if cell is not None:
+                s = cell.summary
+                parts.append(f"{metric.upper()} {_fmt(s.mean, digits)} ± {_fmt(s.std, digits)}{unit}")
+        return "; ".join(parts) or "-"
+
+    header = ["", *(tables.variant_label(v) for v in tables.variants)]
+    rows = [[arch_label(a), *(text(a, v) for v in tables.variants)] for a in tables.archs]
+    return _md_table(header, rows)
+
+
 def structure_table_markdown(tables: ComparisonTables, arch: str, digits: int = 3) -> str:
     """Per-structure Dice for one architecture: rows = structures, columns = variants."""
     structures = tables.structures.get(arch, [])
@@ -484,6 +527,20 @@ def render_markdown(
         "",
         diff_table_markdown(tables, digits),
         "",
+    ]
+    boundary = boundary_table_markdown(tables)
+    if boundary:
+        parts += [
+            "## Boundary metrics",
+            "",
+            "HD95 (95th-percentile Hausdorff distance, mm, in each file's voxel spacing) and normalised surface Dice: "
+            "each subject's mean over its foreground structures, averaged over seeds, then mean ± std over subjects "
+            "(cells whose runs computed them; `scseg-evaluate RUN_DIR` adds them to older runs).",
+            "",
+            boundary,
+            "",
+        ]
+    parts += [
         "## Per-structure Dice",
         "",
         "Per subject averaged over seeds, then mean ± std over subjects (NaN ignored).",
@@ -513,8 +570,8 @@ def _row_columns(row: str) -> dict[str, str]:
 
 
 def write_csv(tables: ComparisonTables, path: str | Path) -> None:
-    """Long-format CSV: one row per main-table cell (``table=overall``, with the diff to none) and per
-    structure cell (``table=structure``)."""
+    """Long-format CSV: one row per main-table cell (``table=overall``, with the diff to none), per boundary metric
+    cell (``table=hd95`` / ``nsd``, where computed) and per structure cell (``table=structure``)."""
     fh = io.StringIO(newline="")
     writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
     writer.writeheader()
@@ -545,6 +602,25 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
                     "like_none": tables.likeness[arch, variant].verdict if (arch, variant) in tables.likeness else "",
                 }
             )
+        for metric in BOUNDARY_METRICS:
+            for variant in tables.variants:
+                cell = tables.boundary.get((arch, variant, metric))
+                if cell is None:
+                    continue
+                writer.writerow(
+                    {
+                        "table": metric,
+                        **_row_columns(arch),
+                        "variant": variant.key,
+                        "variant_label": tables.variant_label(variant),
+                        "structure": "",
+                        "class_id": "",
+                        "mean": _csv_float(cell.summary.mean),
+                        "std": _csv_float(cell.summary.std),
+                        "n_subjects": cell.summary.n,
+                        "n_seeds": cell.n_seeds,
+                    }
+                )
         for structure in tables.structures.get(arch, []):
             for variant in tables.variants:
                 cell = tables.per_structure.get((arch, variant, structure.name))

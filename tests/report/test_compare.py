@@ -235,3 +235,42 @@ def test_null_subject_dice_is_read_as_nan_and_not_counted(make_sweep, run_folder
     fg = truth["unet", "none", None, 0][0]
     assert row["n_subjects"] == "2"
     assert float(row["mean"]) == pytest.approx((fg["sub01"] + fg["sub02"]) / 2)
+
+
+def test_boundary_metrics_are_reported_where_the_runs_computed_them(make_sweep):
+    """HD95 and NSD: each subject's mean over foreground structures, averaged over seeds, mean over subjects; cells
+    whose runs have no boundary columns (older runs) are left out of that table, not shown as zero."""
+    root, _ = make_sweep()
+    expected = {}
+    for folder in sorted(root.iterdir()):
+        if not folder.name.startswith("unet-cse"):
+            continue
+        path = folder / "per_case.csv"
+        rows = _read_csv(path)
+        seed = int(folder.name.split("seed")[1].split("-")[0])
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[*rows[0], "hd95", "nsd"])
+            writer.writeheader()
+            for row in rows:
+                cid = int(row["class_id"])
+                hd95 = 2.0 * cid + seed + (0.5 if row["subject"] == "sub01" else 0.0)
+                writer.writerow({**row, "hd95": hd95, "nsd": 0.9 - 0.01 * cid})
+                if cid > 0:
+                    expected.setdefault(row["subject"], []).append(hd95)
+    out = root / "report"
+    assert main([str(root), "--out", str(out), "--no-figures"]) == 0
+    rows = _read_csv(out / "comparison.csv")
+    (hd95,) = [r for r in rows if r["table"] == "hd95"]
+    assert (hd95["arch"], hd95["variant"], hd95["n_seeds"]) == ("unet", "cse", "2")
+    # per subject: mean over structures (2, 4, 6 + seed) averaged over seeds 0 and 1 -> 4.5 (+0.5 for sub01)
+    assert float(hd95["mean"]) == pytest.approx(np.mean([np.mean(v) for v in expected.values()]), abs=1e-12)
+    (nsd,) = [r for r in rows if r["table"] == "nsd"]
+    assert float(nsd["mean"]) == pytest.approx(0.88, abs=1e-12)
+    md = (out / "comparison.md").read_text()
+    assert "## Boundary metrics" in md and "HD95 4.56" in md
+
+
+def test_no_boundary_section_without_boundary_metrics(make_sweep):
+    root, _ = make_sweep()
+    assert main([str(root), "--out", str(root / "r"), "--no-figures"]) == 0
+    assert "## Boundary metrics" not in (root / "r" / "comparison.md").read_text()
