@@ -44,7 +44,7 @@ from scseg.engine.inference import counts_to_rows
 from scseg.engine.precision import resolve_amp
 from scseg.engine.spec import RunSpec
 from scseg.engine.summary import build_summary, json_safe, write_summary
-from scseg.engine.tb_logging import RunLogger
+from scseg.engine.tb_logging import RunLogger, test_metric_scalars, test_metrics_table
 from scseg.engine.trainer import Trainer, configure_determinism, seed_everything
 from scseg.metrics import ROW_KEYS
 from scseg.models import count_parameters, create_model
@@ -52,7 +52,14 @@ from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
 from scseg.models.se_fused import kernels_available
 from scseg.run_identity import HASH_EXCLUDE, comparison_hash, config_hash, run_name, short_hash
-from scseg.se_options import DEFAULT_SE_POSITIONS, DEFAULT_SE_REDUCTION, positions_label, se_settings
+from scseg.se_options import (
+    DEFAULT_SE_POSITIONS,
+    DEFAULT_SE_REDUCTION,
+    positions_label,
+    run_name_option,
+    se_settings,
+    uses_option,
+)
 
 PER_CASE_COLUMNS = ROW_KEYS  # per_case.csv: one row per subject and class, as scseg.metrics builds them
 
@@ -67,9 +74,10 @@ class RunResult:
 
 def identity(cfg: DictConfig) -> tuple[str, str]:
     """(config hash, run folder name). Settings that cannot change the result are normalised away first:
-    the scSE aggregation when the variant is not scSE, so an aggregation sweep over cSE trains once."""
+    ``se.aggregation`` when the module has no such option (only scSE does), so an aggregation sweep over cSE trains
+    once."""
     canonical = cfg.copy()  # interpolations stay as text, so machine-specific paths never enter the hash
-    if str(cfg.se.name) != "scse":
+    if not uses_option(str(cfg.se.name), "aggregation"):
         OmegaConf.update(canonical, "se.aggregation", None)
     # the precision that will run, not the word "auto": bf16 and fp32 runs of one config get their own folders
     device_type = pick_device(str(cfg.trainer.get("device", "cpu"))).split(":")[0]
@@ -79,7 +87,8 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     _canonical_se_settings(cfg, canonical)
     digest = config_hash(canonical, exclude=HASH_EXCLUDE)
     se = str(cfg.se.name)
-    aggregation = str(cfg.se.aggregation) if se == "scse" else None
+    option = run_name_option(se)
+    aggregation = str(cfg.se[option]) if option is not None else None
     return digest, run_name(str(cfg.model.arch), se, aggregation, int(cfg.seed), short_hash(digest))
 
 
@@ -158,6 +167,7 @@ def build_model(spec: RunSpec, num_classes: int, in_channels: int) -> torch.nn.M
         se_gate_scale=m.gate_scale,
         se_kernels=se_kernels,
         capacity_match=m.capacity_match,
+        se_options=m.options,
         **m.kwargs,
     )
 
@@ -334,6 +344,8 @@ def _train_in(spec: RunSpec, folder, hashes, decision, dist, multirun, stop_afte
             trainer, spec, folder, best if best.exists() else None, hashes, n_params, started, evaluated_epoch
         )
         if dist.is_main:
+            logger.text(f"{spec.test_split}/per_structure", test_metrics_table(summary, dm.class_names))
+            logger.scalars(test_metric_scalars(summary, spec.test_split), trainer.state.step)
             logger.hparams(
                 _hparams(spec, n_params),
                 {

@@ -72,6 +72,46 @@ def comparison_grid(
     return np.concatenate(padded, axis=1)
 
 
+def _metric_columns(summary: Mapping) -> list[tuple[str, str, dict, str]]:
+    """(key, title, {structure: mean}, format) for Dice and, where the run computed them, HD95 and NSD."""
+    dice = {name: (stats or {}).get("mean") for name, stats in (summary.get("per_class") or {}).items()}
+    columns = [("dice", "Dice", dice, "{:.3f}")]
+    for key, title, fmt in (("hd95", "HD95 (mm)", "{:.2f}"), ("nsd", "NSD", "{:.3f}")):
+        if summary.get(f"per_class_{key}"):
+            columns.append((key, title, dict(summary[f"per_class_{key}"]), fmt))
+    return columns
+
+
+def _fg_mean(summary: Mapping, key: str) -> float | None:
+    return summary.get("fg_mean") if key == "dice" else summary.get(f"fg_{key}_mean")
+
+
+def test_metrics_table(summary: Mapping, class_names: Sequence[str]) -> str:
+    """The evaluation's metrics per structure as a Markdown table for TensorBoard's TEXT tab: Dice, and HD95 / NSD
+    where computed, each the mean over subjects; then the subject-level foreground means."""
+
+    def cell(value: float | None, fmt: str) -> str:
+        return "-" if value is None or not np.isfinite(value) else fmt.format(value)
+
+    columns = _metric_columns(summary)
+    lines = ["| structure | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in list(class_names)[1:]:
+        lines.append(f"| {name} | " + " | ".join(cell(values.get(name), fmt) for _, _, values, fmt in columns) + " |")
+    means = " | ".join(cell(_fg_mean(summary, key), fmt) for key, _, _, fmt in columns)
+    lines.append(f"| **foreground mean** | {means} |")
+    return "\n".join(lines)
+
+
+def test_metric_scalars(summary: Mapping, prefix: str = "test") -> dict[str, float]:
+    """``<prefix>/<metric>/<structure>`` and ``<prefix>/<metric>_mean`` (metric: dice, hd95, nsd) for the SCALARS
+    tab; finite values only."""
+    values: dict[str, float | None] = {}
+    for key, _, per_class, _ in _metric_columns(summary):
+        values.update({f"{prefix}/{key}/{name}": value for name, value in per_class.items()})
+        values[f"{prefix}/{key}_mean"] = _fg_mean(summary, key)
+    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+
+
 class RunLogger:
     """Thin wrapper around ``SummaryWriter`` writing into ``run_dir``."""
 

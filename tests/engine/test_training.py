@@ -203,6 +203,17 @@ def test_tensorboard_scalars_images_and_hparams(tiny_config):
     ]
     session = next(h.session_start_info for h in hparams if h.HasField("session_start_info"))
     assert session.hparams["arch"].string_value == "unet"
+    # the test metrics per structure: scalars and a table in the TEXT tab (Dice, HD95, NSD)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    structures = [name for name in class_names if name != "background"]
+    tests = {f"test/{m}/{n}" for m in ("dice", "hd95", "nsd") for n in structures if summary["per_class_hd95"].get(n)}
+    assert {"test/dice_mean", "test/hd95_mean", "test/nsd_mean"} <= scalars and tests <= scalars, tests - scalars
+    logged = events.Scalars("test/dice_mean")[-1].value
+    assert logged == pytest.approx(summary["fg_mean"], rel=1e-6)
+    text_tags = events.Tags()["tensors"]
+    assert "test/per_structure/text_summary" in text_tags
+    table = events.Tensors("test/per_structure/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "| structure | Dice | HD95 (mm) | NSD |" in table and all(f"| {n} |" in table for n in structures)
 
 
 def test_early_stopping_with_patience(tiny_config):
