@@ -43,7 +43,7 @@ CONTROL_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("scse", "cse-g2", "scSE add against cSE of the same gate range"),
     ("scse", "sse-g2", "scSE add against sSE of the same gate range"),
 )
-ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet")
+ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet", "quicknat")
 VARIANT_ORDER: tuple[str, ...] = (
     "none",
     *PAPER_VARIANTS,
@@ -53,7 +53,7 @@ VARIANT_ORDER: tuple[str, ...] = (
     "cse-g2",
     "sse-g2",
 )
-ARCH_NAMES: dict[str, str] = {"unet": "U-Net", "sdnet": "SD-Net", "fcdensenet": "FC-DenseNet"}
+ARCH_NAMES: dict[str, str] = {"unet": "U-Net", "sdnet": "SD-Net", "fcdensenet": "FC-DenseNet", "quicknat": "QuickNAT"}
 
 
 @dataclass(frozen=True)

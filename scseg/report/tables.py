@@ -30,7 +30,15 @@ from scseg.report.stats import MIN_PAIRS, PairedComparison, Summary, paired_comp
 from scseg.se_options import SE_VARIANTS
 
 DEFAULT_VARIANT_ORDER: tuple[str, ...] = SE_VARIANTS  # the paper's column order: none, cSE, sSE, scSE
-DEFAULT_ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet", "fcdensenet56", "fcdensenet67", "fcdensenet103")
+DEFAULT_ARCH_ORDER: tuple[str, ...] = (
+    "unet",
+    "sdnet",
+    "fcdensenet",
+    "fcdensenet56",
+    "fcdensenet67",
+    "fcdensenet103",
+    "quicknat",
+)
 ARCH_LABELS: dict[str, str] = {
     "unet": "U-Net",
     "sdnet": "SD-Net",
