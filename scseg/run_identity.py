@@ -3,8 +3,9 @@ comparison may vary.
 
 The engine names run folders with it (``scseg.engine.run.identity``) and the report reads them back with it
 (``scseg.report``), so the name pattern, the hash and its exclusion rules exist once. A run folder is
-``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>``: the aggregation only for scSE, ``hash8`` the first eight hex
-characters of :func:`config_hash` of the result-relevant config.
+``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>``: the middle part only for a module whose registry spec names a
+``run_name_option`` (scSE: its aggregation), ``hash8`` the first eight hex characters of :func:`config_hash` of the
+result-relevant config.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from scseg.plain import to_plain
-from scseg.se_options import SE_VARIANTS
+from scseg.se_options import find_module, run_name_option
 
 # Keys left out of the config hash: they change where and how verbosely a run is written, or how fast data is
 # loaded, never the trained weights or the numbers (data order depends on seed/epoch/index, not on workers).
@@ -211,14 +212,16 @@ def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---- run names -----------------------------------------------------------------------------------------------------
 def run_name(arch: str, se: str, aggregation: str | None, seed: int, hash8: str) -> str:
-    """``<arch>-<se>[-<aggregation>]-seed<k>-<hash8>``; the aggregation appears only for ``se == "scse"``."""
+    """``<arch>-<se>[-<option>]-seed<k>-<hash8>``; ``aggregation`` is the value of the module's
+    ``run_name_option`` (scSE's aggregation) and appears only for a module that has one."""
     for label, part in (("arch", arch), ("se", se)):
         if not _NAME_PART.match(str(part)):
             raise ValueError(f"run_name: {label} {part!r} must match [A-Za-z0-9_.]+ (no '-', '/' or spaces)")
     parts = [arch, se]
-    if se == "scse":
+    option = run_name_option(se)
+    if option is not None:
         if aggregation is None or not _NAME_PART.match(str(aggregation)):
-            raise ValueError(f"run_name: se 'scse' needs an aggregation matching [A-Za-z0-9_.]+; got {aggregation!r}")
+            raise ValueError(f"run_name: se {se!r} needs its {option} matching [A-Za-z0-9_.]+; got {aggregation!r}")
         parts.append(aggregation)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"run_name: seed must be a non-negative int; got {seed!r}")
@@ -231,21 +234,26 @@ def read_run_name(name: str) -> dict | None:
     """``{arch, se, aggregation, seed, hash}`` of a run-folder name read leniently (what the report accepts), or None.
 
     Lenient: any alphanumeric hash, and an scSE name may lack its aggregation (None here; older folders).
-    Still refused: an SE variant scseg does not know, and an aggregation on a variant other than scSE.
+    Still refused: an SE module scseg does not know, and a middle part on a module without a ``run_name_option``.
     """
     match = RUN_NAME.match(name)
-    if match is None or match["se"] not in SE_VARIANTS or (match["aggregation"] is not None and match["se"] != "scse"):
+    if (
+        match is None
+        or find_module(match["se"]) is None
+        or (match["aggregation"] is not None and run_name_option(match["se"]) is None)
+    ):
         return None
     return {**match.groupdict(), "seed": int(match["seed"])}
 
 
 def parse_run_name(name: str) -> dict:
-    """Strict inverse of :func:`run_name`: ``{arch, se, aggregation, seed, hash8}`` (aggregation None unless scSE)."""
+    """Strict inverse of :func:`run_name`: ``{arch, se, aggregation, seed, hash8}`` (aggregation None unless the
+    module has a ``run_name_option``, as scSE)."""
     match = RUN_NAME.match(name)
     if (
         match is None
         or not _HASH8.match(match["hash"])
-        or (match["se"] == "scse") != (match["aggregation"] is not None)
+        or (run_name_option(match["se"]) is not None) != (match["aggregation"] is not None)
     ):
         raise ValueError(f"{name!r} is not a run name of the form <arch>-<se>[-<aggregation>]-seed<k>-<hash8>")
     parts = match.groupdict()

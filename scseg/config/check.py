@@ -22,8 +22,16 @@ from scseg.config.compose import CONFIG_DIR
 from scseg.data.preprocess import RESTORE_MODES
 from scseg.data.types import SPLITS
 from scseg.losses import create_loss_from_config
-from scseg.models import ARCHITECTURES
-from scseg.se_options import AGGREGATIONS, SE_KERNEL_MODES, SE_POSITIONS, SE_VARIANTS
+from scseg.models import ARCHITECTURES, architecture_positions, capacity_modules
+from scseg.se_options import (
+    AGGREGATIONS,
+    ALL_SE_POSITIONS,
+    SE_KERNEL_MODES,
+    module_names,
+    module_spec,
+    module_specs,
+    resolve_positions,
+)
 
 # ``resume``: continue a run folder's checkpoint when its config hash matches (auto), never, or fail without one.
 RESUME_MODES: tuple[str, ...] = ("auto", "never", "must")
@@ -40,6 +48,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class SESchema:
+    """The keys every ``se`` config has; a module's own options (its registry spec) come on top of them."""
+
     name: str
     reduction: int | None  # null: the architecture's model.se_reduction, else 2 (scseg.se_options)
     aggregation: str
@@ -98,7 +108,6 @@ class RootSchema:
 
 
 _CHOICES = {
-    "se.name": SE_VARIANTS,
     "se.aggregation": AGGREGATIONS,
     "trainer.amp_dtype": AMP_DTYPES,
     "trainer.eval_resample": RESTORE_MODES,
@@ -157,7 +166,7 @@ def _check_model(node: dict) -> None:
             _check_reduction("model.se_reduction", value)
             continue
         if key == "capacity_match":  # the capacity control, read by build_model
-            matchable = [v for v in SE_VARIANTS if v != "none"]
+            matchable = capacity_modules()
             if value is not None and value not in matchable:
                 raise ConfigError(f"model.capacity_match is {value!r}; valid choices: null, {', '.join(matchable)}")
             continue
@@ -182,17 +191,71 @@ def _check_reduction(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must be a positive integer or null, got {value!r}")
 
 
+def _check_se_group(node: dict) -> None:
+    """The ``se`` group: ``se.name`` a registered module placed after blocks, the keys every ``se`` config has
+    (:class:`SESchema`), and the module's own options, each checked against its registry spec. A key that is an
+    option of another module only is named with the modules it belongs to."""
+    if not isinstance(node, dict):
+        raise ConfigError(f"config group 'se' must be a mapping, got {node!r}")
+    names = module_names()
+    name = node.get("name")
+    if name not in names:
+        raise ConfigError(f"config key 'se.name' is {name!r}; valid choices: {', '.join(names)}")
+    spec = module_spec(name)
+    if spec.placement != "block":
+        raise ConfigError(
+            f"config key 'se.name' is {name!r}, a module placed on skip connections, which the architectures do not "
+            f"wire yet; modules placed after blocks: {', '.join(module_names(placement='block'))}"
+        )
+    base = {f.name for f in fields(SESchema)}
+    for key in node:
+        if key in base or key in spec.option_names:
+            continue
+        owners = [s.name for s in module_specs() if key in s.option_names]
+        if owners:
+            raise ConfigError(
+                f"config key 'se.{key}' is an option of {', '.join(owners)}, not of se.name={name!r}; its options: "
+                f"{', '.join(spec.option_names) or '(none)'}"
+            )
+        raise ConfigError(
+            f"unknown config key 'se.{key}'; valid keys: {', '.join(sorted(base | set(spec.option_names)))}"
+        )
+    _check_node("se.", {k: v for k, v in node.items() if k in base}, SESchema)
+    for option in spec.options:
+        value = node.get(option.name)
+        if value is None:  # absent: the module's default; se.reduction null: the architecture's
+            continue
+        try:
+            option.check(value, name)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'se.{option.name}' is invalid: {exc}") from None
+
+
 def _check_se(node: dict) -> None:
     """``se.reduction`` positive (or null); ``se.positions`` a list of known positions."""
     _check_reduction("se.reduction", node["reduction"])
     positions = node["positions"]
     if not isinstance(positions, list) or not all(isinstance(p, str) for p in positions):
         raise ConfigError(f"config key 'se.positions' must be a list such as [encoder, decoder], got {positions!r}")
-    unknown = [p for p in positions if p not in SE_POSITIONS]
+    unknown = [p for p in positions if p not in ALL_SE_POSITIONS]
     if unknown:
         raise ConfigError(
             f"config key 'se.positions' holds {', '.join(map(repr, unknown))}; "
-            f"valid positions: {', '.join(SE_POSITIONS)}"
+            f"valid positions: {', '.join(ALL_SE_POSITIONS)}"
+        )
+
+
+def _check_positions_of_arch(se: dict, model: dict) -> None:
+    """Positions the architecture does not have would build nothing there: refused, naming the ones it has."""
+    if se["name"] == "none" and model.get("capacity_match") is None:
+        return
+    chosen = resolve_positions(se["positions"], bool(se["in_bottleneck"]))
+    arch = model["arch"]
+    missing = [p for p in chosen if p not in architecture_positions(arch)]
+    if missing:
+        raise ConfigError(
+            f"config key 'se.positions' holds {', '.join(map(repr, missing))}, which model.arch={arch!r} does not "
+            f"have; its positions: {', '.join(architecture_positions(arch))}"
         )
 
 
@@ -217,9 +280,13 @@ def validate_config(cfg: DictConfig) -> None:
     for group, schema in (("se", SESchema), ("trainer", TrainerSchema), ("logger", LoggerSchema)):
         if group not in container:
             raise ConfigError(f"missing config group '{group}'")
-        _check_node(f"{group}.", container[group], schema)
+        if group == "se":
+            _check_se_group(container[group])
+        else:
+            _check_node(f"{group}.", container[group], schema)
     _check_se(container["se"])
     _check_model(container["model"])
+    _check_positions_of_arch(container["se"], container["model"])
     if "eval" not in container:
         raise ConfigError("missing config group 'eval'")
     _check_node("eval.", container["eval"], EvalSchema)

@@ -1,13 +1,17 @@
 """See inside the recalibration: find a network's SE blocks, capture their gates, summarise them per structure.
 
 The models' forward stays untouched: :class:`GateCapture` puts a forward hook on every SE block that recomputes
-the block's gates from the block's input (``gate(x)``; for scSE the two inner blocks' ``gate``, which scSE calls
-directly, so hooks on the inner modules would never fire). That costs one extra gate computation per block and
-only while the capture is open: the trainer opens it for the few validation slices it already predicts for
-TensorBoard, ``scseg-gates`` for a whole split.
+the block's maps from the block's input (``maps(x)``, which every registered module has; for scSE the two gates
+its halves compute, which hooks on the inner modules would never see). That costs one extra gate computation per
+block and only while the capture is open: the trainer opens it for the few validation slices it already predicts
+for TensorBoard, ``scseg-gates`` for a whole split.
 
-Block names follow the network's resolution levels: ``enc1`` .. ``encN`` (full resolution first), ``bottleneck``,
-``decN`` .. ``dec1`` (``dec1`` works at full resolution again, like ``enc1``).
+A block is a module ``create_se`` built (it carries its registry name, ``se_name``) or an instance of a registered
+module's class; what its maps are (channel gate, spatial gate, other) comes from its registry spec, so a new module
+needs no edit here. Block names are the sites the architecture declared (``scseg.models.blocks.se_site``): ``enc1``
+.. ``encN`` (full resolution first), ``bottleneck``, ``decN_in`` (a decoder block's input) and ``decN`` .. ``dec1``
+(``dec1`` works at full resolution again, like ``enc1``). An architecture that declares no sites gets names from
+its attribute names (``encoders``, ``bottleneck``, ``decoders``), else the module path.
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE
+from scseg.models.se import is_recalibration, outermost_blocks
+from scseg.se_options import ModuleSpec, find_module, module_specs
+from scseg.se_options.registry import load
 
-SE_TYPES = (ChannelSE, SpatialSE, ConcurrentSE)
-# The first component of a block's module path -> its position (UNet / SD-Net / FC-DenseNet attribute names).
+# Fallback for architectures that declare no SE sites: the first component of a block's module path -> position.
 _POSITION_OF = {
     "encoders": "encoder",
     "down_se": "encoder",
@@ -36,35 +41,71 @@ _POSITION_OF = {
 }
 
 
+def registered_classes() -> dict[type, str]:
+    """The class of every registered module whose builder is a class, with its registry name."""
+    classes: dict[type, str] = {}
+    for spec in module_specs():
+        if spec.builder is None:
+            continue
+        try:
+            builder = load(spec.builder)
+        except (ImportError, AttributeError):  # an implementation not importable here builds no block either
+            continue
+        if isinstance(builder, type):
+            classes.setdefault(builder, spec.name)
+    return classes
+
+
+def spec_of(module: nn.Module) -> ModuleSpec | None:
+    """The registry spec of an SE block (by the name ``create_se`` recorded, else by its class)."""
+    name = getattr(module, "se_name", None)
+    if name is None:
+        name = registered_classes().get(type(module))
+    return None if name is None else find_module(name)
+
+
 @dataclass(frozen=True)
 class SEBlock:
     """One recalibration block of a network: readable name, position, module path and the module itself."""
 
     name: str
-    position: str  # encoder | bottleneck | decoder | other
+    position: str  # encoder | bottleneck | decoder_input | decoder | other
     path: str
     module: nn.Module
 
     @property
+    def spec(self) -> ModuleSpec | None:
+        return spec_of(self.module)
+
+    def _has(self, kind: str) -> bool:
+        spec = self.spec
+        return spec is not None and kind in spec.map_kinds().values()
+
+    @property
     def has_channel_gate(self) -> bool:
-        return isinstance(self.module, (ChannelSE, ConcurrentSE))
+        return self._has("channel")
 
     @property
     def has_spatial_gate(self) -> bool:
-        return isinstance(self.module, (SpatialSE, ConcurrentSE))
+        return self._has("spatial")
 
 
 @dataclass
 class Gates:
     """The gates one block applied to one batch: ``channel`` ``(N, C)`` and ``spatial`` ``(N, h, w)``, float32 on
-    the model's device (None where the block has no such gate)."""
+    the model's device (None where the block has no such gate); ``other``: the block's maps of any other kind, by
+    name, as the module returned them."""
 
     channel: torch.Tensor | None
     spatial: torch.Tensor | None
+    other: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _block_name(path: str, model: nn.Module) -> tuple[str, str]:
-    """(readable name, position) for a module path such as ``encoders.0.2`` or ``up_se.3``."""
+def _block_name(path: str, model: nn.Module, module: nn.Module) -> tuple[str, str]:
+    """(readable name, position): the site the architecture declared, else one read from the module path."""
+    site, position = getattr(module, "se_site", None), getattr(module, "se_position", None)
+    if isinstance(site, str) and isinstance(position, str):
+        return site, position
     head, _, rest = path.partition(".")
     position = _POSITION_OF.get(head)
     if position is None:
@@ -81,27 +122,35 @@ def _block_name(path: str, model: nn.Module) -> tuple[str, str]:
 
 
 def find_se_blocks(model: nn.Module) -> list[SEBlock]:
-    """Every SE block of ``model`` in network order (found by type; scSE's inner cSE / sSE are not separate)."""
-    blocks: list[SEBlock] = []
-    inner: set[int] = set()
-    for path, module in model.named_modules():
-        if id(module) in inner or not isinstance(module, SE_TYPES):
-            continue
-        if isinstance(module, ConcurrentSE):
-            inner.update(id(m) for m in module.modules() if m is not module)
-        name, position = _block_name(path, model)
-        blocks.append(SEBlock(name, position, path, module))
-    return blocks
+    """Every SE block of ``model`` in network order (modules inside a block, such as scSE's cSE and sSE halves,
+    are part of it, not blocks of their own)."""
+    classes = registered_classes()
+    blocks = outermost_blocks(model, lambda m: is_recalibration(m) or type(m) in classes)
+    paths = {id(m): p for p, m in model.named_modules()}
+    out = []
+    for module in blocks:
+        name, position = _block_name(paths[id(module)], model, module)
+        out.append(SEBlock(name, position, paths[id(module)], module))
+    return out
 
 
 @torch.no_grad()
 def compute_gates(module: nn.Module, x: torch.Tensor) -> Gates:
-    """The gates ``module`` (cSE, sSE or scSE) applies to its input ``x`` (N, C, H, W)."""
-    cse = module.cse if isinstance(module, ConcurrentSE) else module if isinstance(module, ChannelSE) else None
-    sse = module.sse if isinstance(module, ConcurrentSE) else module if isinstance(module, SpatialSE) else None
-    channel = cse.gate(x).flatten(2).squeeze(2).float() if cse is not None else None
-    spatial = sse.gate(x)[:, 0].float() if sse is not None else None
-    return Gates(channel, spatial)
+    """The maps SE block ``module`` applies to its input ``x`` (N, C, *spatial), sorted by the kinds its registry
+    spec declares: the channel gate as (N, C), the spatial gate as (N, *spatial)."""
+    spec = spec_of(module)
+    kinds = spec.map_kinds() if spec is not None else {}
+    channel = spatial = None
+    other: dict[str, torch.Tensor] = {}
+    for name, value in module.maps(x).items():
+        kind = kinds.get(name, "other")
+        if kind == "channel" and channel is None:
+            channel = value.flatten(2).squeeze(2).float()
+        elif kind == "spatial" and spatial is None:
+            spatial = value[:, 0].float()
+        else:
+            other[name] = value.float()
+    return Gates(channel, spatial, other)
 
 
 class GateCapture:
@@ -124,7 +173,10 @@ class GateCapture:
                 self.on_gates(block, gates)
             else:
                 self.gates[block.name].append(
-                    Gates(*(None if g is None else g.detach().cpu() for g in (gates.channel, gates.spatial)))
+                    Gates(
+                        *(None if g is None else g.detach().cpu() for g in (gates.channel, gates.spatial)),
+                        {k: v.detach().cpu() for k, v in gates.other.items()},
+                    )
                 )
 
         return hook
@@ -146,7 +198,8 @@ class GateCapture:
                 continue
             channel = [b.channel for b in batches if b.channel is not None]
             spatial = [b.spatial for b in batches if b.spatial is not None]
-            out[name] = Gates(torch.cat(channel) if channel else None, torch.cat(spatial) if spatial else None)
+            other = {k: torch.cat([b.other[k] for b in batches if k in b.other]) for k in batches[0].other}
+            out[name] = Gates(torch.cat(channel) if channel else None, torch.cat(spatial) if spatial else None, other)
         return out
 
 
@@ -282,7 +335,6 @@ def _num(value: float) -> float | str:
 
 __all__ = [
     "GATE_COLUMNS",
-    "SE_TYPES",
     "BlockGateStats",
     "GateCapture",
     "Gates",
@@ -290,4 +342,6 @@ __all__ = [
     "capture_gates",
     "compute_gates",
     "find_se_blocks",
+    "registered_classes",
+    "spec_of",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scseg.config.check import EvalSchema, LoggerSchema, TrainerSchema
 from scseg.engine.distributed import pick_backend, pick_device
-from scseg.se_options import se_settings
+from scseg.se_options import find_module, se_settings, uses_option
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,18 @@ class ModelSpec:
     positions: tuple[str, ...] = ("encoder", "decoder")
     gate_scale: float = 1.0
     capacity_match: str | None = None
+    # the module's own options beyond the shared se.reduction / se.aggregation / se.gate_scale (registry spec)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def aggregation_used(self) -> str | None:
-        """The scSE aggregation, None for the other variants (they have none)."""
-        return self.aggregation if self.se == "scse" else None
+        """The scSE aggregation, None for the modules without that option."""
+        return self.aggregation if uses_option(self.se, "aggregation") else None
+
+    @property
+    def reduction_used(self) -> int | None:
+        """The reduction, None for the modules without that option."""
+        return self.reduction if uses_option(self.se, "reduction") else None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ class RunSpec:
         model.pop("se_reduction", None)  # the architecture's default reduction: se_settings applied it
         capacity_match = model.pop("capacity_match", None)
         se = plain.get("se") or {}
+        module = find_module(str(se.get("name", "none")))
+        shared = ("reduction", "aggregation", "gate_scale")
+        own = [o for o in (module.option_names if module is not None else ()) if o not in shared]
         return cls(
             experiment=str(plain.get("experiment_name", "default")),
             seed=int(plain.get("seed", 0)),
@@ -97,6 +107,7 @@ class RunSpec:
                 positions=tuple(settings["se_positions"]),
                 gate_scale=float(settings["se_gate_scale"]),
                 capacity_match=None if capacity_match is None else str(capacity_match),
+                options={o: se[o] for o in own if se.get(o) is not None},
             ),
             trainer=_resolved(_schema(TrainerSchema, plain.get("trainer") or {}, OLD_TRAINER_DEFAULTS)),
             logger=_schema(LoggerSchema, plain.get("logger") or {}, OLD_LOGGER_DEFAULTS),

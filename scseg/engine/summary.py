@@ -137,7 +137,7 @@ def build_summary(
     """The ``summary.json`` payload: Dice statistics of ``rows`` plus the run's identity and provenance.
 
     Identity keys (what the report files the run under): arch, se, aggregation (scSE only, else None),
-    se_reduction (cSE and scSE only), se_positions (any SE), seed, experiment; then config_hash,
+    se_reduction (modules with a reduction: cSE and scSE), se_positions (any SE), seed, experiment; then config_hash,
     comparison_hash, n_params, the evaluated checkpoint and its epoch, best_epoch / best_val_dice of training,
     ``capacity_match`` (the capacity control's record, :func:`scseg.models.capacity.capacity_of`), ``se_kernels``,
     what computed the SE gates (:func:`scseg.models.se.se_kernel_path`), and :func:`run_metadata`.
@@ -150,7 +150,7 @@ def build_summary(
         arch=m.arch,
         se=se,
         aggregation=m.aggregation_used,
-        se_reduction=m.reduction if se in ("cse", "scse") else None,
+        se_reduction=m.reduction_used,
         se_positions=list(m.positions) if se != "none" else None,
         se_gate_scale=m.gate_scale if se != "none" else None,
         seed=spec.seed,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -14,7 +15,15 @@ from scseg.models.sdnet import SDNet
 from scseg.models.se import check_se_options, create_se, se_build_scope
 from scseg.models.se_fused import resolve_mode
 from scseg.models.unet import UNet
-from scseg.se_options import AGGREGATIONS, DEFAULT_SE_POSITIONS, SE_KERNEL_MODES, SE_VARIANTS
+from scseg.se_options import (
+    AGGREGATIONS,
+    DEFAULT_SE_POSITIONS,
+    SE_KERNEL_MODES,
+    SE_POSITIONS,
+    SE_VARIANTS,
+    module_names,
+    resolve_positions,
+)
 
 # Every entry is a class or a function whose own signature lists the architecture's keyword arguments (the config
 # check validates ``model.*`` against it) besides in_channels, num_classes and the SE arguments create_model adds.
@@ -34,13 +43,14 @@ def create_model(
     num_classes: int,
     in_channels: int = 1,
     se: str = "none",
-    se_reduction: int = 2,
+    se_reduction: int | None = None,
     se_aggregation: str = "add",
     se_in_bottleneck: bool = False,
     se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
     se_kernels: str = "eager",
     se_gate_scale: float = 1.0,
     capacity_match: str | None = None,
+    se_options: Mapping[str, Any] | None = None,
     **arch_kwargs,
 ) -> nn.Module:
     """Build a 2D segmentation network that returns logits ``(N, num_classes, H, W)``.
@@ -50,8 +60,11 @@ def create_model(
     ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance; ``se_positions``
     (any of ``encoder``, ``bottleneck``, ``decoder``; ``se_in_bottleneck`` adds ``bottleneck``) says which blocks.
     ``se_kernels`` (``eager`` | ``fused`` | ``auto``) chooses how the SE blocks compute, not what (see ``create_se``);
-    ``se_gate_scale`` multiplies every SE gate (``se.gate_scale``). ``capacity_match`` (an SE variant, with
-    ``se="none"``) widens the backbone to that variant's parameter count (:mod:`scseg.models.capacity`); the model
+    ``se_gate_scale`` multiplies every SE gate (``se.gate_scale``). ``se`` is any registered module
+    (:func:`scseg.se_options.module_names`); ``se_reduction`` (None: the module's default) and ``se_options`` (the
+    module's own options, e.g. a kernel size) reach it through ``create_se``. ``se_positions`` must be positions the
+    architecture declares (:func:`architecture_positions`). ``capacity_match`` (a registered module, with
+    ``se="none"``) widens the backbone to that module's parameter count (:mod:`scseg.models.capacity`); the model
     then carries ``capacity`` = ``{"variant", "target_params", "params", "ratio", "widened"}``.
     """
     if arch not in ARCHITECTURES:
@@ -60,6 +73,12 @@ def create_model(
     check_se_options(se, se_aggregation)
     if se_kernels not in SE_KERNEL_MODES:
         raise ValueError(f"unknown se_kernels {se_kernels!r}; valid choices: {', '.join(SE_KERNEL_MODES)}")
+    unsupported = sorted(set(resolve_positions(se_positions, se_in_bottleneck)) - set(architecture_positions(arch)))
+    if (se != "none" or capacity_match is not None) and unsupported:
+        raise ValueError(
+            f"se.positions holds {', '.join(map(repr, unsupported))}, which architecture {arch!r} does not have; "
+            f"its positions: {', '.join(architecture_positions(arch))}"
+        )
     if se != "none":
         se_kernels = resolve_mode(se_kernels)  # once, so "auto" builds (or gives up) before the first block
     se_factory = functools.partial(
@@ -70,6 +89,7 @@ def create_model(
         aggregation=se_aggregation,
         kernels=se_kernels,
         gate_scale=se_gate_scale,
+        options=se_options,
     )
 
     def build(factory: Callable[[int], nn.Module], kwargs: dict) -> nn.Module:
@@ -86,10 +106,11 @@ def create_model(
 
     if capacity_match is None:
         return build(se_factory, arch_kwargs)
-    if se != "none" or capacity_match not in SE_VARIANTS or capacity_match == "none":
+    matchable = capacity_modules()
+    if se != "none" or capacity_match not in matchable:
         raise ValueError(
-            f"model.capacity_match={capacity_match!r} widens a network without SE (se=none) to an SE variant's "
-            f"parameter count; valid values: {', '.join(v for v in SE_VARIANTS if v != 'none')} (se is {se!r})"
+            f"model.capacity_match={capacity_match!r} widens a network without SE (se=none) to an SE module's "
+            f"parameter count; valid values: {', '.join(matchable)} (se is {se!r})"
         )
     matched_factory = functools.partial(
         create_se,
@@ -98,6 +119,7 @@ def create_model(
         reduction=se_reduction,
         aggregation=se_aggregation,
         gate_scale=se_gate_scale,
+        options=se_options,
     )
     target = count_on_meta(build, factory=matched_factory, kwargs=arch_kwargs)
     widened, params = capacity_matched(
@@ -115,6 +137,22 @@ def create_model(
     return model
 
 
+def architecture_positions(arch: str) -> tuple[str, ...]:
+    """The SE positions architecture ``arch`` declares (``SE_POSITIONS`` on its class, also through a preset's
+    ``functools.partial``); :data:`scseg.se_options.SE_POSITIONS` (the block outputs) for one that declares none."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
+    builder = ARCHITECTURES[arch]
+    while isinstance(builder, functools.partial):
+        builder = builder.func
+    return tuple(getattr(builder, "SE_POSITIONS", SE_POSITIONS))
+
+
+def capacity_modules() -> tuple[str, ...]:
+    """What ``model.capacity_match`` accepts: every registered module placed after blocks, except ``none``."""
+    return tuple(n for n in module_names(placement="block") if n != "none")
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters (BatchNorm running statistics are buffers and do not count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -124,6 +162,8 @@ __all__ = [
     "AGGREGATIONS",
     "ARCHITECTURES",
     "SE_VARIANTS",
+    "architecture_positions",
+    "capacity_modules",
     "check_se_options",
     "count_parameters",
     "create_model",

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scseg.se_options import site_name
+
 NORMS = ("batch", "instance", "group", "none")
 
 # Builds a fresh SE module for a given channel count (a partial of scseg.models.se.create_se).
 SEFactory = Callable[[int], nn.Module]
+
+
+def se_site(se_factory: SEFactory, chosen: Collection[str], position: str, level: int, channels: int) -> nn.Module:
+    """The recalibration module of one SE site: a new one when ``position`` is among ``chosen``, else an identity.
+
+    The architectures declare their sites through this (position and resolution level, 1 = full resolution), and
+    the module is tagged with them (``se_site``: ``enc1``, ``bottleneck``, ``dec2_in``, ``dec1``; ``se_position``),
+    so gate maps and ``scseg-gates`` name blocks by the architecture's declaration, not by attribute paths. An
+    identity builds nothing and draws no random number, so positions left out never change the backbone.
+    """
+    if position not in chosen:
+        return nn.Identity()
+    module = se_factory(channels)
+    module.se_site = site_name(position, level)
+    module.se_position = position
+    return module
 
 
 def make_norm(norm: str, channels: int, groups: int = 8) -> nn.Module:

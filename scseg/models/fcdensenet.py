@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from scseg.models.blocks import PointwiseConv2d, SEFactory, check_min_size, make_norm, match_size
-from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
+from scseg.models.blocks import PointwiseConv2d, SEFactory, check_min_size, make_norm, match_size, se_site
+from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
 
 class DenseLayer(nn.Sequential):
@@ -77,8 +77,9 @@ class FCDenseNet(nn.Module):
         dropout: dropout after every dense layer and transition down (0.2 in the paper).
         norm: ``batch`` (paper), ``instance``, ``group`` or ``none``.
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
-        se_positions: which blocks get SE: any of ``encoder`` (down path), ``bottleneck``, ``decoder`` (up path);
-            the others keep an identity.
+        se_positions: which blocks get SE: any of ``encoder`` (down path), ``bottleneck``, ``decoder_input`` (the
+            upsampled map concatenated with its skip, before an up block), ``decoder`` (up path); the others keep an
+            identity.
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     SE placement: after each down block's full output (the tensor that feeds the skip and the transition
@@ -89,6 +90,9 @@ class FCDenseNet(nn.Module):
     reference implementation: 56 -> 1,376,795, 67 -> 3,463,243, 103 -> 9,322,091. Jegou et al. quote 1.5 / 3.5 /
     9.4 M; their counts also include BatchNorm running statistics, which are buffers, not trainable parameters.
     """
+
+    # The SE positions this architecture has (of scseg.se_options.ALL_SE_POSITIONS); create_model refuses others.
+    SE_POSITIONS = ALL_SE_POSITIONS
 
     def __init__(
         self,
@@ -114,33 +118,36 @@ class FCDenseNet(nn.Module):
         self.n_pools = len(down_layers)
         self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
 
-        def se_at(position: str, channels: int) -> nn.Module:
-            return se_factory(channels) if position in self.se_positions else nn.Identity()
+        def se_at(position: str, channels: int, level: int) -> nn.Module:
+            return se_site(se_factory, self.se_positions, position, level, channels)
 
         self.first_conv = nn.Conv2d(in_channels, first_filters, kernel_size=3, padding=1)
 
         channels = first_filters
         skip_channels = []
         self.down_blocks, self.down_se, self.transitions_down = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for n in down_layers:
+        for i, n in enumerate(down_layers):
             block = DenseBlock(channels, n, growth_rate, norm, dropout, new_only=False)
             channels = block.out_channels
             self.down_blocks.append(block)
-            self.down_se.append(se_at("encoder", channels))
+            self.down_se.append(se_at("encoder", channels, i + 1))
             skip_channels.append(channels)
             self.transitions_down.append(TransitionDown(channels, norm, dropout))
 
         self.bottleneck = DenseBlock(channels, bottleneck_layers, growth_rate, norm, dropout, new_only=True)
         upsampled = self.bottleneck.out_channels
-        self.bottleneck_se = se_at("bottleneck", upsampled)
+        self.bottleneck_se = se_at("bottleneck", upsampled, self.n_pools + 1)
 
         self.transitions_up, self.up_blocks, self.up_se = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        self.up_input_se = nn.ModuleList()
         for i, n in enumerate(up_layers):
             last = i == len(up_layers) - 1
+            level = self.n_pools - i  # up block i works at the resolution of down block n_pools - i
             self.transitions_up.append(nn.ConvTranspose2d(upsampled, upsampled, kernel_size=3, stride=2))
             block = DenseBlock(upsampled + skip_channels[-1 - i], n, growth_rate, norm, dropout, new_only=not last)
             self.up_blocks.append(block)
-            self.up_se.append(se_at("decoder", block.out_channels))
+            self.up_input_se.append(se_at("decoder_input", upsampled + skip_channels[-1 - i], level))
+            self.up_se.append(se_at("decoder", block.out_channels, level))
             upsampled = block.out_channels
         self.classifier = PointwiseConv2d(upsampled, num_classes)
 
@@ -153,10 +160,12 @@ class FCDenseNet(nn.Module):
             skips.append(x)
             x = down(x)
         x = self.bottleneck_se(self.bottleneck(x))
-        for i, (up, block, se) in enumerate(zip(self.transitions_up, self.up_blocks, self.up_se)):
+        for i, (up, block, se_in, se) in enumerate(
+            zip(self.transitions_up, self.up_blocks, self.up_input_se, self.up_se)
+        ):
             skip = skips[-1 - i]
             x = match_size(up(x), skip.shape[-2:])
-            x = se(block(torch.cat([x, skip], dim=1)))
+            x = se(block(se_in(torch.cat([x, skip], dim=1))))
         return self.classifier(x)
 
 

@@ -14,8 +14,9 @@ from scseg.models.blocks import (
     SEFactory,
     check_min_size,
     max_unpool2d_deterministic,
+    se_site,
 )
-from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
+from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
 
 class SDNetBlock(nn.Sequential):
@@ -39,14 +40,18 @@ class SDNet(nn.Module):
         norm: ``batch`` (paper), ``instance``, ``group`` or ``none``.
         dropout: Dropout2d probability after each block's convolution, 0 disables.
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
-        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder`` (the paper: encoder
-            and decoder); the others keep an identity.
+        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder_input`` (the unpooled map
+            concatenated with its skip, before a decoder block's convolution), ``decoder`` (the paper: encoder and
+            decoder); the others keep an identity.
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     Unpooling uses :func:`max_unpool2d_deterministic`, so the network runs under
     ``torch.use_deterministic_algorithms(True)``. With the defaults, 1 input channel and 28 classes it has
     2,415,132 parameters.
     """
+
+    # The SE positions this architecture has (of scseg.se_options.ALL_SE_POSITIONS); create_model refuses others.
+    SE_POSITIONS = ALL_SE_POSITIONS
 
     def __init__(
         self,
@@ -67,18 +72,25 @@ class SDNet(nn.Module):
         self.depth = depth
         self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
 
-        def se_at(position: str) -> nn.Module:
-            return se_factory(filters) if position in self.se_positions else nn.Identity()
+        def se_at(position: str, level: int, channels: int = filters) -> nn.Module:
+            return se_site(se_factory, self.se_positions, position, level, channels)
 
         self.encoders = nn.ModuleList(
             [
-                SDNetBlock(in_channels if i == 0 else filters, filters, kernel_size, norm, dropout, se_at("encoder"))
+                SDNetBlock(
+                    in_channels if i == 0 else filters, filters, kernel_size, norm, dropout, se_at("encoder", i + 1)
+                )
                 for i in range(depth)
             ]
         )
-        self.bottleneck = SDNetBlock(filters, filters, kernel_size, norm, dropout, se_at("bottleneck"))
+        self.bottleneck = SDNetBlock(filters, filters, kernel_size, norm, dropout, se_at("bottleneck", depth + 1))
+        # decoder i works at resolution level depth - i (the deepest first)
+        self.decoder_inputs_se = nn.ModuleList([se_at("decoder_input", depth - i, 2 * filters) for i in range(depth)])
         self.decoders = nn.ModuleList(
-            [SDNetBlock(2 * filters, filters, kernel_size, norm, dropout, se_at("decoder")) for _ in range(depth)]
+            [
+                SDNetBlock(2 * filters, filters, kernel_size, norm, dropout, se_at("decoder", depth - i))
+                for i in range(depth)
+            ]
         )
         self.classifier = PointwiseConv2d(filters, num_classes)
 
@@ -94,5 +106,5 @@ class SDNet(nn.Module):
         for i, decoder in enumerate(self.decoders):
             skip = skips[-1 - i]
             x = max_unpool2d_deterministic(x, indices[-1 - i], (skip.shape[-2], skip.shape[-1]))
-            x = decoder(torch.cat([x, skip], dim=1))
+            x = decoder(self.decoder_inputs_se[i](torch.cat([x, skip], dim=1)))
         return self.classifier(x)

@@ -35,14 +35,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from scseg.models.se_fused import FusedRecalibration, channels_last_rows, layout_of, resolve_mode
-from scseg.se_options import AGGREGATIONS, SE_VARIANTS
+from scseg.se_options import (
+    AGGREGATIONS,
+    SE_VARIANTS,  # noqa: F401  (re-exported: the vocabulary's one home is se_options)
+    ModuleSpec,
+    module_names,
+    module_spec,
+)
+from scseg.se_options.registry import load
 
 
 def _conv_cls(spatial_dims: int) -> type[nn.Module]:
@@ -252,6 +260,14 @@ class ChannelSE(nn.Module):
         excited = _scaled(torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed)))), self.gate_scale)
         return excited.reshape(*excited.shape, *([1] * self.spatial_dims))
 
+    def maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"channel_gate": (N, C, 1, ..., 1)}``: the gate this block multiplies ``x`` with."""
+        return {"channel_gate": self.gate(x)}
+
+    def kernel_path(self) -> str:
+        """``fused`` when the C++ kernels compute this block (CPU float inputs), else ``aten``."""
+        return "fused" if self.kernels == "fused" and self.gate_scale == 1.0 else "aten"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernels == "fused" and self.gate_scale == 1.0 and layout_of(x) is not None:
             fc1, fc2 = self.fc1, self.fc2
@@ -273,6 +289,14 @@ class SpatialSE(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial gate of shape ``(N, 1, *spatial)`` in (0, gate_scale)."""
         return _scaled(torch.sigmoid(self.conv(x)), self.gate_scale)
+
+    def maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"spatial_gate": (N, 1, *spatial)}``: the gate this block multiplies ``x`` with."""
+        return {"spatial_gate": self.gate(x)}
+
+    def kernel_path(self) -> str:
+        """``fused`` when the C++ kernels compute this block (CPU float inputs), else ``aten``."""
+        return "fused" if self.kernels == "fused" and self.gate_scale == 1.0 else "aten"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernels == "fused" and self.gate_scale == 1.0 and layout_of(x) is not None:
@@ -304,6 +328,16 @@ class ConcurrentSE(nn.Module):
         if aggregation == "concat":
             self.fuse = _conv_cls(spatial_dims)(2 * channels, channels, kernel_size=1)
 
+    def maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Both gates, computed from the same input: ``channel_gate`` (N, C, 1, ..., 1), ``spatial_gate``
+        (N, 1, *spatial)."""
+        return {"channel_gate": self.cse.gate(x), "spatial_gate": self.sse.gate(x)}
+
+    def kernel_path(self) -> str:
+        """``fused`` when the C++ kernels compute this block (``add``, CPU float inputs), else ``aten``."""
+        fused = self.kernels == "fused" and self.aggregation == "add" and self.gate_scale == 1.0
+        return "fused" if fused else "aten"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
             self.kernels == "fused"
@@ -326,19 +360,35 @@ class ConcurrentSE(nn.Module):
 def se_kernel_path(model: nn.Module) -> str:
     """Which code computes ``model``'s SE gates on a CPU float tensor: ``fused`` (every block through the C++
     kernels), ``aten``, ``mixed`` (some of each) or ``none`` (no SE block). Recorded in summary.json: the setting
-    says what was asked for, this what ran."""
+    says what was asked for, this what ran.
+
+    A block is a module :func:`create_se` built (or one with a ``kernel_path()`` method); modules inside a block
+    (scSE's cSE and sSE halves) compute inside it. A block without ``kernel_path()`` runs ATen operations.
+    """
     paths = set()
-    inner = set()  # the cSE and sSE halves of an scSE block compute inside it
-    for block in model.modules():
-        if isinstance(block, ConcurrentSE):
-            inner.update((id(block.cse), id(block.sse)))
-            fused = block.kernels == "fused" and block.aggregation == "add" and block.gate_scale == 1.0
-            paths.add("fused" if fused else "aten")
-        elif isinstance(block, (ChannelSE, SpatialSE)) and id(block) not in inner:
-            paths.add("fused" if block.kernels == "fused" and block.gate_scale == 1.0 else "aten")
+    for block in outermost_blocks(model, lambda m: is_recalibration(m) or hasattr(m, "kernel_path")):
+        paths.add(block.kernel_path() if hasattr(block, "kernel_path") else "aten")
     if not paths:
         return "none"
     return paths.pop() if len(paths) == 1 else "mixed"
+
+
+def is_recalibration(module: nn.Module) -> bool:
+    """Whether :func:`create_se` built ``module`` (it records the module's registry name on it)."""
+    return isinstance(getattr(module, "se_name", None), str)
+
+
+def outermost_blocks(model: nn.Module, is_block) -> list[nn.Module]:
+    """The modules of ``model`` (in ``named_modules`` order) for which ``is_block`` holds and that sit inside no
+    other such module."""
+    found: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in model.modules():
+        if id(module) in inside or not is_block(module):
+            continue
+        found.append(module)
+        inside.update(id(m) for m in module.modules() if m is not module)
+    return found
 
 
 def _check_gate_scale(gate_scale: float) -> float:
@@ -364,16 +414,32 @@ def _hidden_channels(channels: int, reduction: int) -> int:
 
 
 def check_se_options(name: str, aggregation: str = "add", spatial_dims: int = 2) -> None:
-    """Raise ``ValueError`` naming the setting when the SE variant, aggregation or dimensionality is unknown.
+    """Raise ``ValueError`` naming the setting when the SE module, aggregation or dimensionality is unknown.
 
     Builds nothing (so it draws no random numbers): ``create_model`` calls it up front, so the error names the
-    setting rather than a block, also for ``none`` which never builds one.
+    setting rather than a block, also for ``none`` which never builds one. The aggregation is checked for every
+    module (configs carry it for all), so a typo in a sweep fails early.
     """
-    if name not in SE_VARIANTS:
-        raise ValueError(f"unknown SE variant {name!r}; valid choices: {', '.join(SE_VARIANTS)}")
+    module_spec(name)
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown scSE aggregation {aggregation!r}; valid choices: {', '.join(AGGREGATIONS)}")
     _conv_cls(spatial_dims)
+
+
+def resolve_module_options(
+    spec: ModuleSpec,
+    reduction: int | None = None,
+    aggregation: str | None = None,
+    gate_scale: float | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The options ``spec``'s module is built with: the shared settings (``se.reduction``, ``se.aggregation``,
+    ``se.gate_scale``) and the module's own ``options``, only those it declares, its defaults for the rest."""
+    given = {k: v for k, v in dict(options or {}).items() if v is not None}
+    for key, value in (("reduction", reduction), ("aggregation", aggregation), ("gate_scale", gate_scale)):
+        if value is not None:
+            given.setdefault(key, value)
+    return spec.resolve_options(given)
 
 
 # Per network under construction (see se_build_scope): how many SE blocks were built from each global RNG state.
@@ -413,38 +479,54 @@ def create_se(
     name: str,
     channels: int,
     spatial_dims: int = 2,
-    reduction: int = 2,
+    reduction: int | None = None,
     aggregation: str = "add",
     kernels: str = "eager",
     gate_scale: float = 1.0,
+    options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
-    """Build a NEW recalibration block for ``channels`` feature maps (never share one between blocks).
+    """Build a NEW recalibration module for ``channels`` feature maps (never share one between blocks).
 
-    ``name`` is one of ``none`` (an identity with zero parameters), ``cse``, ``sse``, ``scse``.
-    ``aggregation`` only matters for ``scse`` but is validated for every name, so a typo in a sweep fails early.
+    ``name`` is a registered module (:func:`scseg.se_options.module_names`): ``none`` (an identity with zero
+    parameters), ``cse``, ``sse``, ``scse``, ... ``reduction`` (None: the module's default), ``aggregation`` and
+    ``gate_scale`` are the shared ``se.*`` settings, ``options`` the module's own; each module receives only the
+    options it declares. ``aggregation`` is validated for every name, so a typo in a sweep fails early.
 
-    Every SE block of every network must come from here (the architectures get it as ``se_factory``): the block
-    is initialised from its own generator, seeded by :func:`_next_se_seed`, and the global RNG stream is left
-    exactly where it was. So at a given seed ``none``, ``cse``, ``sse`` and ``scse`` (any aggregation, reduction
-    or positions) start from identical backbone weights, and the SE weights are still a function of the seed.
+    Every recalibration module of every network must come from here (the architectures get it as ``se_factory``):
+    the module is initialised from its own generator, seeded by :func:`_next_se_seed`, and the global RNG stream is
+    left exactly where it was. So at a given seed every module (any options or positions) starts from identical
+    backbone weights, and the module's weights are still a function of the seed. The built module carries
+    ``se_name`` and ``se_options`` (what the gate capture and the model summary read).
 
     ``kernels``: ``eager`` (ATen operations, the default for library use), ``fused`` (scseg.models.se_fused: the
-    same function in fewer passes over memory, CPU; built on first use) or ``auto`` (fused when it builds).
-    ``gate_scale`` (``se.gate_scale``) multiplies every sigmoid gate; 1 is the paper's block.
+    same function in fewer passes over memory, CPU; built on first use) or ``auto`` (fused when it builds); only
+    modules whose spec declares ``fused_kernels`` receive it. ``gate_scale`` (``se.gate_scale``) multiplies every
+    sigmoid gate; 1 is the paper's block.
     """
     check_se_options(name, aggregation, spatial_dims)
-    if name == "none":
+    spec = module_spec(name)
+    if spec.builder is None:
         return nn.Identity()
-    kernels = resolve_mode(kernels)
-    if name != "sse":
-        _hidden_channels(channels, reduction)
+    if spec.placement != "block":
+        raise ValueError(
+            f"SE module {name!r} sits on skip connections (placement {spec.placement!r}), which the architectures "
+            f"do not wire yet; se.name for a block takes one of: {', '.join(_block_modules())}"
+        )
+    values = resolve_module_options(spec, reduction, aggregation, gate_scale, options)
+    kwargs = dict(values)
+    if spec.fused_kernels:
+        kwargs["kernels"] = resolve_mode(kernels)
+    builder = load(spec.builder)
     seed = _next_se_seed()
     # Only the CPU generator is forked and reseeded: parameters are created on the CPU, and reseeding CUDA
     # generators (torch.manual_seed does) would change the dropout masks of a later GPU run.
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        if name == "sse":
-            return SpatialSE(channels, spatial_dims, kernels=kernels, gate_scale=gate_scale)
-        if name == "cse":
-            return ChannelSE(channels, reduction, spatial_dims, kernels=kernels, gate_scale=gate_scale)
-        return ConcurrentSE(channels, reduction, spatial_dims, aggregation, kernels=kernels, gate_scale=gate_scale)
+        module = builder(channels, spatial_dims=spatial_dims, **kwargs)
+    module.se_name = name
+    module.se_options = values
+    return module
+
+
+def _block_modules() -> list[str]:
+    return list(module_names(placement="block"))

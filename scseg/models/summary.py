@@ -1,8 +1,10 @@
-"""Parameter and compute table of every architecture x SE variant (``python -m scseg.models.summary``).
+"""Parameter and compute table of every architecture x SE module (``python -m scseg.models.summary``).
 
 Multiply-adds are counted with forward hooks on convolutions, transposed convolutions and linear layers
-(one multiply-add per weight use), plus one multiply per element for every SE gating product. Norms,
-activations and pooling are left out, as is usual for such tables.
+(one multiply-add per weight use). An SE block counts by its registry formula (``multiply_adds`` of its
+:class:`~scseg.se_options.ModuleSpec`: the same convention plus one multiply per element for every gating
+product) on the shape it sees, so a new module needs no edit here; a module without a formula counts its own
+convolutions and linear layers. Norms, activations and pooling are left out, as is usual for such tables.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from scseg.models import ARCHITECTURES, SE_VARIANTS, count_parameters, create_model
-from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE
+from scseg.models import ARCHITECTURES, count_parameters, create_model
+from scseg.models.se import is_recalibration, outermost_blocks
+from scseg.se_options import find_module, module_names
 
 
 def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -32,19 +35,26 @@ def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
-    def gate_hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+    def block_hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         nonlocal total
-        # x * gate for cSE / sSE; scSE multiplies twice (or once more for its aggregation).
-        total += inputs[0].numel() * (2 if isinstance(module, ConcurrentSE) else 1)
+        x = inputs[0]
+        spec = find_module(module.se_name)
+        macs = spec.count_multiply_adds(x.shape[1], tuple(x.shape[2:]), **module.se_options)
+        total += x.shape[0] * int(macs)
 
-    handles = []
+    # SE blocks with a formula count as a whole; the layers inside them are not hooked again.
+    formula_blocks = [
+        m
+        for m in outermost_blocks(model, is_recalibration)
+        if (spec := find_module(m.se_name)) is not None and spec.multiply_adds is not None
+    ]
+    counted_inside = {id(inner) for block in formula_blocks for inner in block.modules()}
+    handles = [block.register_forward_hook(block_hook) for block in formula_blocks]
     for module in model.modules():
+        if id(module) in counted_inside:
+            continue
         if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
             handles.append(module.register_forward_hook(conv_hook))
-        if isinstance(module, ConcurrentSE) or (
-            isinstance(module, (ChannelSE, SpatialSE)) and not _inside_concurrent(model, module)
-        ):
-            handles.append(module.register_forward_hook(gate_hook))
     try:
         model.eval()
         with torch.no_grad():
@@ -55,18 +65,15 @@ def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def _inside_concurrent(model: nn.Module, module: nn.Module) -> bool:
-    return any(isinstance(parent, ConcurrentSE) and module in (parent.cse, parent.sse) for parent in model.modules())
-
-
 def summary_rows(
     archs: Iterable[str], num_classes: int = 28, in_channels: int = 1, size: int = 256, aggregation: str = "add"
 ) -> list[dict]:
-    """One row per arch x SE variant: parameters, multiply-adds, and overhead relative to ``none``."""
+    """One row per arch x registered SE module (placed after blocks): parameters, multiply-adds, and overhead
+    relative to ``none``."""
     rows = []
     for arch in archs:
         base_params = base_macs = 0
-        for se in SE_VARIANTS:
+        for se in module_names(placement="block"):
             model = create_model(arch, num_classes, in_channels=in_channels, se=se, se_aggregation=aggregation)
             params = count_parameters(model)
             macs = count_multiply_adds(model, (1, in_channels, size, size))
@@ -86,11 +93,12 @@ def summary_rows(
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'arch':<14} {'se':<5} {'params':>11} {'GMACs':>8} {'+params %':>9} {'+MACs %':>8}"
+    width = max([5, *(len(r["se"]) for r in rows)])
+    header = f"{'arch':<14} {'se':<{width}} {'params':>11} {'GMACs':>8} {'+params %':>9} {'+MACs %':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r['arch']:<14} {r['se']:<5} {r['params']:>11,} {r['gmacs']:>8.2f} "
+            f"{r['arch']:<14} {r['se']:<{width}} {r['params']:>11,} {r['gmacs']:>8.2f} "
             f"{r['param_overhead_pct']:>9.2f} {r['mac_overhead_pct']:>8.2f}"
         )
     return "\n".join(lines)
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = summary_rows(args.archs.split(","), args.num_classes, args.in_channels, args.size, args.aggregation)
     print(
         f"Paper-default widths, {args.in_channels} input channel(s), {args.num_classes} classes, "
-        f"one {args.size}x{args.size} slice, scSE aggregation '{args.aggregation}', SE reduction 2."
+        f"one {args.size}x{args.size} slice, scSE aggregation '{args.aggregation}', every other option at its "
+        "module's default."
     )
     print(format_table(rows))
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.models.blocks import ConvNormAct, PointwiseConv2d, SEFactory, check_min_size, match_size
-from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
+from scseg.models.blocks import ConvNormAct, PointwiseConv2d, SEFactory, check_min_size, match_size, se_site
+from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
 UPSAMPLING = ("nearest", "bilinear", "transposed")
 
@@ -50,13 +50,17 @@ class UNet(nn.Module):
         upsampling: ``nearest`` (default, parameter-free), ``bilinear`` (parameter-free) or ``transposed``
             (a learned 2x2 stride-2 transposed convolution).
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
-        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder`` (the paper: encoder
-            and decoder); the others keep an identity.
+        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder_input`` (the concatenation
+            of upsampled map and skip, before a decoder block's convolutions), ``decoder`` (the paper: encoder and
+            decoder); the others keep an identity.
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     With the paper's settings, 1 input channel and 28 classes the network has 2,157,276 parameters
     (convolutions carry biases); scSE (add, r = 2) adds 4,257 per block.
     """
+
+    # The SE positions this architecture has (of scseg.se_options.ALL_SE_POSITIONS); create_model refuses others.
+    SE_POSITIONS = ALL_SE_POSITIONS
 
     def __init__(
         self,
@@ -82,16 +86,16 @@ class UNet(nn.Module):
         self.upsampling = upsampling
         self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
 
-        def se_at(position: str) -> nn.Module:
-            return se_factory(filters) if position in self.se_positions else nn.Identity()
+        def se_at(position: str, level: int, channels: int = filters) -> nn.Module:
+            return se_site(se_factory, self.se_positions, position, level, channels)
 
         def block(cin: int, se: nn.Module) -> UNetBlock:
             return UNetBlock(cin, filters, kernel_size, convs_per_block, norm, dropout, se)
 
         self.encoders = nn.ModuleList(
-            [block(in_channels if i == 0 else filters, se_at("encoder")) for i in range(depth)]
+            [block(in_channels if i == 0 else filters, se_at("encoder", i + 1)) for i in range(depth)]
         )
-        self.bottleneck = block(filters, se_at("bottleneck"))
+        self.bottleneck = block(filters, se_at("bottleneck", depth + 1))
         self.upsamplers = nn.ModuleList(
             [
                 nn.ConvTranspose2d(filters, filters, kernel_size=2, stride=2)
@@ -100,7 +104,9 @@ class UNet(nn.Module):
                 for _ in range(depth)
             ]
         )
-        self.decoders = nn.ModuleList([block(2 * filters, se_at("decoder")) for _ in range(depth)])
+        # decoder i works at resolution level depth - i (the deepest first)
+        self.decoder_inputs_se = nn.ModuleList([se_at("decoder_input", depth - i, 2 * filters) for i in range(depth)])
+        self.decoders = nn.ModuleList([block(2 * filters, se_at("decoder", depth - i)) for i in range(depth)])
         self.classifier = PointwiseConv2d(filters, num_classes)
 
     def _upsample(self, i: int, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -120,5 +126,5 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         for i, decoder in enumerate(self.decoders):
             skip = skips[-1 - i]
-            x = decoder(torch.cat([self._upsample(i, x, skip.shape[-2:]), skip], dim=1))
+            x = decoder(self.decoder_inputs_se[i](torch.cat([self._upsample(i, x, skip.shape[-2:]), skip], dim=1)))
         return self.classifier(x)

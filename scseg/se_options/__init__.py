@@ -5,10 +5,15 @@ One place, free of torch, because several readers must agree on them: the networ
 config check (valid names), the run identity (equal networks hash equally), ``scseg-compare`` (which reads a
 finished run's settings back) and ``scseg-gates``.
 
-- ``se.positions``: any subset of ``encoder``, ``bottleneck``, ``decoder`` (default ``[encoder, decoder]``, the
-  paper's placement). The older ``se.in_bottleneck: true`` is an alias that adds ``bottleneck``.
+- ``se.positions``: any subset of ``encoder``, ``bottleneck``, ``decoder_input``, ``decoder`` (default
+  ``[encoder, decoder]``, the paper's placement). ``decoder_input`` is the concatenation of the upsampled map and
+  the skip that enters a decoder block (where segmentation_models.pytorch puts its first attention), in the
+  architectures that concatenate. The older ``se.in_bottleneck: true`` is an alias that adds ``bottleneck``.
 - ``se.reduction``: the cSE bottleneck ``C -> C / r``. ``null`` takes the architecture's own default,
   ``model.se_reduction`` (FC-DenseNet's wide blocks), else :data:`DEFAULT_SE_REDUCTION`.
+
+The modules themselves (names, options, maps, formulas) are declared in the registry (:mod:`.registry`; the paper's
+four in :mod:`.builtin`); :data:`SE_VARIANTS` and :data:`AGGREGATIONS` are derived from it for older callers.
 """
 
 from __future__ import annotations
@@ -16,12 +21,37 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# The SE variants (``se.name``) and scSE aggregations (``se.aggregation``) scseg builds.
-SE_VARIANTS: tuple[str, ...] = ("none", "cse", "sse", "scse")
-AGGREGATIONS: tuple[str, ...] = ("add", "max", "mul", "concat")
+from scseg.se_options import attention as _attention  # noqa: F401  (registers the attention modules)
+from scseg.se_options.builtin import AGGREGATIONS, DEFAULT_SE_REDUCTION
+from scseg.se_options.registry import (
+    MAP_KINDS,
+    PLACEMENTS,
+    MapSpec,
+    ModuleSpec,
+    OptionSpec,
+    find_module,
+    module_label,
+    module_names,
+    module_spec,
+    module_specs,
+    register_module,
+    run_name_option,
+    unregister_module,
+    uses_option,
+)
+
+# The module names (``se.name``) registered when scseg is imported; read module_names() for the live list (a test
+# or a plug-in may register more).
+SE_VARIANTS: tuple[str, ...] = module_names()
+# Where block modules go: SE_POSITIONS are the block outputs every architecture has (the paper's sites and the
+# bottleneck); ALL_SE_POSITIONS adds those only some have, in network order. Each architecture declares its own
+# (``SE_POSITIONS`` on its class; one without the declaration has SE_POSITIONS).
 SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder")
+ALL_SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder_input", "decoder")
 DEFAULT_SE_POSITIONS: tuple[str, ...] = ("encoder", "decoder")
-DEFAULT_SE_REDUCTION = 2
+# A site's name (gate maps, ``scseg-gates``, TensorBoard tags): its position's prefix and its resolution level
+# (1 = full resolution; decoders count from the deepest level up, so ``dec1`` works at ``enc1``'s resolution).
+_SITE_PREFIX = {"encoder": "enc{}", "bottleneck": "bottleneck", "decoder_input": "dec{}_in", "decoder": "dec{}"}
 # How SE blocks compute (``trainer.se_kernels``; scseg.models.se_fused): fused CPU kernels when they build, always,
 # or never (ATen operations).
 SE_KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager")
@@ -37,15 +67,15 @@ def resolve_positions(positions: Iterable[str] | str | None, in_bottleneck: bool
     elif isinstance(positions, str):
         positions = [positions]
     chosen = {str(p) for p in positions}
-    unknown = sorted(chosen - set(SE_POSITIONS))
+    unknown = sorted(chosen - set(ALL_SE_POSITIONS))
     if unknown:
         raise ValueError(
             f"unknown SE position(s) {', '.join(map(repr, unknown))}; "
-            f"se.positions is any subset of {', '.join(SE_POSITIONS)}"
+            f"se.positions is any subset of {', '.join(ALL_SE_POSITIONS)}"
         )
     if in_bottleneck:
         chosen.add("bottleneck")
-    return tuple(p for p in SE_POSITIONS if p in chosen)
+    return tuple(p for p in ALL_SE_POSITIONS if p in chosen)
 
 
 def resolve_reduction(reduction: int | None, arch_default: int | None = None) -> int:
@@ -56,6 +86,13 @@ def resolve_reduction(reduction: int | None, arch_default: int | None = None) ->
                 raise ValueError(f"an SE reduction must be a positive integer, got {value!r}")
             return int(value)
     return DEFAULT_SE_REDUCTION
+
+
+def site_name(position: str, level: int) -> str:
+    """The name of the SE site at ``position`` and resolution ``level``: ``enc1``, ``bottleneck``, ``dec2_in``..."""
+    if position not in _SITE_PREFIX:
+        raise ValueError(f"unknown SE position {position!r}; valid positions: {', '.join(SE_POSITIONS)}")
+    return _SITE_PREFIX[position].format(level)
 
 
 def positions_label(positions: Iterable[str]) -> str:
@@ -81,12 +118,29 @@ def se_settings(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
 
 __all__ = [
     "AGGREGATIONS",
+    "ALL_SE_POSITIONS",
     "DEFAULT_SE_POSITIONS",
     "DEFAULT_SE_REDUCTION",
+    "MAP_KINDS",
+    "PLACEMENTS",
+    "SE_KERNEL_MODES",
     "SE_POSITIONS",
     "SE_VARIANTS",
+    "MapSpec",
+    "ModuleSpec",
+    "OptionSpec",
+    "find_module",
+    "module_label",
+    "module_names",
+    "module_spec",
+    "module_specs",
     "positions_label",
+    "register_module",
     "resolve_positions",
     "resolve_reduction",
+    "run_name_option",
     "se_settings",
+    "site_name",
+    "unregister_module",
+    "uses_option",
 ]
