@@ -29,7 +29,7 @@ $(TORCH_STAMP): | $(VENV)/bin/python
 	touch $@
 
 $(STAMP): pyproject.toml $(TORCH_STAMP)
-	$(VPY) -m pip install -q -e ".[dev,report]"
+	$(VPY) -m pip install -q -e ".[dev,report,onnx]"
 	@# the opt-in fused SE kernels (trainer.se_kernels=fused), built once under a deadline; optional
 	$(VPY) -c "import sys; from scseg.models.se_fused import main; sys.exit(main(['--timeout', '300']))" \
 	  || echo "fused SE kernels not built: optional, the default gates need none"
