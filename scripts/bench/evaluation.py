@@ -1,4 +1,5 @@
-"""Section evaluation: Dice counting against numpy loops and MONAI, and the restore of probabilities."""
+"""Section evaluation: Dice counting against numpy loops and MONAI, the restore of probabilities, and the boundary
+metrics (HD95, NSD) against the time the network takes to predict the same volumes."""
 
 from __future__ import annotations
 
@@ -110,6 +111,7 @@ def section_evaluation(args: argparse.Namespace) -> Section:
         if name.startswith("MONAI"):
             section.target("scseg speed-up over MONAI", per_volume[name] / per_volume["scseg"], 50.0, True)
     restore_table(args, section)
+    surface_table(args, section)
     return section
 
 
@@ -224,6 +226,77 @@ def restore_table(args: argparse.Namespace, section: Section) -> None:
         f"{differ} of {sum(a.size for a in results['scseg'])} voxels"
         + (f", {ties} of the first {min(differ, 200)} checked are ties (two classes within 1e-6)" if differ else "")
     )
+
+
+def synthetic_head_label(shape: tuple[int, int, int], k: int, seed: int) -> Any:
+    """A 1 mm label volume of ``shape``: K-1 ellipsoids of 3-30 mm radius placed in a brain-sized region."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
+    centre = np.array(shape, np.float32) / 2
+    label = np.zeros(shape, np.uint8)
+    for c in range(1, k):
+        radii = rng.uniform(3, 30, 3).astype(np.float32)
+        middle = centre + rng.uniform(-0.3, 0.3, 3).astype(np.float32) * np.array(shape, np.float32)
+        label[(((grid - middle[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) < 1] = c
+    return label
+
+
+def surface_table(args: argparse.Namespace, section: Section) -> None:
+    """HD95 + NSD of every class (``scseg.metrics.surface_metrics``, background included) on MALC-sized volumes,
+    against the time the MALC CPU preset's network (U-Net width=cpu, 2 mm, coronal 96 x 96 slices, eval batch 64)
+    takes to predict the same volumes. The target: the metrics cost no more than the prediction."""
+    import numpy as np
+    import torch
+
+    from scseg.metrics import surface_metrics
+    from scseg.models import create_model
+
+    n_volumes = 2 if args.quick else 15
+    shape = (48, 56, 40) if args.quick else (160, 200, 165)
+    k = MALC_NUM_CLASSES
+    references = [synthetic_head_label(shape, k, seed) for seed in range(n_volumes)]
+    # the prediction: the reference one voxel off along the first axis, plus 2 % of voxels relabelled at random
+    rng = np.random.default_rng(1)
+    predictions = []
+    for ref in references:
+        pred = np.roll(ref, 1, axis=0).astype(np.int16)
+        flip = rng.random(shape) < 0.02
+        pred[flip] = rng.integers(0, k, int(flip.sum()), dtype=np.int16)
+        predictions.append(pred)
+    model = create_model("unet", k, filters=8 if args.quick else 32, depth=4).eval()
+    # coronal slices of the 2 mm grid, padded to the preset's canvas
+    n_slices, canvas = shape[1] // 2, (32, 32) if args.quick else (96, 96)
+    slices = torch.randn(n_slices, 1, *canvas)
+
+    def predict() -> None:
+        with torch.no_grad():
+            for _ in range(n_volumes):
+                for batch in slices.split(64):
+                    model(batch).argmax(1)
+
+    def metrics() -> None:
+        for ref, pred in zip(references, predictions):
+            surface_metrics(ref, pred, k, (1.0, 1.0, 1.0))
+
+    times = interleaved({"prediction": predict, "surface metrics": metrics}, max(2, args.repeats - 2), warmup=1)
+    predict_s = median(times["prediction"]) / n_volumes
+    metrics_s = median(times["surface metrics"]) / n_volumes
+    table = Table(
+        f"Boundary metrics (HD95 + NSD, {k} classes incl. background) against prediction: {n_volumes} volumes of "
+        f"{' x '.join(map(str, shape))} at 1 mm",
+        [("what", "what", "s"), ("ms", "ms per volume", ".0f"), ("ratio", "x prediction", ".2f")],
+    )
+    table.rows.append(
+        {"what": f"U-Net width=cpu forward, {n_slices} slices of {canvas[0]} x {canvas[1]}", "ms": 1e3 * predict_s}
+        if not args.quick
+        else {"what": f"U-Net (8 filters) forward, {n_slices} slices of 32 x 32", "ms": 1e3 * predict_s}
+    )
+    table.rows.append({"what": "surface_metrics", "ms": 1e3 * metrics_s, "ratio": metrics_s / predict_s})
+    section.tables.append(table)
+    section.raw["surface_metrics"] = times
+    section.target("boundary metrics time / prediction time", metrics_s / predict_s, 1.0, False)
 
 
 def monai_dice(references: Sequence[Any], predictions: Sequence[Any], num_classes: int) -> tuple | str:

@@ -70,11 +70,11 @@ def render_section(meta: dict[str, Any], section: Section) -> str:
 
 
 def render_targets(sections: Sequence[Section], quick: bool = False) -> str:
-    """The issue's targets against what was measured (with ``--quick`` the sizes are too small to judge them)."""
+    """The speed and memory targets against what was measured (``--quick``: sizes too small to judge them)."""
     targets = [t for s in sections for t in s.targets]
     if not targets:
         return ""
-    title = "### Targets (issue 10)" + (" - quick mode: tiny sizes, not to be judged" if quick else "")
+    title = "### Targets" + (" - quick mode: tiny sizes, not to be judged" if quick else "")
     lines = [title, "", "| figure | measured | target | met |", "|---|---:|---:|---|"]
     for t in targets:
         sign = ">=" if t["higher"] else "<="
