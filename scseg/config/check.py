@@ -42,13 +42,19 @@ SCHEDULER_INTERVALS: tuple[str, ...] = ("epoch", "iteration", "validation")
 AMP_DTYPES: tuple[str, ...] = ("bfloat16", "float16")
 
 
+# Shared ``se`` keys a config may leave out, and what an absent one means (scseg.se_options.se_settings agrees).
+SE_SHARED_DEFAULTS: dict[str, Any] = {"reduction": None, "aggregation": "add", "gate_scale": 1.0}
+
+
 class ConfigError(ValueError):
     """A config key is unknown, missing or of the wrong type; the message names the key."""
 
 
 @dataclass
 class SESchema:
-    """The keys every ``se`` config has; a module's own options (its registry spec) come on top of them."""
+    """The keys of the ``se`` group; a module's own options (its registry spec) come on top of them. The shared
+    options (reduction, aggregation, gate_scale) may be left out by a module that has none of them
+    (:data:`SE_SHARED_DEFAULTS`)."""
 
     name: str
     reduction: int | None  # null: the architecture's model.se_reduction, else 2 (scseg.se_options)
@@ -220,7 +226,7 @@ def _check_se_group(node: dict) -> None:
         raise ConfigError(
             f"unknown config key 'se.{key}'; valid keys: {', '.join(sorted(base | set(spec.option_names)))}"
         )
-    _check_node("se.", {k: v for k, v in node.items() if k in base}, SESchema)
+    _check_node("se.", {**SE_SHARED_DEFAULTS, **{k: v for k, v in node.items() if k in base}}, SESchema)
     for option in spec.options:
         value = node.get(option.name)
         if value is None:  # absent: the module's default; se.reduction null: the architecture's
@@ -233,7 +239,7 @@ def _check_se_group(node: dict) -> None:
 
 def _check_se(node: dict) -> None:
     """``se.reduction`` positive (or null); ``se.positions`` a list of known positions."""
-    _check_reduction("se.reduction", node["reduction"])
+    _check_reduction("se.reduction", node.get("reduction"))
     positions = node["positions"]
     if not isinstance(positions, list) or not all(isinstance(p, str) for p in positions):
         raise ConfigError(f"config key 'se.positions' must be a list such as [encoder, decoder], got {positions!r}")
@@ -296,7 +302,8 @@ def validate_config(cfg: DictConfig) -> None:
         if value is not None and value <= 0:
             raise ConfigError(f"config key 'trainer.{key}' must be positive or null; got {value!r}")
     for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+        absent = SE_SHARED_DEFAULTS.get(key[len("se.") :]) if key.startswith("se.") else None
+        value = OmegaConf.select(cfg, key, default=absent)
         if value not in choices:
             raise ConfigError(f"config key '{key}' is {value!r}; valid choices: {', '.join(choices)}")
     for group in ("optimizer", "scheduler"):

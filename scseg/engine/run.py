@@ -77,7 +77,7 @@ def identity(cfg: DictConfig) -> tuple[str, str]:
     ``se.aggregation`` when the module has no such option (only scSE does), so an aggregation sweep over cSE trains
     once."""
     canonical = cfg.copy()  # interpolations stay as text, so machine-specific paths never enter the hash
-    if not uses_option(str(cfg.se.name), "aggregation"):
+    if not uses_option(str(cfg.se.name), "aggregation") and "aggregation" in canonical.se:
         OmegaConf.update(canonical, "se.aggregation", None)
     # the precision that will run, not the word "auto": bf16 and fp32 runs of one config get their own folders
     device_type = pick_device(str(cfg.trainer.get("device", "cpu"))).split(":")[0]

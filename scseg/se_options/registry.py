@@ -40,7 +40,8 @@ class OptionSpec:
 
     ``kind`` is ``int``, ``float``, ``str`` or ``bool``; ``choices`` (if any) lists every valid value; ``minimum`` is
     an inclusive lower bound (``positive`` an exclusive 0) for numbers; ``odd`` asks for an odd integer (kernel
-    sizes that keep the spatial size).
+    sizes that keep the spatial size); ``nullable``: ``null`` is valid too (the module then derives the value, e.g.
+    ECA's kernel size from the channel count).
     """
 
     name: str
@@ -50,6 +51,7 @@ class OptionSpec:
     minimum: float | None = None
     positive: bool = False
     odd: bool = False
+    nullable: bool = False
     help: str = ""
 
     def __post_init__(self) -> None:
@@ -68,10 +70,12 @@ class OptionSpec:
             words += " > 0"
         elif self.minimum is not None:
             words += f" >= {self.minimum:g}"
-        return words
+        return words + (" or null" if self.nullable else "")
 
     def check(self, value: Any, module: str) -> Any:
         """``value`` converted to the option's type; ``ValueError`` naming ``se.<name>`` and what is valid."""
+        if value is None and self.nullable:
+            return None
         ok = True
         if self.kind is bool:
             ok = isinstance(value, bool)
