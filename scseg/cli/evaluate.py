@@ -27,7 +27,12 @@ from scseg.engine.reevaluate import evaluate_ensemble, reevaluate
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a run's best checkpoint on whole volumes.")
     parser.add_argument("run_dir", type=Path, nargs="+", help="a run folder, or several: their ensemble (needs --out)")
-    parser.add_argument("--out", type=Path, default=None, help="where an ensemble's per_case.csv / summary.json go")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where per_case.csv / summary.json go (default for one run: its folder)"
+    )
+    parser.add_argument(
+        "--tta", default=None, choices=("none", "mirror"), help="test-time mirroring, overriding the run's eval.tta"
+    )
     parser.add_argument(
         "--weights", type=float, nargs="+", default=None, help="one weight per run for an ensemble or fusion"
     )
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.run_dir, args.out, args.split, args.checkpoint, args.device, weights=args.weights
             )
         else:
-            result = reevaluate(args.run_dir[0], args.split, args.checkpoint, args.device)
+            result = reevaluate(args.run_dir[0], args.split, args.checkpoint, args.device, tta=args.tta, out=args.out)
     except (OSError, ValueError, RuntimeError, DataError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

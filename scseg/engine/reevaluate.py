@@ -7,6 +7,7 @@ belong to the library, where finished runs gain new metrics without retraining.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,17 +52,30 @@ def _score(predictor: Predictor, surfaces: bool, subjects) -> tuple[dict, dict |
 
 
 def reevaluate(
-    run_dir: Path, split: str = "test", checkpoint: str = "best", device: torch.device | str = "cpu"
+    run_dir: Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    device: torch.device | str = "cpu",
+    tta: str | None = None,
+    out: Path | None = None,
 ) -> Reevaluation:
     """Evaluate ``run_dir``'s ``checkpoint`` on ``split``; writes ``per_case[_<split>].csv`` and
-    ``summary[_<split>].json`` into the run folder (the test split keeps training's file names).
+    ``summary[_<split>].json`` into the run folder (the test split keeps training's file names), or into ``out``.
 
-    Raises what loading and preparing raise (``OSError``, ``ValueError``, ``RuntimeError``, ``DataError``,
-    ``DiskFullError``), each naming the file or setting.
+    ``tta`` overrides the run's ``eval.tta``; a protocol other than the run's own needs ``out``, so training's
+    test results are never overwritten by numbers measured another way. Raises what loading and preparing raise
+    (``OSError``, ``ValueError``, ``RuntimeError``, ``DataError``, ``DiskFullError``), each naming the file or setting.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     spec, dm, model, state = load_run(run_dir, checkpoint)
+    if tta is not None and tta != spec.eval.tta:
+        if out is None:
+            raise ValueError(
+                f"--tta {tta} differs from the run's eval.tta ({spec.eval.tta}): give --out DIR so the run's own "
+                "test results are kept"
+            )
+        spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, tta=tta))
     device = torch.device(device)
     model.to(device)
     dm.prepare()  # may write cache entries
@@ -85,8 +99,12 @@ def reevaluate(
         capacity=capacity_of(model),
         **recorded_hashes(run_dir),
     )
+    if tta is not None:  # the protocol these numbers were measured with, when asked for explicitly
+        summary["tta"] = spec.eval.tta
     suffix = "" if split == "test" else f"_{split}"
-    per_case, summary_path = run_dir / f"per_case{suffix}.csv", run_dir / f"summary{suffix}.json"
+    folder = run_dir if out is None else Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    per_case, summary_path = folder / f"per_case{suffix}.csv", folder / f"summary{suffix}.json"
     write_per_case(per_case, rows)
     write_summary(summary_path, summary)
     return Reevaluation(summary, per_case, summary_path, len(counts))

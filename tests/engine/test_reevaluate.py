@@ -1,4 +1,4 @@
-"""Re-evaluation keeps a run's identity (issue 12): ``scseg-evaluate`` writes summary.json with the same builder
+"""Re-evaluation keeps a run's identity: ``scseg-evaluate`` writes summary.json with the same builder
 as training, so ``scseg-compare`` files a re-evaluated scSE-max run under max, not under the default add."""
 
 from __future__ import annotations
@@ -58,3 +58,19 @@ def test_comparison_hash_ignores_only_the_se_settings_and_seed(tiny_config):
         assert comparison_hash(tiny_config("unet", *same)) == reference, same
     for other in (("optimizer.lr=0.5",), ("model.filters=8",), ("loss.min_class_weight_ratio=0.25",)):
         assert comparison_hash(tiny_config("unet", *other)) != reference, other
+
+
+def test_mirroring_another_protocol_goes_to_its_own_folder(tiny_config, tmp_path, capsys):
+    """--tta mirror on a run trained with eval.tta=none needs --out: the run's own test results stay as trained."""
+    result = run_training(tiny_config("unet"))
+    per_case = (result.run_dir / "per_case.csv").read_bytes()
+    assert evaluate.main([str(result.run_dir), "--tta", "mirror"]) == 2
+    assert "give --out DIR" in capsys.readouterr().err
+    out = tmp_path / "mirrored"
+    assert evaluate.main([str(result.run_dir), "--tta", "mirror", "--out", str(out)]) == 0
+    mirrored = json.loads((out / "summary.json").read_text())
+    assert mirrored["tta"] == "mirror" and (out / "per_case.csv").is_file()
+    assert mirrored["config_hash"] == result.summary["config_hash"]  # the run it measured
+    assert (result.run_dir / "per_case.csv").read_bytes() == per_case
+    assert evaluate.main([str(result.run_dir), "--tta", "none"]) == 0  # the run's own protocol: in place
+    capsys.readouterr()
