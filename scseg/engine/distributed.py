@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,26 @@ def init_distributed(backend: str, device: str) -> DistContext:
     if device.startswith("cuda"):
         torch.cuda.set_device(ctx.local_rank)
     return ctx
+
+
+def wrap_ddp(model: nn.Module, device_ids: list[int] | None) -> nn.Module:
+    """``model`` in DistributedDataParallel with its gradients living in DDP's all-reduce buckets, so no step
+    copies them and DDP's reducer never warns ``Grad strides do not match bucket view strides``.
+
+    Why the warning came: ``trainer.channels_last`` gives a 1x1 kernel (the sSE convolution, the classifier) the
+    strides ``(C, 1, C, C)``; its gradient comes back from the convolution as ``(C, 1, 1, 1)``. Both describe the
+    same memory, and autograd's layout contract ignores the strides of size-1 dimensions, but the reducer compares
+    strides literally. Converting to channels-last before wrapping (the trainer does) is not enough, and
+    ``gradient_as_bucket_view=True`` alone is not either: the first step's gradients are fresh tensors. Giving every
+    parameter a zero gradient before wrapping lets DDP make each gradient its bucket view at construction; from then
+    on autograd adds into that view in place (the trainer keeps the gradients between steps, zeroing them, under
+    DDP), so the reducer compares a tensor with itself, whatever strides the device's convolution returns.
+    Numbers are unchanged: the bucket holds 0 + g = g.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.grad is None:
+            param.grad = torch.zeros_like(param)  # same strides as the parameter: the bucket view's
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from scseg.config.check import SCHEDULER_INTERVALS
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
-from scseg.engine.distributed import DistContext, all_reduce_sum, shard
+from scseg.engine.distributed import DistContext, all_reduce_sum, shard, wrap_ddp
 from scseg.engine.gates import GateCapture, Gates
 from scseg.engine.inference import Predictor
 from scseg.engine.precision import cpu_has_amx, precision_label, resolve_amp
@@ -160,7 +160,7 @@ class Trainer:
         self.train_module: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            self.train_module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.train_module = wrap_ddp(self.model, ids)  # gradients as DDP's bucket views (see wrap_ddp)
         if self.settings.compile:
             self.train_module = torch.compile(self.train_module)
 
@@ -313,7 +313,7 @@ class Trainer:
                     f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {self.state.step + 1}; the last good "
                     "checkpoint is kept. Lower optimizer.lr, enable trainer.grad_clip_norm, or check the data."
                 )
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=not self.dist.enabled)  # DDP: keep them as bucket views
             self.scaler.scale(loss).backward()
             if self.settings.grad_clip_norm:
                 self.scaler.unscale_(self.optimizer)

@@ -45,6 +45,51 @@ def _counts_worker(rank: int, world: int, port: int, overrides: list[str], out: 
     cleanup(ctx)
 
 
+BUCKET_WARNING = "Grad strides do not match bucket view strides"
+
+
+def _ddp_steps_worker(rank: int, world: int, port: int, bucket_views: bool, out: str) -> None:
+    """Three SGD steps of a channels-last scSE U-Net (1x1 kernels: sSE, classifier) under DDP on gloo."""
+    import warnings
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from scseg.engine.distributed import wrap_ddp
+    from scseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=3, filters=4, depth=2, se="scse").to(memory_format=torch.channels_last)
+    module = wrap_ddp(model, None) if bucket_views else torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    generator = torch.Generator().manual_seed(rank)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            images = torch.randn(2, 1, 16, 16, generator=generator).contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=not bucket_views)
+            module(images).square().mean().backward()
+            optimizer.step()
+    if rank == 0:
+        warned = any(BUCKET_WARNING in str(w.message) for w in caught)
+        torch.save({"warned": warned, "state": {k: v.clone() for k, v in model.state_dict().items()}}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_gradients_as_bucket_views_change_no_number(tmp_path):
+    """wrap_ddp (gradients kept as DDP's bucket views) trains to the same weights as plain DDP, bit for bit, and
+    its reducer does not warn about gradient strides, which plain DDP does for channels-last 1x1 kernels."""
+    results = {}
+    for bucket_views in (False, True):
+        out = str(tmp_path / f"steps_{bucket_views}.pt")
+        mp.spawn(_ddp_steps_worker, args=(2, _free_port(), bucket_views, out), nprocs=2, join=True)
+        results[bucket_views] = torch.load(out, weights_only=True)
+    assert results[False]["warned"], "plain DDP no longer warns: the test no longer shows what wrap_ddp fixes"
+    assert not results[True]["warned"]
+    for name, value in results[False]["state"].items():
+        assert torch.equal(results[True]["state"][name], value), name
+
+
 def test_distributed_evaluation_equals_single_process(tmp_path, monkeypatch):
     from scseg.config import compose_train_config
     from scseg.engine.distributed import DistContext
@@ -104,6 +149,8 @@ def test_two_rank_run_writes_one_run_folder(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Channels-last 1x1 kernels (the classifier) once made DDP's reducer warn and copy gradients (wrap_ddp).
+    assert BUCKET_WARNING not in proc.stdout + proc.stderr
     folders = [p for p in (runs / "ddp").iterdir() if not p.name.startswith(".")]
     assert len(folders) == 1, folders
     folder = folders[0]
