@@ -2,7 +2,8 @@
 
 Hydra composes whatever YAML it is given; a typo such as ``trainer.max_epoch=5`` would otherwise be silently
 ignored. Each group is checked against a schema: the model group against the architecture's own keyword
-arguments (so the YAML and the constructor can never drift apart), the others against dataclasses below.
+arguments (so the YAML and the constructor can never drift apart), ``se`` against the module registry, the others
+against the structured-config dataclasses of :mod:`scseg.config.schema` (registered in Hydra's ConfigStore).
 
 The lists of valid values that only configs name live here too (:data:`RESUME_MODES`, :data:`SCHEDULER_INTERVALS`,
 :data:`AMP_DTYPES`); the engine reads them from here.
@@ -11,14 +12,25 @@ The lists of valid values that only configs name live here too (:data:`RESUME_MO
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
-from typing import Any, get_type_hints
+from dataclasses import fields
+from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scseg.config.compose import CONFIG_DIR
+from scseg.config.schema import (
+    ConfigError,
+    EvalSchema,
+    LoggerSchema,
+    RootSchema,
+    SESchema,
+    TrainerSchema,
+)
+from scseg.config.schema import (
+    check_node as _check_node,
+)
 from scseg.data.preprocess import RESTORE_MODES
 from scseg.data.types import SPLITS
 from scseg.losses import create_loss_from_config
@@ -27,6 +39,8 @@ from scseg.se_options import (
     AGGREGATIONS,
     ALL_SE_POSITIONS,
     SE_KERNEL_MODES,
+    SKIP_POSITIONS,
+    check_module_positions,
     module_names,
     module_spec,
     module_specs,
@@ -46,73 +60,6 @@ AMP_DTYPES: tuple[str, ...] = ("bfloat16", "float16")
 SE_SHARED_DEFAULTS: dict[str, Any] = {"reduction": None, "aggregation": "add", "gate_scale": 1.0}
 
 
-class ConfigError(ValueError):
-    """A config key is unknown, missing or of the wrong type; the message names the key."""
-
-
-@dataclass
-class SESchema:
-    """The keys of the ``se`` group; a module's own options (its registry spec) come on top of them. The shared
-    options (reduction, aggregation, gate_scale) may be left out by a module that has none of them
-    (:data:`SE_SHARED_DEFAULTS`)."""
-
-    name: str
-    reduction: int | None  # null: the architecture's model.se_reduction, else 2 (scseg.se_options)
-    aggregation: str
-    positions: Any  # a list, any subset of SE_POSITIONS: checked by _check_se
-    in_bottleneck: bool
-    gate_scale: float
-
-
-@dataclass
-class TrainerSchema:
-    device: str
-    max_epochs: int
-    iters_per_epoch: int | None
-    val_every: int
-    early_stopping_patience: int | None
-    grad_clip_norm: float | None
-    amp: Any  # true | false | auto: checked against AMP settings below
-    amp_dtype: str
-    compile: bool
-    channels_last: bool
-    deterministic: bool
-    num_threads: int | None
-    tune_malloc: bool
-    se_kernels: str
-    se_kernels_build_timeout_s: float
-    progress_bar: Any
-    eval_batch_size: int
-    eval_resample: str
-    checkpoint_every_n_steps: int | None
-    checkpoint_every_minutes: float | None
-    distributed: bool
-    backend: str
-
-
-@dataclass
-class EvalSchema:
-    surface_metrics: bool
-    nsd_tolerance_mm: Any  # a number (mm) or {structure name: mm, default: mm}: checked by _check_eval
-    tta: str
-
-
-@dataclass
-class LoggerSchema:
-    enabled: bool
-    image_slices: int
-    log_every_n_steps: int
-    gate_maps: bool
-
-
-@dataclass
-class RootSchema:
-    experiment_name: str
-    seed: int
-    resume: str
-    test_split: str
-
-
 _CHOICES = {
     "se.aggregation": AGGREGATIONS,
     "trainer.amp_dtype": AMP_DTYPES,
@@ -125,37 +72,6 @@ _CHOICES = {
     "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,
 }
-
-
-def _check_type(key: str, value: Any, annotation: Any) -> None:
-    text = str(annotation)
-    if value is None:
-        if "None" not in text and annotation is not Any:
-            raise ConfigError(f"config key '{key}' must not be null (expected {text})")
-        return
-    if annotation is Any:
-        return
-    expected = [t for t in (bool, int, float, str) if t.__name__ in text.replace("NoneType", "")]
-    ok = any(
-        isinstance(value, t) and not (t in (int, float) and isinstance(value, bool) and bool not in expected)
-        for t in expected
-    )
-    if float in expected and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise ConfigError(f"config key '{key}' has {type(value).__name__} value {value!r}; expected {text}")
-
-
-def _check_node(prefix: str, node: dict, schema: type) -> None:
-    hints = get_type_hints(schema)
-    names = {f.name for f in fields(schema)}
-    for key in node:
-        if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys: {', '.join(sorted(names))}")
-    for name in names:
-        if name not in node:
-            raise ConfigError(f"missing config key '{prefix}{name}'")
-        _check_type(prefix + name, node[name], hints[name])
 
 
 def _check_model(node: dict) -> None:
@@ -198,7 +114,7 @@ def _check_reduction(key: str, value: Any) -> None:
 
 
 def _check_se_group(node: dict) -> None:
-    """The ``se`` group: ``se.name`` a registered module placed after blocks, the keys every ``se`` config has
+    """The ``se`` group: ``se.name`` a registered module, the keys every ``se`` config has
     (:class:`SESchema`), and the module's own options, each checked against its registry spec. A key that is an
     option of another module only is named with the modules it belongs to."""
     if not isinstance(node, dict):
@@ -208,11 +124,6 @@ def _check_se_group(node: dict) -> None:
     if name not in names:
         raise ConfigError(f"config key 'se.name' is {name!r}; valid choices: {', '.join(names)}")
     spec = module_spec(name)
-    if spec.placement != "block":
-        raise ConfigError(
-            f"config key 'se.name' is {name!r}, a module placed on skip connections, which the architectures do not "
-            f"wire yet; modules placed after blocks: {', '.join(module_names(placement='block'))}"
-        )
     base = {f.name for f in fields(SESchema)}
     for key in node:
         if key in base or key in spec.option_names:
@@ -252,10 +163,19 @@ def _check_se(node: dict) -> None:
 
 
 def _check_positions_of_arch(se: dict, model: dict) -> None:
-    """Positions the architecture does not have would build nothing there: refused, naming the ones it has."""
-    if se["name"] == "none" and model.get("capacity_match") is None:
+    """Positions the architecture does not have would build nothing there: refused, naming the ones it has. A skip
+    module takes exactly ``[skip]`` and a block module no ``skip``; a skip module as ``model.capacity_match`` is
+    counted on every skip whatever ``se.positions`` (those of ``none``) says."""
+    capacity = model.get("capacity_match")
+    if se["name"] == "none" and capacity is None:
         return
     chosen = resolve_positions(se["positions"], bool(se["in_bottleneck"]))
+    if se["name"] == "none" and capacity in module_names(placement="skip"):
+        chosen = SKIP_POSITIONS
+    try:
+        check_module_positions(se["name"] if se["name"] != "none" else capacity, chosen)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'se.positions' is invalid: {exc}") from None
     arch = model["arch"]
     missing = [p for p in chosen if p not in architecture_positions(arch)]
     if missing:
