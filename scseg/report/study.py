@@ -115,6 +115,8 @@ class StudyAnalysis:
     variants: list[str]
     under_trained: dict[str, str]
     vs_none: list[tuple[str, Effect]] = field(default_factory=list)
+    # every other module or preset (CBAM, ECA, smp_scse, ...) vs none: its own family, never in the paper's claims
+    others_vs_none: list[tuple[str, Effect]] = field(default_factory=list)
     between: list[tuple[str, Effect]] = field(default_factory=list)
     controls: list[tuple[str, Effect, str]] = field(default_factory=list)
     small_vs_large: list[tuple[str, Effect]] = field(default_factory=list)
@@ -238,6 +240,15 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
     plan = [(a, v) for a in archs for v in variants if v in PAPER_VARIANTS and (a, v) in cells and (a, "none") in cells]
     for i, (arch, variant) in enumerate(plan):
         analysis.vs_none.append((arch, _compare(scores, arch, variant, "none", len(plan), settings, seed=i)))
+    controls_of = {x for x, _, _ in CONTROL_PAIRS} | {y for _, y, _ in CONTROL_PAIRS}
+    others = [
+        (a, v)
+        for a in archs
+        for v in variants
+        if v != "none" and v not in PAPER_VARIANTS and v not in controls_of and (a, v) in cells and (a, "none") in cells
+    ]
+    for i, (arch, variant) in enumerate(others):
+        analysis.others_vs_none.append((arch, _compare(scores, arch, variant, "none", len(others), settings, 500 + i)))
     pairs = [(a, x, y) for a in archs for x, y in VARIANT_PAIRS if (a, x) in cells and (a, y) in cells]
     for i, (arch, x, y) in enumerate(pairs):
         analysis.between.append((arch, _compare(scores, arch, x, y, len(pairs), settings, seed=100 + i)))

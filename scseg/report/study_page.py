@@ -28,6 +28,15 @@ VARIANT_NAMES = {
     "sse-g2": "sSE x2",
     "none-wide-scse": "none, wide",
     "none-wide-cse": "none, wide (cSE)",
+    "cbam": "CBAM",
+    "eca": "ECA",
+    "coord": "coordinate attention",
+    "project_excite": "Project & Excite",
+    "attention_gate": "attention gates",
+    "authors_scse": "scSE (authors' code)",
+    "smp_scse": "scSE (SMP)",
+    "monai_cse": "cSE (MONAI)",
+    "nnunet_cse": "cSE (nnU-Net)",
 }
 
 
@@ -225,6 +234,17 @@ def render(
     out += _effect_table(
         ["Architecture", "Variant"], [((arch_name(a), variant_name(e.a)), e) for a, e in analysis.vs_none]
     )
+    if analysis.others_vs_none:
+        out += [
+            "",
+            "## Other modules and library presets vs none",
+            "",
+            "Their own family (Bonferroni over this table); they decide none of the paper's claims.",
+            "",
+        ]
+        out += _effect_table(
+            ["Architecture", "Module"], [((arch_name(a), variant_name(e.a)), e) for a, e in analysis.others_vs_none]
+        )
     out += ["", "## Variant vs variant", ""]
     out += _effect_table(
         ["Architecture", "Comparison"],

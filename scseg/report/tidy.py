@@ -85,17 +85,40 @@ class CaseRow:
         return f"seed{self.seed}" if self.fold is None else f"seed{self.seed}-fold{self.fold}"
 
 
-def variant_label(se: str, aggregation: str | None, gate_scale: float = 1.0, capacity_match: str | None = None) -> str:
+def variant_label(
+    se: str,
+    aggregation: str | None,
+    gate_scale: float = 1.0,
+    capacity_match: str | None = None,
+    preset: str | None = None,
+) -> str:
     """The cell a run belongs to: ``none``, ``cse``, ``sse``, ``scse`` (add), ``scse-max``, with ``-g2`` for a gate
-    scale of 2 and ``none-wide-<variant>`` for a backbone widened to that variant's parameter count."""
+    scale of 2 and ``none-wide-<variant>`` for a backbone widened to that variant's parameter count. A library
+    preset (``se=smp_scse``: a module with its library's positions and reduction) is its own cell, named by the
+    preset, so it never merges with the module at the paper's settings."""
     if capacity_match:
         return f"none-wide-{capacity_match}"
+    if preset and preset != se:
+        return preset + (f"-g{gate_scale:g}" if gate_scale != 1.0 else "")
     label = se
     if se == "scse" and aggregation and aggregation != "add":
         label += f"-{aggregation}"
     if se != "none" and gate_scale != 1.0:
         label += f"-g{gate_scale:g}"
     return label
+
+
+def se_config_name(folder: Path) -> str | None:
+    """The ``se=<name>`` config group a run was launched with (``.hydra/overrides.yaml``), or None: a library preset
+    such as ``smp_scse`` names a configuration of a module that the summary alone does not tell apart."""
+    path = folder / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = line.strip().lstrip("-").strip().strip("'\"")
+        if item.startswith("se="):
+            return item[len("se=") :]
+    return None
 
 
 def rows_of_run(folder: Path) -> list[CaseRow]:
@@ -120,7 +143,7 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
         fold = summary.get("fold")
         identity = {
             "arch": str(summary["arch"]),
-            "variant": variant_label(se, aggregation, gate_scale, capacity_variant or None),
+            "variant": variant_label(se, aggregation, gate_scale, capacity_variant or None, se_config_name(folder)),
             "se": se,
             "aggregation": str(aggregation or ""),
             "gate_scale": gate_scale,

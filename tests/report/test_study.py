@@ -178,3 +178,33 @@ def render_page(analysis, rows) -> str:
     from scseg.report.study_page import render
 
     return render(analysis, rows, task="t", command="c", csv_name="per_case.csv", figure_name=None)
+
+
+def test_a_library_preset_is_its_own_cell_and_other_modules_get_their_own_family(tmp_path):
+    """se=smp_scse (scSE by addition at its library's positions and reduction) must not merge with scSE at the
+    paper's settings: the collector names the cell by the preset the run was launched with. Modules outside the
+    paper's variants are compared with none in their own table and decide no claim."""
+    import dataclasses as dc
+
+    root = tmp_path / "runs"
+    _run_folder(root, "unet-scse-add-seed0-aaaaaaaa", "scse", 0, 0.85)
+    _run_folder(root, "unet-scse-add-seed0-bbbbbbbb", "scse", 0, 0.84)
+    hydra = root / "unet-scse-add-seed0-bbbbbbbb" / ".hydra"
+    hydra.mkdir()
+    (hydra / "overrides.yaml").write_text("- experiment=zoo_malc_cpu\n- se=smp_scse\n- seed=0\n")
+    rows, _ = collect(root)
+    assert {r.run: r.variant for r in rows} == {
+        "unet-scse-add-seed0-aaaaaaaa": "scse",
+        "unet-scse-add-seed0-bbbbbbbb": "smp_scse",
+    }
+    assert variant_label("scse", "max", preset="authors_scse") == "authors_scse"
+    assert variant_label("cse", None, preset="cse") == "cse"
+
+    base = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant in ("none", "cse")]
+    cbam = [dc.replace(r, variant="cbam", se="cbam", dice=r.dice + 0.03) for r in base if r.variant == "none"]
+    analysis = analyse(base + cbam, StudySettings(n_boot=2000))
+    (arch, effect), *_ = analysis.others_vs_none
+    assert (arch, effect.a, effect.verdict) == ("unet", "cbam", "better")
+    assert all(e.a != "cbam" for c in analysis.claims for e in c.effects)
+    page = render_page(analysis, base + cbam)
+    assert "## Other modules and library presets vs none" in page and "| U-Net | CBAM |" in page
