@@ -116,13 +116,13 @@ STEPS ?=
 paper-studies: install ## all the studies behind docs/results (hours; resumable): make paper-studies RUNS=... [STEPS=...]
 	bash scripts/paper_studies.sh "$(RUNS)" $(STEPS)
 
-# Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu/per_case.csv, committed),
+# Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu/per_case.csv.gz, committed),
 # then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis settings).
-results: install ## docs/results/<task>_cpu/per_case.csv and <task>_cpu.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task)
+results: install ## docs/results/<task>_cpu/per_case.csv.gz and <task>_cpu.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task)
 	@found=0; for task in $(TASKS); do \
 	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
-	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu/per_case.csv || exit 1; \
-	  $(VENV)/bin/scseg-study page --csv docs/results/$${task}_cpu/per_case.csv --page docs/results/$${task}_cpu.md \
+	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu/per_case.csv.gz || exit 1; \
+	  $(VENV)/bin/scseg-study page --csv docs/results/$${task}_cpu/per_case.csv.gz --page docs/results/$${task}_cpu.md \
 	    --settings configs/report/$${task}.yaml --command "make results TASKS=$$task" || exit 1; \
 	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }
 

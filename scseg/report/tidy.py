@@ -14,13 +14,14 @@ surface Dice (empty where the run was evaluated without boundary metrics).
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scseg.atomic import atomic_write_text
+from scseg.atomic import atomic_write, atomic_write_text
 from scseg.report.runs import as_float, read_json_object
 from scseg.run_identity import read_run_name
 
@@ -230,12 +231,21 @@ def to_csv_text(rows: Iterable[CaseRow]) -> str:
 
 
 def write_csv(rows: Iterable[CaseRow], path: Path) -> None:
-    atomic_write_text(path, to_csv_text(rows))
+    """The CSV at ``path``; a ``.gz`` path is gzip-compressed with a fixed time stamp, so the same rows give the same
+    bytes (a whole study's CSV repeats each run's identity on every row and compresses about tenfold)."""
+    text = to_csv_text(rows)
+    if Path(path).suffix == ".gz":
+        data = gzip.compress(text.encode("utf-8"), mtime=0)
+        atomic_write(path, lambda fh: fh.write(data))
+    else:
+        atomic_write_text(path, text)
 
 
 def read_csv(path: Path) -> list[CaseRow]:
-    """Rows of a tidy CSV; ``ValueError`` naming the file and line when a column or value is bad."""
-    with path.open(newline="", encoding="utf-8") as fh:
+    """Rows of a tidy CSV (plain or ``.gz``); ``ValueError`` naming the file and line when a column or value is bad."""
+    path = Path(path)
+    opened = gzip.open(path, "rt", newline="", encoding="utf-8") if path.suffix == ".gz" else None
+    with opened or path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
