@@ -112,9 +112,10 @@ paper-cpu: install ## train the CPU-preset grid: make paper-cpu TASK=malc|chaos 
 
 # Every study of the results pages (MALC: 5 seeds, scSE max, FC-DenseNet with its capacity control, gate scale;
 # CHAOS: 5 folds), in the order that matters when they cannot all finish; rerunning resumes (scripts/paper_studies.sh).
+# LAUNCHER as for paper-cpu (e.g. slurm_cpu: one SLURM job per run).
 STEPS ?=
 paper-studies: install ## all the studies behind docs/results (hours; resumable): make paper-studies RUNS=... [STEPS=...]
-	bash scripts/paper_studies.sh "$(RUNS)" $(STEPS)
+	LAUNCHER=$(LAUNCHER) bash scripts/paper_studies.sh "$(RUNS)" $(STEPS)
 
 # Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu/per_case.csv.gz, committed),
 # then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis settings).

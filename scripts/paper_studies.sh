@@ -7,6 +7,8 @@
 #   bash scripts/paper_studies.sh RUNS_DIR [STEP ...]     # steps: malc-unet malc-sdnet chaos-unet malc-fcdensenet
 #                                                         #        malc-gates chaos-sdnet chaos-fcdensenet (default: all)
 # Then: make results RUNS=RUNS_DIR (the tidy per-case CSVs and the pages).
+# LAUNCHER picks configs/launcher/<name>.yaml (default joblib); on a SLURM cluster, one job per run:
+#   SCSEG_SLURM_PARTITION=cpu LAUNCHER=slurm_cpu bash scripts/paper_studies.sh RUNS_DIR
 set -uo pipefail
 runs=${1:?usage: bash scripts/paper_studies.sh RUNS_DIR [STEP ...]}
 shift
@@ -14,8 +16,9 @@ steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(malc-unet malc-sdnet chaos-unet malc-fcdensenet malc-gates chaos-sdnet chaos-fcdensenet)
 here=$(cd "$(dirname "$0")/.." && pwd)
 train="${SCSEG_TRAIN:-$here/.venv/bin/scseg-train}"
-malc=(experiment=paper_malc_cpu launcher=joblib "paths.runs_dir=$runs")
-chaos=(experiment=paper_chaos_cpu launcher=joblib "paths.runs_dir=$runs" data.fold=0,1,2,3,4)
+launcher=${LAUNCHER:-joblib}
+malc=(experiment=paper_malc_cpu "launcher=$launcher" "paths.runs_dir=$runs")
+chaos=(experiment=paper_chaos_cpu "launcher=$launcher" "paths.runs_dir=$runs" data.fold=0,1,2,3,4)
 status=0
 sweep() { echo "== $*"; "$train" -m "$@" || status=1; }
 for step in "${steps[@]}"; do

@@ -52,7 +52,15 @@ def test_demo_uses_small_widths_for_every_architecture():
     assert compose_train_config(["experiment=demo", "model=fcdensenet"]).model.growth_rate == 8
 
 
-@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+@pytest.mark.parametrize(
+    "launcher, target",
+    [
+        ("joblib", "JoblibLauncher"),
+        ("slurm", "SlurmLauncher"),
+        ("slurm_cpu", "SlurmLauncher"),
+        ("submitit_local", "LocalLauncher"),
+    ],
+)
 def test_launchers_compose(launcher, target):
     cfg = compose_train_config([f"launcher={launcher}", "experiment=demo"], return_hydra_config=True)
     assert target in cfg.hydra.launcher._target_

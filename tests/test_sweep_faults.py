@@ -1,4 +1,5 @@
-"""Sweeps under faults: two sweeps at once over one runs folder, a run held by another process, a job SIGKILLed.
+"""Sweeps under faults: two sweeps at once over one runs folder, a run held by another process, a job SIGKILLed
+(under joblib, and under submitit, launcher=slurm's code path, with its local executor).
 
 Every run is trained exactly once and ends loadable; whatever a sweep could not finish is named in its report
 (FAILED / RUNNING ELSEWHERE), the sweep exits non-zero, and a rerun completes it.
@@ -163,3 +164,61 @@ def test_sigkilled_joblib_job_is_reported_failed_and_a_rerun_resumes_it(tmp_path
     for run in _run_folders(experiment):
         _assert_done_and_loadable(run)
     _assert_done_and_loadable(folder, epochs=2)
+
+
+@pytest.mark.slow
+def test_submitit_sweep_reports_a_killed_job_and_a_rerun_resumes_it(tmp_path):
+    """About 60-90 s on 2 cores: launcher=slurm's code path (hydra-submitit-launcher, pickled jobs in their own
+    processes) through submitit's local executor (launcher=submitit_local). A two-job sweep, U-Net without SE for
+    one epoch and with sSE for two, whose sSE job SIGKILLs itself after step 3 (SCSEG_FAULT, mid epoch 2); the
+    sweep names it failed, the rerun of the same command skips the finished run and resumes the killed one, and
+    scseg-compare collects both runs. The two jobs differ in two settings at once, which a grid cannot express, so a
+    test-only config group (on hydra.searchpath) bundles them; the killed job is the last one because the launcher
+    collects results in job order and stops at the first failed job."""
+    extra = tmp_path / "extra_configs" / "cluster_job"
+    extra.mkdir(parents=True)
+    (extra / "short.yaml").write_text("# @package _global_\ntrainer:\n  max_epochs: 1\n")
+    (extra / "long.yaml").write_text("# @package _global_\nse:\n  name: sse\ntrainer:\n  max_epochs: 2\n")
+    args = [
+        *(a for a in _common(tmp_path, "cluster") if not a.startswith("trainer.max_epochs=")),  # the group sets it
+        "launcher=submitit_local",
+        f"hydra.searchpath=[file://{extra.parent}]",
+        "+cluster_job=short,long",
+    ]
+    experiment = tmp_path / "runs" / "cluster"
+
+    first = _finish(_sweep(args, tmp_path, SCSEG_FAULT="after_step:3"))  # 2 steps per epoch: only 'long' gets there
+    assert first.returncode != 0, first.stdout[-2000:] + first.stderr[-2000:]
+    (records,) = _records(experiment).values()
+    (done,) = [r for r in records if "cluster_job=short" in r["overrides"]]
+    (killed,) = [r for r in records if "cluster_job=long" in r["overrides"]]
+    assert done["state"] == "done" and killed["state"] == "started"  # the killed job never replaced 'started'
+    assert f"FAILED {killed['run_dir']}: {KILLED}" in first.stdout and "sweep stopped early" in first.stdout
+    folder = Path(killed["run_dir"])
+    assert folder.name.startswith("unet-sse-seed0-")
+    assert rd.read_status(folder)["state"] == "running" and load_checkpoint(folder / "checkpoints" / "last.pt")
+    logs = experiment / ".submitit"
+    assert len(list(logs.glob("*/*_submitted.pkl"))) == 2  # both jobs went through submitit's pickles
+
+    rerun = _finish(_sweep(args, tmp_path))
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "sweep finished: 1 done, 1 skipped, 0 failed, 0 running elsewhere" in rerun.stdout
+    job_output = "".join(p.read_text() for p in logs.glob("*/*_log.out"))  # jobs print into submitit's logs
+    assert f"resuming {folder} from last.pt after epoch 1" in job_output
+    assert f"skipping {done['run_dir']}: already done" in job_output
+    _assert_done_and_loadable(Path(done["run_dir"]), epochs=1)
+    _assert_done_and_loadable(folder, epochs=2)
+
+    report = tmp_path / "report"
+    compare = subprocess.run(
+        [sys.executable, "-m", "scseg.cli.compare", str(experiment), "--no-figures", "--out", str(report)],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert compare.returncode == 0, compare.stdout[-2000:] + compare.stderr[-2000:]
+    table = (report / "comparison.md").read_text()
+    assert "| U-Net | " in table and "| none | sSE |" in table  # both runs, one cell each
+    assert "None: every expected run finished and was used." in table
