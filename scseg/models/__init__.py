@@ -17,10 +17,12 @@ from scseg.models.se_fused import resolve_mode
 from scseg.models.unet import UNet
 from scseg.se_options import (
     AGGREGATIONS,
-    DEFAULT_SE_POSITIONS,
     SE_KERNEL_MODES,
     SE_POSITIONS,
     SE_VARIANTS,
+    SKIP_POSITIONS,
+    check_module_positions,
+    default_positions,
     module_names,
     resolve_positions,
 )
@@ -46,7 +48,7 @@ def create_model(
     se_reduction: int | None = None,
     se_aggregation: str = "add",
     se_in_bottleneck: bool = False,
-    se_positions: Sequence[str] = DEFAULT_SE_POSITIONS,
+    se_positions: Sequence[str] | None = None,
     se_kernels: str = "eager",
     se_gate_scale: float = 1.0,
     capacity_match: str | None = None,
@@ -58,14 +60,17 @@ def create_model(
     ``arch`` is a key of :data:`ARCHITECTURES`; ``arch_kwargs`` are that architecture's own keyword arguments
     (see its docstring). Presets (``fcdensenet56/67/103``) fix layer counts and growth rate; explicit
     ``arch_kwargs`` override them. Every SE-equipped block gets its own ``create_se`` instance; ``se_positions``
-    (any of ``encoder``, ``bottleneck``, ``decoder``; ``se_in_bottleneck`` adds ``bottleneck``) says which blocks.
+    (any of ``encoder``, ``bottleneck``, ``decoder_input``, ``decoder``; ``se_in_bottleneck`` adds ``bottleneck``)
+    says which blocks; ``None``: the module's default (encoder and decoder; ``[skip]``, every skip connection, for a
+    skip module such as ``attention_gate``, which takes no other position).
     ``se_kernels`` (``eager`` | ``fused`` | ``auto``) chooses how the SE blocks compute, not what (see ``create_se``);
     ``se_gate_scale`` multiplies every SE gate (``se.gate_scale``). ``se`` is any registered module
     (:func:`scseg.se_options.module_names`); ``se_reduction`` (None: the module's default) and ``se_options`` (the
     module's own options, e.g. a kernel size) reach it through ``create_se``. ``se_positions`` must be positions the
     architecture declares (:func:`architecture_positions`). ``capacity_match`` (a registered module, with
     ``se="none"``) widens the backbone to that module's parameter count (:mod:`scseg.models.capacity`); the model
-    then carries ``capacity`` = ``{"variant", "target_params", "params", "ratio", "widened"}``.
+    then carries ``capacity`` = ``{"variant", "target_params", "params", "ratio", "widened"}``. A skip module as
+    ``capacity_match`` counts its gates on every skip, whatever ``se_positions`` says (they are those of ``none``).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
@@ -73,7 +78,15 @@ def create_model(
     check_se_options(se, se_aggregation)
     if se_kernels not in SE_KERNEL_MODES:
         raise ValueError(f"unknown se_kernels {se_kernels!r}; valid choices: {', '.join(SE_KERNEL_MODES)}")
-    unsupported = sorted(set(resolve_positions(se_positions, se_in_bottleneck)) - set(architecture_positions(arch)))
+    placed = capacity_match if se == "none" and capacity_match is not None else se
+    if se == "none" and capacity_match in module_names(placement="skip"):
+        se_positions, se_in_bottleneck = SKIP_POSITIONS, False  # a skip module has one position: every skip
+    elif se_positions is None:
+        se_positions = default_positions(placed)
+    se_positions = resolve_positions(se_positions, se_in_bottleneck)
+    se_in_bottleneck = False  # now part of se_positions
+    check_module_positions(placed, se_positions)
+    unsupported = sorted(set(se_positions) - set(architecture_positions(arch)))
     if (se != "none" or capacity_match is not None) and unsupported:
         raise ValueError(
             f"se.positions holds {', '.join(map(repr, unsupported))}, which architecture {arch!r} does not have; "
@@ -149,8 +162,9 @@ def architecture_positions(arch: str) -> tuple[str, ...]:
 
 
 def capacity_modules() -> tuple[str, ...]:
-    """What ``model.capacity_match`` accepts: every registered module placed after blocks, except ``none``."""
-    return tuple(n for n in module_names(placement="block") if n != "none")
+    """What ``model.capacity_match`` accepts: every registered module except ``none`` (a skip module counted on
+    every skip connection)."""
+    return tuple(n for n in module_names() if n != "none")
 
 
 def count_parameters(model: nn.Module) -> int:

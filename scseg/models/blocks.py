@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.se_options import site_name
+from scseg.models.se import PassSkip
+from scseg.se_options import SKIP_POSITIONS, site_name
 
 NORMS = ("batch", "instance", "group", "none")
 
-# Builds a fresh SE module for a given channel count (a partial of scseg.models.se.create_se).
-SEFactory = Callable[[int], nn.Module]
+# Builds a fresh SE module for a given channel count (a partial of scseg.models.se.create_se); a skip site also
+# passes ``gating_channels=``.
+SEFactory = Callable[..., nn.Module]
 
 
 def se_site(se_factory: SEFactory, chosen: Collection[str], position: str, level: int, channels: int) -> nn.Module:
@@ -29,6 +31,24 @@ def se_site(se_factory: SEFactory, chosen: Collection[str], position: str, level
     module = se_factory(channels)
     module.se_site = site_name(position, level)
     module.se_position = position
+    return module
+
+
+def skip_site(
+    se_factory: SEFactory, chosen: Collection[str], level: int, channels: int, gating_channels: int
+) -> nn.Module:
+    """The module on the skip connection of resolution ``level``: a new skip module (the attention gate) when
+    ``skip`` is among ``chosen``, else :class:`~scseg.models.se.PassSkip`. Called as ``module(skip, g)`` before the
+    concatenation, ``g`` the decoder's coarser map (``gating_channels`` channels, any spatial size).
+
+    Tagged like :func:`se_site` (``se_site`` = ``skip2``, ``skip1``; ``se_position`` = ``skip``). ``PassSkip``
+    builds nothing and draws no random number, so a network without skip modules keeps its backbone and state dict.
+    """
+    if not set(SKIP_POSITIONS) & set(chosen):
+        return PassSkip()
+    module = se_factory(channels, gating_channels=gating_channels)
+    module.se_site = site_name(SKIP_POSITIONS[0], level)
+    module.se_position = SKIP_POSITIONS[0]
     return module
 
 

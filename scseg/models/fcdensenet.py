@@ -8,7 +8,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from scseg.models.blocks import PointwiseConv2d, SEFactory, check_min_size, make_norm, match_size, se_site
+from scseg.models.blocks import (
+    PointwiseConv2d,
+    SEFactory,
+    check_min_size,
+    make_norm,
+    match_size,
+    se_site,
+    skip_site,
+)
 from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
 
@@ -79,7 +87,9 @@ class FCDenseNet(nn.Module):
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
         se_positions: which blocks get SE: any of ``encoder`` (down path), ``bottleneck``, ``decoder_input`` (the
             upsampled map concatenated with its skip, before an up block), ``decoder`` (up path); the others keep an
-            identity.
+            identity. ``skip`` (a skip module such as the attention gate, alone): every skip (a down block's full
+            output) is gated before the concatenation, with the up path's map before the transition up (the
+            bottleneck's or the previous up block's new maps) as gating signal.
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     SE placement: after each down block's full output (the tensor that feeds the skip and the transition
@@ -140,6 +150,7 @@ class FCDenseNet(nn.Module):
 
         self.transitions_up, self.up_blocks, self.up_se = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         self.up_input_se = nn.ModuleList()
+        self.skip_gates = nn.ModuleList()
         for i, n in enumerate(up_layers):
             last = i == len(up_layers) - 1
             level = self.n_pools - i  # up block i works at the resolution of down block n_pools - i
@@ -148,6 +159,7 @@ class FCDenseNet(nn.Module):
             self.up_blocks.append(block)
             self.up_input_se.append(se_at("decoder_input", upsampled + skip_channels[-1 - i], level))
             self.up_se.append(se_at("decoder", block.out_channels, level))
+            self.skip_gates.append(skip_site(se_factory, self.se_positions, level, skip_channels[-1 - i], upsampled))
             upsampled = block.out_channels
         self.classifier = PointwiseConv2d(upsampled, num_classes)
 
@@ -163,7 +175,7 @@ class FCDenseNet(nn.Module):
         for i, (up, block, se_in, se) in enumerate(
             zip(self.transitions_up, self.up_blocks, self.up_input_se, self.up_se)
         ):
-            skip = skips[-1 - i]
+            skip = self.skip_gates[i](skips[-1 - i], x)
             x = match_size(up(x), skip.shape[-2:])
             x = se(block(se_in(torch.cat([x, skip], dim=1))))
         return self.classifier(x)

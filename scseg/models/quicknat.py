@@ -12,8 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.models.blocks import PointwiseConv2d, SEFactory, check_min_size, make_norm, max_unpool2d_deterministic
-from scseg.se_options import DEFAULT_SE_POSITIONS, resolve_positions
+from scseg.models.blocks import (
+    PointwiseConv2d,
+    SEFactory,
+    check_min_size,
+    make_norm,
+    max_unpool2d_deterministic,
+    se_site,
+    skip_site,
+)
+from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
 
 class DenseBlock(nn.Module):
@@ -68,8 +76,11 @@ class QuickNAT(nn.Module):
         dropout: Dropout2d probability after each encoder and decoder block (the paper: 0.2); the bottleneck has
             none, as in the reference code.
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
-        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder`` (the paper: encoder
-            and decoder); the others keep an identity.
+        se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder_input`` (the
+            concatenation ``(skip, unpooled)`` that enters a decoder block, 2F channels), ``decoder`` (the paper:
+            encoder and decoder); the others keep an identity. ``skip`` (a skip module such as the attention gate,
+            alone): every skip is gated before the concatenation, with the decoder's input before unpooling as
+            gating signal.
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     SE sits after each dense block and before the pooling, so the skip carries the recalibrated features. A decoder
@@ -79,6 +90,9 @@ class QuickNAT(nn.Module):
     ``torch.use_deterministic_algorithms(True)``. With the defaults, 1 input channel and 28 classes it has
     3,516,971 parameters; scSE (add, r = 2) adds 4,257 per block.
     """
+
+    # The SE positions this architecture has (of scseg.se_options.ALL_SE_POSITIONS); create_model refuses others.
+    SE_POSITIONS = ALL_SE_POSITIONS
 
     def __init__(
         self,
@@ -99,17 +113,24 @@ class QuickNAT(nn.Module):
         self.depth = depth
         self.se_positions = resolve_positions(se_positions, se_in_bottleneck)
 
-        def se_at(position: str) -> nn.Module:
-            return se_factory(num_filters) if position in self.se_positions else nn.Identity()
+        def se_at(position: str, level: int, channels: int = num_filters) -> nn.Module:
+            return se_site(se_factory, self.se_positions, position, level, channels)
 
-        def block(cin: int, position: str, drop: float) -> QuickNATBlock:
-            return QuickNATBlock(cin, num_filters, kernel_size, norm, drop, se_at(position))
+        def block(cin: int, position: str, level: int, drop: float) -> QuickNATBlock:
+            return QuickNATBlock(cin, num_filters, kernel_size, norm, drop, se_at(position, level))
 
         self.encoders = nn.ModuleList(
-            [block(in_channels if i == 0 else num_filters, "encoder", dropout) for i in range(depth)]
+            [block(in_channels if i == 0 else num_filters, "encoder", i + 1, dropout) for i in range(depth)]
         )
-        self.bottleneck = block(num_filters, "bottleneck", 0.0)
-        self.decoders = nn.ModuleList([block(2 * num_filters, "decoder", dropout) for _ in range(depth)])
+        self.bottleneck = block(num_filters, "bottleneck", depth + 1, 0.0)
+        # decoder i works at resolution level depth - i (the deepest first)
+        self.decoder_inputs_se = nn.ModuleList(
+            [se_at("decoder_input", depth - i, 2 * num_filters) for i in range(depth)]
+        )
+        self.decoders = nn.ModuleList([block(2 * num_filters, "decoder", depth - i, dropout) for i in range(depth)])
+        self.skip_gates = nn.ModuleList(
+            [skip_site(se_factory, self.se_positions, depth - i, num_filters, num_filters) for i in range(depth)]
+        )
         self.classifier = PointwiseConv2d(num_filters, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +143,7 @@ class QuickNAT(nn.Module):
             indices.append(idx)
         x = self.bottleneck(x)
         for i, decoder in enumerate(self.decoders):
-            skip = skips[-1 - i]
+            skip = self.skip_gates[i](skips[-1 - i], x)
             x = max_unpool2d_deterministic(x, indices[-1 - i], (skip.shape[-2], skip.shape[-1]))
-            x = decoder(torch.cat([skip, x], dim=1))
+            x = decoder(self.decoder_inputs_se[i](torch.cat([skip, x], dim=1)))
         return self.classifier(x)

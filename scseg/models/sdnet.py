@@ -15,6 +15,7 @@ from scseg.models.blocks import (
     check_min_size,
     max_unpool2d_deterministic,
     se_site,
+    skip_site,
 )
 from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
@@ -42,7 +43,8 @@ class SDNet(nn.Module):
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
         se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder_input`` (the unpooled map
             concatenated with its skip, before a decoder block's convolution), ``decoder`` (the paper: encoder and
-            decoder); the others keep an identity.
+            decoder); the others keep an identity. ``skip`` (a skip module such as the attention gate, alone): every
+            skip is gated before the concatenation, with the decoder's input before unpooling as gating signal.
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     Unpooling uses :func:`max_unpool2d_deterministic`, so the network runs under
@@ -92,6 +94,10 @@ class SDNet(nn.Module):
                 for i in range(depth)
             ]
         )
+        # skip i enters decoder i: gated by the decoder's input before unpooling (filters channels, coarser)
+        self.skip_gates = nn.ModuleList(
+            [skip_site(se_factory, self.se_positions, depth - i, filters, filters) for i in range(depth)]
+        )
         self.classifier = PointwiseConv2d(filters, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +110,7 @@ class SDNet(nn.Module):
             indices.append(idx)
         x = self.bottleneck(x)
         for i, decoder in enumerate(self.decoders):
-            skip = skips[-1 - i]
+            skip = self.skip_gates[i](skips[-1 - i], x)
             x = max_unpool2d_deterministic(x, indices[-1 - i], (skip.shape[-2], skip.shape[-1]))
             x = decoder(self.decoder_inputs_se[i](torch.cat([x, skip], dim=1)))
         return self.classifier(x)

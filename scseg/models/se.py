@@ -475,6 +475,14 @@ def _next_se_seed() -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+class PassSkip(nn.Module):
+    """A skip connection passed on as it is: ``forward(x, g) = x``. Where no skip module sits (it has no parameters
+    and draws no random number, so the backbone and the state dict are those of a network without the site)."""
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 def create_se(
     name: str,
     channels: int,
@@ -484,6 +492,7 @@ def create_se(
     kernels: str = "eager",
     gate_scale: float = 1.0,
     options: Mapping[str, Any] | None = None,
+    gating_channels: int | None = None,
 ) -> nn.Module:
     """Build a NEW recalibration module for ``channels`` feature maps (never share one between blocks).
 
@@ -502,15 +511,24 @@ def create_se(
     same function in fewer passes over memory, CPU; built on first use) or ``auto`` (fused when it builds); only
     modules whose spec declares ``fused_kernels`` receive it. ``gate_scale`` (``se.gate_scale``) multiplies every
     sigmoid gate; 1 is the paper's block.
+
+    ``gating_channels``: given for a skip site (``scseg.models.blocks.skip_site``), the channels of the gating
+    signal; a skip module (the attention gate) needs it and a block module refuses it. ``none`` at a skip site is
+    :class:`PassSkip`.
     """
     check_se_options(name, aggregation, spatial_dims)
     spec = module_spec(name)
     if spec.builder is None:
-        return nn.Identity()
-    if spec.placement != "block":
+        return nn.Identity() if gating_channels is None else PassSkip()
+    if spec.placement == "skip" and gating_channels is None:
         raise ValueError(
-            f"SE module {name!r} sits on skip connections (placement {spec.placement!r}), which the architectures "
-            f"do not wire yet; se.name for a block takes one of: {', '.join(_block_modules())}"
+            f"SE module {name!r} sits on skip connections (se.positions: [skip]) and needs the gating signal's "
+            f"channels (gating_channels); modules for block sites: {', '.join(_block_modules())}"
+        )
+    if spec.placement == "block" and gating_channels is not None:
+        raise ValueError(
+            f"SE module {name!r} sits after blocks and takes no gating signal; modules for skip sites: "
+            f"{', '.join(module_names(placement='skip'))}"
         )
     values = resolve_module_options(spec, reduction, aggregation, gate_scale, options)
     kwargs = dict(values)
@@ -522,7 +540,10 @@ def create_se(
     # generators (torch.manual_seed does) would change the dropout masks of a later GPU run.
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        module = builder(channels, spatial_dims=spatial_dims, **kwargs)
+        if gating_channels is None:
+            module = builder(channels, spatial_dims=spatial_dims, **kwargs)
+        else:
+            module = builder(channels, gating_channels, spatial_dims=spatial_dims, **kwargs)
     module.se_name = name
     module.se_options = values
     return module

@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scseg.models.blocks import ConvNormAct, PointwiseConv2d, SEFactory, check_min_size, match_size, se_site
+from scseg.models.blocks import (
+    ConvNormAct,
+    PointwiseConv2d,
+    SEFactory,
+    check_min_size,
+    match_size,
+    se_site,
+    skip_site,
+)
 from scseg.se_options import ALL_SE_POSITIONS, DEFAULT_SE_POSITIONS, resolve_positions
 
 UPSAMPLING = ("nearest", "bilinear", "transposed")
@@ -52,7 +60,9 @@ class UNet(nn.Module):
         se_factory: builds a new SE module for a channel count; one per block at ``se_positions``.
         se_positions: which blocks get SE: any of ``encoder``, ``bottleneck``, ``decoder_input`` (the concatenation
             of upsampled map and skip, before a decoder block's convolutions), ``decoder`` (the paper: encoder and
-            decoder); the others keep an identity.
+            decoder); the others keep an identity. ``skip`` (a skip module such as the attention gate, alone): every
+            skip is gated before the concatenation, with the decoder's coarser map (before upsampling) as gating
+            signal, as in Attention U-Net (Oktay et al. 2018).
         se_in_bottleneck: alias that adds ``bottleneck`` to ``se_positions`` (older configs).
 
     With the paper's settings, 1 input channel and 28 classes the network has 2,157,276 parameters
@@ -107,6 +117,10 @@ class UNet(nn.Module):
         # decoder i works at resolution level depth - i (the deepest first)
         self.decoder_inputs_se = nn.ModuleList([se_at("decoder_input", depth - i, 2 * filters) for i in range(depth)])
         self.decoders = nn.ModuleList([block(2 * filters, se_at("decoder", depth - i)) for i in range(depth)])
+        # skip i enters decoder i: gated by the decoder's input before upsampling (filters channels, coarser)
+        self.skip_gates = nn.ModuleList(
+            [skip_site(se_factory, self.se_positions, depth - i, filters, filters) for i in range(depth)]
+        )
         self.classifier = PointwiseConv2d(filters, num_classes)
 
     def _upsample(self, i: int, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -125,6 +139,6 @@ class UNet(nn.Module):
             x = F.max_pool2d(x, 2)
         x = self.bottleneck(x)
         for i, decoder in enumerate(self.decoders):
-            skip = skips[-1 - i]
+            skip = self.skip_gates[i](skips[-1 - i], x)
             x = decoder(self.decoder_inputs_se[i](torch.cat([self._upsample(i, x, skip.shape[-2:]), skip], dim=1)))
         return self.classifier(x)

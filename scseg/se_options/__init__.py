@@ -9,6 +9,9 @@ finished run's settings back) and ``scseg-gates``.
   ``[encoder, decoder]``, the paper's placement). ``decoder_input`` is the concatenation of the upsampled map and
   the skip that enters a decoder block (where segmentation_models.pytorch puts its first attention), in the
   architectures that concatenate. The older ``se.in_bottleneck: true`` is an alias that adds ``bottleneck``.
+  A module placed on skip connections (the attention gate) has one position, ``skip``: every skip connection, gated
+  before it joins the decoder's concatenation (sites ``skipN``, N the resolution level); ``skip`` and the block
+  positions exclude each other (:func:`check_module_positions`).
 - ``se.reduction``: the cSE bottleneck ``C -> C / r``. ``null`` takes the architecture's own default,
   ``model.se_reduction`` (FC-DenseNet's wide blocks), else :data:`DEFAULT_SE_REDUCTION`.
 
@@ -44,14 +47,22 @@ from scseg.se_options.registry import (
 # or a plug-in may register more).
 SE_VARIANTS: tuple[str, ...] = module_names()
 # Where block modules go: SE_POSITIONS are the block outputs every architecture has (the paper's sites and the
-# bottleneck); ALL_SE_POSITIONS adds those only some have, in network order. Each architecture declares its own
-# (``SE_POSITIONS`` on its class; one without the declaration has SE_POSITIONS).
+# bottleneck); ALL_SE_POSITIONS adds those only some have, in network order, and ``skip`` (skip modules only). Each
+# architecture declares its own (``SE_POSITIONS`` on its class; one without the declaration has SE_POSITIONS).
 SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder")
-ALL_SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder_input", "decoder")
+ALL_SE_POSITIONS: tuple[str, ...] = ("encoder", "bottleneck", "decoder_input", "decoder", "skip")
 DEFAULT_SE_POSITIONS: tuple[str, ...] = ("encoder", "decoder")
+# The one position of modules placed on skip connections (placement ``skip``): every skip the architecture has.
+SKIP_POSITIONS: tuple[str, ...] = ("skip",)
 # A site's name (gate maps, ``scseg-gates``, TensorBoard tags): its position's prefix and its resolution level
 # (1 = full resolution; decoders count from the deepest level up, so ``dec1`` works at ``enc1``'s resolution).
-_SITE_PREFIX = {"encoder": "enc{}", "bottleneck": "bottleneck", "decoder_input": "dec{}_in", "decoder": "dec{}"}
+_SITE_PREFIX = {
+    "encoder": "enc{}",
+    "bottleneck": "bottleneck",
+    "decoder_input": "dec{}_in",
+    "decoder": "dec{}",
+    "skip": "skip{}",
+}
 # How SE blocks compute (``trainer.se_kernels``; scseg.models.se_fused): fused CPU kernels when they build, always,
 # or never (ATen operations).
 SE_KERNEL_MODES: tuple[str, ...] = ("auto", "fused", "eager")
@@ -78,6 +89,33 @@ def resolve_positions(positions: Iterable[str] | str | None, in_bottleneck: bool
     return tuple(p for p in ALL_SE_POSITIONS if p in chosen)
 
 
+def default_positions(name: str) -> tuple[str, ...]:
+    """Where module ``name`` goes when ``se.positions`` is not given: ``skip`` for a skip module, else the paper's
+    encoder and decoder."""
+    spec = find_module(name)
+    return SKIP_POSITIONS if spec is not None and spec.placement == "skip" else DEFAULT_SE_POSITIONS
+
+
+def check_module_positions(name: str, positions: Iterable[str]) -> None:
+    """``ValueError`` naming ``se.positions`` when they do not fit module ``name``'s placement: a skip module takes
+    exactly ``[skip]``, a block module any block positions but not ``skip``. ``none`` takes anything."""
+    spec = module_spec(name)
+    chosen = tuple(positions)
+    if spec.builder is None:
+        return
+    if spec.placement == "skip" and chosen != SKIP_POSITIONS:
+        raise ValueError(
+            f"se.positions is [{', '.join(chosen)}], but SE module {name!r} sits on skip connections: its only "
+            f"position is [{', '.join(SKIP_POSITIONS)}] (every skip connection)"
+        )
+    if spec.placement == "block" and set(chosen) & set(SKIP_POSITIONS):
+        raise ValueError(
+            f"se.positions holds 'skip', the position of modules on skip connections "
+            f"({', '.join(module_names(placement='skip')) or 'none registered'}); SE module {name!r} sits after "
+            f"blocks: choose among {', '.join(p for p in ALL_SE_POSITIONS if p not in SKIP_POSITIONS)}"
+        )
+
+
 def resolve_reduction(reduction: int | None, arch_default: int | None = None) -> int:
     """The cSE reduction a network is built with: ``se.reduction``, else the architecture's, else the paper's 2."""
     for value in (reduction, arch_default):
@@ -91,7 +129,7 @@ def resolve_reduction(reduction: int | None, arch_default: int | None = None) ->
 def site_name(position: str, level: int) -> str:
     """The name of the SE site at ``position`` and resolution ``level``: ``enc1``, ``bottleneck``, ``dec2_in``..."""
     if position not in _SITE_PREFIX:
-        raise ValueError(f"unknown SE position {position!r}; valid positions: {', '.join(SE_POSITIONS)}")
+        raise ValueError(f"unknown SE position {position!r}; valid positions: {', '.join(ALL_SE_POSITIONS)}")
     return _SITE_PREFIX[position].format(level)
 
 
@@ -126,9 +164,12 @@ __all__ = [
     "SE_KERNEL_MODES",
     "SE_POSITIONS",
     "SE_VARIANTS",
+    "SKIP_POSITIONS",
     "MapSpec",
     "ModuleSpec",
     "OptionSpec",
+    "check_module_positions",
+    "default_positions",
     "find_module",
     "module_label",
     "module_names",

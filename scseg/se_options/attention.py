@@ -1,14 +1,13 @@
 """Attention modules beyond the paper's in the registry: CBAM, ECA, coordinate attention, Project & Excite and the
-additive attention gate (implementations in :mod:`scseg.models.attention`, parameter formulas in their files).
+additive attention gate (implementations in :mod:`scseg.models.attention`, parameter and multiply-add formulas in
+their files).
 
 Their options keep the constructors' names (``se.spatial_kernel``, ``se.gamma``...); ``reduction`` shares the
 ``se.reduction`` key with cSE and scSE, each module with its paper's default in its config (configs/se/<name>.yaml).
-No multiply-add formulas yet: the model summary counts these modules' own 2D/3D convolutions and linear layers.
 
 The attention gate (Oktay et al. 2018) takes two inputs, the skip tensor and the gating signal from the coarser
-level, and belongs on the skip connections (placement ``skip``). The architectures do not wire skip modules yet:
-``se.name=attention_gate`` is refused by the config check and by ``create_se`` with a message that says so; wiring it
-into U-Net / SD-Net / FC-DenseNet is a later step.
+level, and sits on the skip connections (placement ``skip``, position ``skip``): every architecture gates each skip
+with the decoder's coarser map before the concatenation (``scseg.models.blocks.skip_site``).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ CBAM = register_module(
         ),
         maps=(CHANNEL_GATE, SPATIAL_GATE),
         parameter_count=f"{_PACKAGE}.cbam:parameter_count",
+        multiply_adds=f"{_PACKAGE}.cbam:multiply_adds",
         reference="Woo et al., ECCV 2018 (CBAM)",
     )
 )
@@ -45,6 +45,7 @@ ECA = register_module(
         ),
         maps=(CHANNEL_GATE,),
         parameter_count=f"{_PACKAGE}.eca:parameter_count",
+        multiply_adds=f"{_PACKAGE}.eca:multiply_adds",
         reference="Wang et al., CVPR 2020 (ECA-Net)",
     )
 )
@@ -58,11 +59,12 @@ COORD = register_module(
             OptionSpec("min_channels", 8, int, minimum=1, help="hidden channels max(min_channels, C // r)"),
         ),
         maps=(
-            MapSpec("attention_h", "other", "(N, C, H, 1)"),
-            MapSpec("attention_w", "other", "(N, C, 1, W)"),
-            MapSpec("attention_d", "other", "(N, C, D, 1, 1), 3D only"),
+            MapSpec("attention_h", "other", "(N, C, H, 1)", factor_of="attention"),
+            MapSpec("attention_w", "other", "(N, C, 1, W)", factor_of="attention"),
+            MapSpec("attention_d", "other", "(N, C, D, 1, 1), 3D only", factor_of="attention"),
         ),
         parameter_count=f"{_PACKAGE}.coord:parameter_count",
+        multiply_adds=f"{_PACKAGE}.coord:multiply_adds",
         reference="Hou et al., CVPR 2021 (coordinate attention)",
     )
 )
@@ -74,6 +76,7 @@ PROJECT_EXCITE = register_module(
         options=(OptionSpec("reduction", 2, int, minimum=1, help="excitation C -> C // r -> C"),),
         maps=(MapSpec("attention", "other", "(N, C, *spatial)"),),
         parameter_count=f"{_PACKAGE}.project_excite:parameter_count",
+        multiply_adds=f"{_PACKAGE}.project_excite:multiply_adds",
         reference="Rickmann et al., MICCAI 2019 (Project & Excite)",
     )
 )
@@ -84,8 +87,8 @@ ATTENTION_GATE = register_module(
         f"{_PACKAGE}.attention_gate:AttentionGate",
         options=(OptionSpec("inter_channels", None, int, minimum=1, nullable=True, help="null: channels // 2"),),
         maps=(MapSpec("attention", "spatial", "(N, 1, *spatial), from x and the gating signal g"),),
-        # its count needs the gating signal's channels too: scseg.models.attention.attention_gate.parameter_count
-        parameter_count=None,
+        parameter_count=f"{_PACKAGE}.attention_gate:parameter_count",  # with gating_channels
+        multiply_adds=f"{_PACKAGE}.attention_gate:multiply_adds",
         placement="skip",
         reference="Oktay et al., MIDL 2018 (Attention U-Net)",
     )

@@ -20,6 +20,10 @@ REDUCTION = OptionSpec(
 GATE_SCALE = OptionSpec("gate_scale", 1.0, float, positive=True, help="a factor on every sigmoid gate (1: paper)")
 AGGREGATION = OptionSpec("aggregation", "add", str, choices=AGGREGATIONS, help="how scSE recombines its two gates")
 
+# The paper's recalibration modules: their TensorBoard gate maps keep the tags their runs have always had
+# (gates/sse/<site>, gates/cse/<site>, gates/cse_bars/<site>; scseg.engine.gates.map_views).
+PAPER_MODULES: tuple[str, ...] = ("cse", "sse", "scse")
+
 CHANNEL_GATE = MapSpec("channel_gate", "channel", "(N, C, 1, ..., 1)")
 SPATIAL_GATE = MapSpec("spatial_gate", "spatial", "(N, 1, *spatial)")
 
@@ -114,4 +118,4 @@ SCSE = register_module(
     )
 )
 
-__all__ = ["AGGREGATIONS", "DEFAULT_SE_REDUCTION"]
+__all__ = ["AGGREGATIONS", "DEFAULT_SE_REDUCTION", "PAPER_MODULES"]

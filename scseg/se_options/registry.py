@@ -13,8 +13,9 @@ from ``maps(x) -> dict[str, Tensor]`` (names and shapes declared in :attr:`Modul
 
 Options are flat keys of the ``se`` config group (``se.reduction``, ``se.spatial_kernel``...): an option named like
 an existing key shares it. Placement says where a module sits: ``block`` (on a block's output, at the architecture's
-``se.positions``) or ``skip`` (two inputs, on the skip connections: the additive attention gate; the architectures
-do not wire skip modules yet, so building one raises an error that says so).
+``se.positions``) or ``skip`` (on every skip connection, position ``skip``: the additive attention gate). A skip
+module takes ``(channels, gating_channels, spatial_dims=2, **options)``, ``forward(x, g)`` and ``maps(x, g)`` with
+``x`` the skip tensor and ``g`` the decoder's coarser map, and its formulas receive ``gating_channels`` too.
 """
 
 from __future__ import annotations
@@ -101,11 +102,17 @@ class OptionSpec:
 
 @dataclass(frozen=True)
 class MapSpec:
-    """A map a module exposes through ``maps(x)``: its key, its kind (:data:`MAP_KINDS`) and shape in words."""
+    """A map a module exposes through ``maps(x)``: its key, its kind (:data:`MAP_KINDS`) and shape in words.
+
+    ``factor_of``: the map is one factor of a gate the module multiplies together (coordinate attention's
+    ``a_h x a_w``); maps with the same ``factor_of`` are shown as that product, named ``factor_of``. An ``other``
+    map shaped like the input (N, C, *spatial), alone or as such a product, is shown as its mean over channels.
+    """
 
     name: str
     kind: str
     shape: str = ""
+    factor_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in MAP_KINDS:
@@ -113,7 +120,8 @@ class MapSpec:
 
 
 # A formula of channels and options: parameters (``spatial_dims`` a keyword) or multiply-adds per sample (``spatial``
-# the input's spatial shape). Either a callable or an import path "package.module:function" (imported when used).
+# the input's spatial shape); a skip module's formulas also take ``gating_channels`` (a keyword). Either a callable
+# or an import path "package.module:function" (imported when used).
 Formula = Callable[..., int] | str
 
 
@@ -127,7 +135,8 @@ class ModuleSpec:
     - ``options``: the module's :class:`OptionSpec` s, each the ``se.<name>`` key of the same name.
     - ``maps``: the maps ``maps(x)`` returns (:class:`MapSpec`).
     - ``parameter_count(channels, spatial_dims=2, **options)`` and ``multiply_adds(channels, spatial, **options)``
-      (per sample, ``spatial`` the input's spatial shape): the formulas of the module's paper. Multiply-adds count
+      (per sample, ``spatial`` the input's spatial shape; a skip module's both also get ``gating_channels=``, the
+      gating signal's channels): the formulas of the module's paper. Multiply-adds count
       convolutions and linear layers (a multiply-add per weight use) and one multiply per element of every gating
       product, as :mod:`scseg.models.summary` counts the backbone; ``None``: the summary counts the module's own
       convolutions and linear layers.
@@ -179,17 +188,36 @@ class ModuleSpec:
     def map_kinds(self) -> dict[str, str]:
         return {m.name: m.kind for m in self.maps}
 
-    def count_parameters(self, channels: int, spatial_dims: int = 2, **options: Any) -> int:
-        """Parameters of one instance at ``channels`` (the paper's formula), options defaulted and checked."""
+    def _gating(self, gating_channels: int | None) -> dict[str, int]:
+        """The extra keyword a skip module's formulas take; ``ValueError`` when it is missing or out of place."""
+        if self.placement == "skip":
+            if gating_channels is None:
+                raise ValueError(f"SE module {self.name!r} sits on skip connections: its counts need gating_channels")
+            return {"gating_channels": int(gating_channels)}
+        if gating_channels is not None:
+            raise ValueError(f"SE module {self.name!r} sits after blocks and has no gating signal (gating_channels)")
+        return {}
+
+    def count_parameters(
+        self, channels: int, spatial_dims: int = 2, gating_channels: int | None = None, **options: Any
+    ) -> int:
+        """Parameters of one instance at ``channels`` (the paper's formula), options defaulted and checked; a skip
+        module also needs its gating signal's channels."""
         if self.parameter_count is None:
             raise ValueError(f"SE module {self.name!r} declares no parameter_count formula")
-        return int(load(self.parameter_count)(channels, spatial_dims=spatial_dims, **self.resolve_options(options)))
+        formula = load(self.parameter_count)
+        gating = self._gating(gating_channels)
+        return int(formula(channels, spatial_dims=spatial_dims, **gating, **self.resolve_options(options)))
 
-    def count_multiply_adds(self, channels: int, spatial: tuple[int, ...], **options: Any) -> int | None:
-        """Multiply-adds of one instance on one sample of spatial shape ``spatial``; None without a formula."""
+    def count_multiply_adds(
+        self, channels: int, spatial: tuple[int, ...], gating_channels: int | None = None, **options: Any
+    ) -> int | None:
+        """Multiply-adds of one instance on one sample of spatial shape ``spatial``; None without a formula. A skip
+        module also needs its gating signal's channels."""
         if self.multiply_adds is None:
             return None
-        return int(load(self.multiply_adds)(channels, tuple(spatial), **self.resolve_options(options)))
+        gating = self._gating(gating_channels)
+        return int(load(self.multiply_adds)(channels, tuple(spatial), **gating, **self.resolve_options(options)))
 
 
 def load(ref: str | Callable[..., Any]) -> Callable[..., Any]:

@@ -8,6 +8,7 @@ import torch
 from scseg.models import ARCHITECTURES, SE_VARIANTS, count_parameters, create_model
 from scseg.models.blocks import max_unpool2d_deterministic
 from scseg.models.se import ConcurrentSE
+from scseg.se_options import module_spec
 
 SMALL = {"unet": dict(filters=8), "sdnet": dict(filters=8), "fcdensenet": dict(growth_rate=4, first_filters=8)}
 
@@ -16,7 +17,11 @@ SMALL = {"unet": dict(filters=8), "sdnet": dict(filters=8), "fcdensenet": dict(g
 @pytest.mark.parametrize("se", SE_VARIANTS)
 def test_odd_size_shape_gradients_finite(arch, se):
     torch.manual_seed(0)
-    model = create_model(arch, num_classes=5, in_channels=3, se=se, se_in_bottleneck=True, **SMALL[arch])
+    # r = 2 for every module with a reduction (CBAM's default 16 needs C >= 16); a skip module has no bottleneck
+    in_bottleneck = module_spec(se).placement == "block"
+    model = create_model(
+        arch, num_classes=5, in_channels=3, se=se, se_reduction=2, se_in_bottleneck=in_bottleneck, **SMALL[arch]
+    )
     x = torch.randn(2, 3, 97, 131)
     logits = model(x)
     assert logits.shape == (2, 5, 97, 131)

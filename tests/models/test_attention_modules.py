@@ -452,3 +452,49 @@ def test_wrong_input_shape_raises(name):
     inputs = _inputs(name, 3)  # a 3D input to a 2D module
     with pytest.raises(ValueError, match="expects x of shape"):
         module(*inputs)
+
+
+# ------------------------------------------------------------------------------------------- multiply-adds
+# Gating products per module (one multiply per element of x each): the part of a formula no layer hook sees.
+GATING_PRODUCTS = {"cbam": 2, "eca": 1, "coord": None, "project_excite": 1, "attention_gate": 1}  # coord: one per axis
+MAC_CASES = [
+    ("cbam", 16, {}),
+    ("cbam", 32, {"reduction": 4, "spatial_kernel": 3}),
+    ("eca", 16, {}),
+    ("eca", 64, {"kernel_size": 7}),
+    ("coord", 16, {}),
+    ("coord", 24, {"reduction": 4, "min_channels": 2}),
+    ("project_excite", 8, {}),
+    ("project_excite", 12, {"reduction": 3}),
+    ("attention_gate", 8, {}),
+    ("attention_gate", 6, {"inter_channels": 5}),
+]
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize(("name", "channels", "options"), MAC_CASES)
+def test_multiply_add_formula_matches_a_hook_count_of_the_built_module(name, channels, options, dims):
+    from scseg.models.se import create_se
+    from scseg.models.summary import count_multiply_adds
+    from scseg.se_options import module_spec
+
+    spec = module_spec(name)
+    gating = {"gating_channels": 2 * channels + 1} if spec.placement == "skip" else {}
+    module = create_se(name, channels, spatial_dims=dims, options=options, **gating)
+    spatial = (5, 6, 7)[:dims]
+    shape = (2, channels, *spatial)
+    # every convolution (ECA's 1D one too) and linear layer by its hook, then the gating products
+    hooks = count_multiply_adds(module, shape, formulas=False) // 2
+    products = GATING_PRODUCTS[name] or dims
+    formula = spec.count_multiply_adds(channels, spatial, **gating, **options)
+    assert formula == hooks + products * channels * math.prod(spatial)
+    assert count_multiply_adds(module, shape) == 2 * formula  # the summary's own path takes the formula
+
+
+def test_multiply_add_known_values():
+    # Written out by hand (per sample, 2D 8x8, P = 64).
+    assert cbam.multiply_adds(64, (8, 8)) == 4 * 64 * 4 + 2 * 49 * 64 + 2 * 64 * 64
+    assert eca.multiply_adds(256, (8, 8)) == 256 * 5 + 256 * 64
+    assert coord.multiply_adds(64, (8, 8)) == 2 * 64 * 8 * 16 + 2 * 64 * 64
+    assert project_excite.multiply_adds(64, (8, 8)) == 2 * 64 * 32 * 64 + 64 * 64
+    assert attention_gate.multiply_adds(64, (8, 8), gating_channels=128) == 32 * (64 + 128 + 1) * 64 + 64 * 64

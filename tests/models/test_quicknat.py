@@ -16,6 +16,7 @@ from scseg.models import ARCHITECTURES, SE_VARIANTS, count_parameters, create_mo
 from scseg.models.capacity import WIDTH_KNOBS, capacity_of
 from scseg.models.quicknat import DenseBlock, QuickNAT
 from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE
+from scseg.se_options import module_spec
 from tests.models import test_architectures, test_memory_layout, test_same_backbone, test_se_positions
 
 # Documented in configs/model/quicknat.yaml and QuickNAT's docstring (1 input channel, 28 classes).
@@ -39,7 +40,11 @@ def test_registered_with_its_width_knob():
 @pytest.mark.parametrize("batch", [1, 2])
 def test_odd_size_logits(se, batch):
     torch.manual_seed(0)
-    model = create_model("quicknat", num_classes=5, in_channels=2, se=se, num_filters=8, se_in_bottleneck=True)
+    # 16 filters: CBAM's default r = 16 needs C >= 16; a skip module has no bottleneck position
+    in_bottleneck = module_spec(se).placement == "block"
+    model = create_model(
+        "quicknat", num_classes=5, in_channels=2, se=se, num_filters=16, se_in_bottleneck=in_bottleneck
+    )
     logits = model(torch.randn(batch, 2, 37, 53))
     assert logits.shape == (batch, 5, 37, 53)
     assert torch.isfinite(logits).all()
@@ -215,3 +220,15 @@ def test_shared_se_position_tests():
     test_se_positions.test_default_is_encoder_and_decoder_and_in_bottleneck_is_an_alias("quicknat")
     for reduction in (1, 2, 4):
         test_se_positions.test_every_architecture_honours_the_reduction("quicknat", reduction)
+
+
+def test_se_sites_are_named_by_the_architecture():
+    positions = ["encoder", "bottleneck", "decoder_input", "decoder"]
+    model = create_model("quicknat", 3, se="cse", se_positions=positions, num_filters=4, depth=2)
+    blocks = find_se_blocks(model)
+    assert [b.name for b in blocks] == ["enc1", "enc2", "bottleneck", "dec2_in", "dec1_in", "dec2", "dec1"]
+    assert {b.name: b.module.fc1.in_features for b in blocks if b.position == "decoder_input"} == {
+        "dec2_in": 8,
+        "dec1_in": 8,
+    }  # the concatenation (skip, unpooled): 2F channels
+    assert all(b.module.se_site == b.name for b in blocks)

@@ -7,6 +7,7 @@ import torch
 
 from scseg.models import create_se
 from scseg.models.se import AGGREGATIONS, SE_VARIANTS, ChannelSE, ConcurrentSE, SpatialSE
+from scseg.se_options import module_spec
 
 
 def _signed_input(dims: int = 2, dtype=torch.float32) -> torch.Tensor:
@@ -24,7 +25,9 @@ def test_none_is_parameter_free_identity():
 
 @pytest.mark.parametrize("name", SE_VARIANTS)
 def test_factory_returns_new_instance_every_call(name):
-    a, b = create_se(name, 8), create_se(name, 8)
+    # 16 channels: CBAM's default r = 16; a skip module also takes its gating signal's channels
+    gating = 8 if module_spec(name).placement == "skip" else None
+    a, b = create_se(name, 16, gating_channels=gating), create_se(name, 16, gating_channels=gating)
     assert a is not b
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert pa is not pb

@@ -41,7 +41,7 @@ def test_registry_lists_every_module_and_each_has_a_config():
     assert names[:4] == ("none", "cse", "sse", "scse") and SE_VARIANTS == names
     assert {"cbam", "eca", "coord", "project_excite", "attention_gate"} <= set(names)
     assert module_names(placement="skip") == ("attention_gate",)
-    for name in module_names(placement="block"):
+    for name in module_names():
         assert (CONFIG_DIR / "se" / f"{name}.yaml").is_file(), name
 
 
@@ -163,17 +163,23 @@ def test_a_module_registered_elsewhere_reaches_every_reader(dummy_module):
         validate_config(cse)
 
 
-def test_skip_modules_are_refused_until_the_architectures_wire_them():
-    with pytest.raises(ValueError, match="skip connections"):
-        create_model("unet", 3, se="attention_gate", **TINY)
+def test_skip_modules_take_only_the_skip_position():
+    with pytest.raises(ValueError, match=r"se\.positions is \[encoder\].*only position is \[skip\]"):
+        create_model("unet", 3, se="attention_gate", se_positions=["encoder"], **TINY)
+    with pytest.raises(ValueError, match=r"se\.positions holds 'skip'.*'cse' sits after blocks"):
+        create_model("unet", 3, se="cse", se_positions=["skip"], **TINY)
+    with pytest.raises(ValueError, match="gating_channels"):
+        create_se("attention_gate", 8)
+    with pytest.raises(ValueError, match="takes no gating signal"):
+        create_se("cse", 8, gating_channels=8)
     cfg = compose_train_config(["se=scse"])
-    cfg.se.name = "attention_gate"
-    with pytest.raises(ConfigError, match="skip connections"):
+    cfg.se.name = "attention_gate"  # scse's positions [encoder, decoder]
+    with pytest.raises(ConfigError, match=r"'se\.positions' is invalid.*skip connections"):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize("name", BLOCK_MODULES)
-def test_capacity_match_accepts_every_block_module(name):
+@pytest.mark.parametrize("name", [*BLOCK_MODULES, "attention_gate"])
+def test_capacity_match_accepts_every_module(name):
     model = create_model("unet", 3, capacity_match=name, filters=16, depth=2)
     assert model.capacity["variant"] == name
 
@@ -185,14 +191,23 @@ def test_run_names_follow_the_modules_run_name_option():
     assert parse_run_name("unet-scse-max-seed0-abcdef12")["aggregation"] == "max"
 
 
-def test_positions_an_architecture_lacks_are_refused():
+def test_positions_an_architecture_lacks_are_refused(monkeypatch):
+    from scseg.models.quicknat import QuickNAT
+    from scseg.se_options import SE_POSITIONS
+
+    monkeypatch.setattr(QuickNAT, "SE_POSITIONS", SE_POSITIONS)  # an architecture without decoder_input or skip
     with pytest.raises(ValueError, match="decoder_input.*quicknat"):
         create_model("quicknat", 3, se="cse", se_positions=["decoder_input"])
+    with pytest.raises(ValueError, match="'skip'.*quicknat"):
+        create_model("quicknat", 3, se="attention_gate")
 
 
-@pytest.mark.parametrize("arch", ["unet", "sdnet", "fcdensenet"])
+@pytest.mark.parametrize("arch", ["unet", "sdnet", "fcdensenet", "quicknat"])
 def test_decoder_input_sits_on_the_concatenation(arch):
-    small = {"fcdensenet": dict(first_filters=8, growth_rate=4, down_layers=[2, 2], up_layers=[2, 2])}
+    small = {
+        "fcdensenet": dict(first_filters=8, growth_rate=4, down_layers=[2, 2], up_layers=[2, 2]),
+        "quicknat": dict(num_filters=4, depth=2),
+    }
     model = create_model(arch, 3, se="cse", se_positions=["decoder_input"], **small.get(arch, TINY)).eval()
     blocks = find_se_blocks(model)
     assert [b.name for b in blocks] == ["dec2_in", "dec1_in"] and {b.position for b in blocks} == {"decoder_input"}
@@ -248,7 +263,7 @@ def _preset_args(preset: str) -> dict:
     return dict(se=se.se, se_reduction=se.reduction, se_aggregation=se.aggregation, se_positions=se.positions)
 
 
-@pytest.mark.parametrize("name", BLOCK_MODULES)
+@pytest.mark.parametrize("name", [*BLOCK_MODULES, "attention_gate"])
 def test_every_module_config_composes_validates_and_builds(name):
     cfg = compose_train_config([f"se={name}", "width=small"])
     validate_config(cfg)

@@ -19,6 +19,8 @@ Choices:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +52,17 @@ def parameter_count(
     w_g = gating_channels * f_int + f_int + 2 * f_int
     psi = f_int + 1 + 2
     return w_x + w_g + psi
+
+
+def multiply_adds(
+    channels: int, spatial: tuple[int, ...], *, gating_channels: int, inter_channels: int | None = None
+) -> int:
+    """Per sample, at ``x``'s P pixels (``g`` is resampled there first; the interpolation is not counted, as
+    pooling is not): ``W_x`` (``F_l*F_int*P``), ``W_g`` (``F_g*F_int*P``), ``psi`` (``F_int*P``) and the gating
+    product ``x * alpha`` (``F_l*P``)."""
+    f_int = _inter(channels, gating_channels, len(spatial), inter_channels)
+    pixels = math.prod(spatial)
+    return f_int * (channels + gating_channels + 1) * pixels + channels * pixels
 
 
 class AttentionGate(nn.Module):

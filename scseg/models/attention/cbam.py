@@ -20,6 +20,8 @@ Choices where paper and the authors' code (Jongchan/attention-module) differ:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -39,6 +41,14 @@ def parameter_count(channels: int, spatial_dims: int = 2, *, reduction: int = 16
     mlp = channels * hidden + hidden + hidden * channels + channels
     spatial = 2 * k**spatial_dims
     return mlp + spatial
+
+
+def multiply_adds(channels: int, spatial: tuple[int, ...], *, reduction: int = 16, spatial_kernel: int = 7) -> int:
+    """Per sample: the shared MLP on both descriptors ``2 * 2*C*h``, the spatial ``2 -> 1`` convolution
+    ``2 * k**d * P`` and the two gating products ``x * M_c`` and ``x' * M_s`` (``2 * C*P``); P pixels."""
+    hidden, k = _check(channels, len(spatial), reduction, spatial_kernel)
+    pixels = math.prod(spatial)
+    return 4 * channels * hidden + 2 * k ** len(spatial) * pixels + 2 * channels * pixels
 
 
 class CBAM(nn.Module):

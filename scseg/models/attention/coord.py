@@ -20,6 +20,8 @@ Choices where the paper leaves it open (following the authors' code where it has
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,14 @@ def parameter_count(channels: int, spatial_dims: int = 2, *, reduction: int = 32
     norm = 2 * mip
     per_axis = mip * channels + channels
     return shared + norm + spatial_dims * per_axis
+
+
+def multiply_adds(channels: int, spatial: tuple[int, ...], *, reduction: int = 32, min_channels: int = 8) -> int:
+    """Per sample: the shared convolution on the concatenated descriptors (``C*mip*L``, L = H + W (+ D)), one
+    convolution back per axis (``mip*C*L`` in all), and one gating product per axis (``d * C*P``)."""
+    mip = _mip(channels, len(spatial), reduction, min_channels)
+    length = sum(spatial)
+    return 2 * channels * mip * length + len(spatial) * channels * math.prod(spatial)
 
 
 class CoordinateAttention(nn.Module):

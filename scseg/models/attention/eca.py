@@ -45,6 +45,15 @@ def parameter_count(
     return _kernel(channels, spatial_dims, gamma, b, kernel_size)
 
 
+def multiply_adds(
+    channels: int, spatial: tuple[int, ...], *, gamma: float = 2.0, b: float = 1.0, kernel_size: int | None = None
+) -> int:
+    """Per sample: the 1D convolution across the channels, ``k`` per channel (``C*k``, zero padding counted as
+    PyTorch computes it), and the gating product ``x * gate`` (``C*P``)."""
+    k = _kernel(channels, len(spatial), gamma, b, kernel_size)
+    return channels * k + channels * math.prod(spatial)
+
+
 class ECA(nn.Module):
     """``x * sigmoid(conv1d_k(avgpool(x)))``; ``kernel_size=None`` picks ``k`` from the channel count."""
 

@@ -18,6 +18,8 @@ Choices:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -33,6 +35,14 @@ def parameter_count(channels: int, spatial_dims: int = 2, *, reduction: int = 2)
     """Two 1x1 convolutions with biases: ``C*h + h`` and ``h*C + C`` with ``h = C // r``."""
     hidden = _hidden(channels, spatial_dims, reduction)
     return (channels * hidden + hidden) + (hidden * channels + channels)
+
+
+def multiply_adds(channels: int, spatial: tuple[int, ...], *, reduction: int = 2) -> int:
+    """Per sample: both 1x1 convolutions run on the full-size ``z`` (``2*C*h*P``), then the gating product
+    (``C*P``); the projections' means and their broadcast sum are not counted, as pooling is not."""
+    hidden = _hidden(channels, len(spatial), reduction)
+    pixels = math.prod(spatial)
+    return 2 * channels * hidden * pixels + channels * pixels
 
 
 class ProjectExcite(nn.Module):
