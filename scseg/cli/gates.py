@@ -9,6 +9,12 @@ Runs the run's best checkpoint over every slice of the split with a hook on each
 - ``gates[_<split>].png``: the same as one figure (needs matplotlib, the optional ``report`` extra; without it the
   figure is skipped with a message).
 
+Every registered module is summarised through the same two rows (the CSV's ``map`` column names the map; see
+:func:`scseg.engine.gates.map_views`): its first spatial map as "sSE" (CBAM's spatial gate, the attention gate's
+alpha on each skip, Project & Excite's excitation and coordinate attention's ``a_h x a_w``, both averaged over
+channels) and its channel gate as "cSE" (CBAM, ECA). A module with several spatial maps has only the first
+summarised; TensorBoard (``logger.gate_maps``) shows them all.
+
 The test split keeps the plain names, as ``scseg-evaluate`` does. Exit status 0 when written, 2 when the run
 cannot be read, has no SE block, or the split holds no labelled subject.
 """
@@ -118,8 +124,8 @@ def plot_gates(rows: Sequence[dict], class_names: Sequence[str], path: Path, tit
             ax.set_xticks(range(len(blocks)))
             ax.set_xticklabels([f"{b}\n{resolution[b]}" for b in blocks], fontsize=7)
             ax.set_ylim(0.0, 1.0)
-            ax.set_ylabel("sSE gate (mean ± std over pixels)")
-            ax.set_title("sSE: spatial gate inside each structure vs background", fontsize=9)
+            ax.set_ylabel("spatial gate (mean ± std over pixels)")
+            ax.set_title("spatial gate (sSE or the module's map) inside each structure vs background", fontsize=9)
             ax.legend(fontsize=6, ncol=max(1, len(class_names) // 12 + 1), loc="best")
         else:
             blocks = [r["block"] for r in cse]
@@ -138,8 +144,8 @@ def plot_gates(rows: Sequence[dict], class_names: Sequence[str], path: Path, tit
             ax.set_xticks(list(xs))
             ax.set_xticklabels([f"{r['block']}\n{r['resolution'].split()[0]} ch" for r in cse], fontsize=7)
             ax.set_ylim(0.0, 1.0)
-            ax.set_ylabel("cSE channel gate")
-            ax.set_title("cSE: channel gates per block", fontsize=9)
+            ax.set_ylabel("channel gate")
+            ax.set_title("channel gates (cSE or the module's) per block", fontsize=9)
             ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

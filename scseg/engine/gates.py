@@ -1,7 +1,8 @@
 """See inside the recalibration: find a network's SE blocks, capture their gates, summarise them per structure.
 
 The models' forward stays untouched: :class:`GateCapture` puts a forward hook on every SE block that recomputes
-the block's maps from the block's input (``maps(x)``, which every registered module has; for scSE the two gates
+the block's maps from the block's inputs (``maps(x)``, which every registered module has, ``maps(x, g)`` for a skip
+module such as the attention gate; for scSE the two gates
 its halves compute, which hooks on the inner modules would never see). That costs one extra gate computation per
 block and only while the capture is open: the trainer opens it for the few validation slices it already predicts
 for TensorBoard, ``scseg-gates`` for a whole split.
@@ -10,8 +11,14 @@ A block is a module ``create_se`` built (it carries its registry name, ``se_name
 module's class; what its maps are (channel gate, spatial gate, other) comes from its registry spec, so a new module
 needs no edit here. Block names are the sites the architecture declared (``scseg.models.blocks.se_site``): ``enc1``
 .. ``encN`` (full resolution first), ``bottleneck``, ``decN_in`` (a decoder block's input) and ``decN`` .. ``dec1``
-(``dec1`` works at full resolution again, like ``enc1``). An architecture that declares no sites gets names from
-its attribute names (``encoders``, ``bottleneck``, ``decoders``), else the module path.
+(``dec1`` works at full resolution again, like ``enc1``), ``skipN`` (the skip connection of level N, a skip
+module's site). An architecture that declares no sites gets names from its attribute names (``encoders``,
+``bottleneck``, ``decoders``), else the module path.
+
+How a map is shown (:func:`map_views`; TensorBoard and ``scseg-gates`` read the same): a ``channel`` map as one
+gate per channel (N, C), a ``spatial`` map as a heat map (N, h, w), an ``other`` map shaped like the input as its
+mean over channels (Project & Excite's excitation), and the factors of one product (``MapSpec.factor_of``:
+coordinate attention's ``a_h x a_w``) as that product, also averaged over channels.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from torch import nn
 
 from scseg.models.se import is_recalibration, outermost_blocks
 from scseg.se_options import ModuleSpec, find_module, module_specs
+from scseg.se_options.builtin import PAPER_MODULES
 from scseg.se_options.registry import load
 
 # Fallback for architectures that declare no SE sites: the first component of a block's module path -> position.
@@ -135,14 +143,15 @@ def find_se_blocks(model: nn.Module) -> list[SEBlock]:
 
 
 @torch.no_grad()
-def compute_gates(module: nn.Module, x: torch.Tensor) -> Gates:
-    """The maps SE block ``module`` applies to its input ``x`` (N, C, *spatial), sorted by the kinds its registry
-    spec declares: the channel gate as (N, C), the spatial gate as (N, *spatial)."""
+def compute_gates(module: nn.Module, *inputs: torch.Tensor) -> Gates:
+    """The maps SE block ``module`` applies to its input ``x`` (N, C, *spatial) (a skip module: to ``x`` with the
+    gating signal ``g``), sorted by the kinds its registry spec declares: the channel gate as (N, C), the spatial
+    gate as (N, *spatial)."""
     spec = spec_of(module)
     kinds = spec.map_kinds() if spec is not None else {}
     channel = spatial = None
     other: dict[str, torch.Tensor] = {}
-    for name, value in module.maps(x).items():
+    for name, value in module.maps(*inputs).items():
         kind = kinds.get(name, "other")
         if kind == "channel" and channel is None:
             channel = value.flatten(2).squeeze(2).float()
@@ -168,7 +177,7 @@ class GateCapture:
 
     def _hook(self, block: SEBlock) -> Callable:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            gates = compute_gates(module, args[0])
+            gates = compute_gates(module, *args)
             if self.on_gates is not None:
                 self.on_gates(block, gates)
             else:
@@ -203,6 +212,58 @@ class GateCapture:
         return out
 
 
+@dataclass(frozen=True)
+class MapView:
+    """One map of one block as it is shown: ``kind`` ``channel`` (values (N, C): bars, histogram) or ``spatial``
+    (values (N, h, w): a heat map); ``tag`` its TensorBoard image tag, ``histogram_tag`` its histogram's (the
+    paper's channel gates only)."""
+
+    name: str
+    kind: str
+    values: torch.Tensor
+    tag: str
+    histogram_tag: str | None = None
+
+
+def _tag(block: SEBlock, module: str, name: str, kind: str) -> tuple[str, str | None]:
+    """``gates/<module>/<map>/<site>``; the paper's modules keep their established tags."""
+    if module in PAPER_MODULES:
+        if kind == "spatial":
+            return f"gates/sse/{block.name}", None
+        return f"gates/cse_bars/{block.name}", f"gates/cse/{block.name}"
+    return f"gates/{module}/{name}/{block.name}", None
+
+
+def map_views(block: SEBlock, gates: Gates) -> list[MapView]:
+    """Every map of ``block`` that can be shown, in the order its spec declares them: the channel gate (N, C), the
+    spatial gate (N, h, w), and each ``other`` map (or product of ``factor_of`` factors) shaped like a 2D input,
+    averaged over channels (N, h, w). Maps of any other shape (3D, or not reducible) are left out."""
+    spec = block.spec
+    module = spec.name if spec is not None else "unknown"
+    declared = spec.maps if spec is not None else ()
+    first = {
+        kind: next((m.name for m in declared if m.kind == kind), f"{kind}_gate") for kind in ("channel", "spatial")
+    }
+    views: list[tuple[str, str, torch.Tensor]] = []
+    if gates.channel is not None:
+        views.append((first["channel"], "channel", gates.channel))
+    if gates.spatial is not None:
+        views.append((first["spatial"], "spatial", gates.spatial))
+    factor_of = {m.name: m.factor_of for m in declared}
+    products: dict[str, torch.Tensor] = {}
+    for name, value in gates.other.items():
+        key = factor_of.get(name) or name
+        products[key] = value if key not in products else products[key] * value
+    for name, value in products.items():
+        if value.ndim == 4:  # (N, C, h, w), possibly broadcast from its factors
+            views.append((name, "spatial", value.mean(dim=1)))
+    out = []
+    for name, kind, values in views:
+        tag, histogram = _tag(block, module, name, kind)
+        out.append(MapView(name, kind, values, tag, histogram))
+    return out
+
+
 @contextmanager
 def capture_gates(model: nn.Module, on_gates: Callable[[SEBlock, Gates], None] | None = None) -> Iterator[GateCapture]:
     """``with capture_gates(model) as capture: model(x)`` -> ``capture.collected()``."""
@@ -231,7 +292,13 @@ class _Moments:
 
 @dataclass
 class BlockGateStats:
-    """What one block's gates did over a split: the sSE gate per class region, the cSE gates' distribution."""
+    """What one block's gates did over a split: the sSE gate per class region, the cSE gates' distribution.
+
+    For a module other than the paper's, "sSE gate" is its first spatial view and "cSE gates" its channel gate
+    (:func:`map_views`: CBAM's spatial and channel gates, ECA's channel gate, the attention gate's alpha, Project &
+    Excite's excitation and coordinate attention's ``a_h x a_w`` averaged over channels); ``spatial_map`` and
+    ``channel_map`` name them.
+    """
 
     block: SEBlock
     num_classes: int
@@ -241,23 +308,30 @@ class BlockGateStats:
     channel: _Moments | None = None  # one entry: all channel gate values of all slices
     channel_abs_dev: float = 0.0  # sum of |c - 0.5|
     per_channel: _Moments | None = None  # per channel over slices: how selective the block is, channel by channel
+    spatial_map: str = ""  # the map summarised as the spatial gate (its registry name)
+    channel_map: str = ""  # the map summarised as the channel gate
 
     def add(self, gates: Gates, labels: torch.Tensor) -> None:
         """Accumulate one batch: ``labels`` (N, H, W) integer class ids at the input resolution."""
-        if gates.spatial is not None:
-            size = tuple(gates.spatial.shape[-2:])
+        views = map_views(self.block, gates)
+        spatial = next((v for v in views if v.kind == "spatial"), None)
+        channel = next((v for v in views if v.kind == "channel"), None)
+        if spatial is not None:
+            self.spatial_map = spatial.name
+            size = tuple(spatial.values.shape[-2:])
             self.resolution = size
             small = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
-            small = small.to(gates.spatial.device).flatten()
-            values = gates.spatial.double().flatten()
+            small = small.to(spatial.values.device).flatten()
+            values = spatial.values.double().flatten()
             k = self.num_classes
             if self.spatial is None:
                 self.spatial = _Moments.zeros(k)
             self.spatial.n += torch.bincount(small, minlength=k)[:k].cpu().numpy()
             self.spatial.s += torch.bincount(small, weights=values, minlength=k)[:k].cpu().numpy()
             self.spatial.ss += torch.bincount(small, weights=values * values, minlength=k)[:k].cpu().numpy()
-        if gates.channel is not None:
-            c = gates.channel.double()
+        if channel is not None:
+            self.channel_map = channel.name
+            c = channel.values.double()
             self.channels = int(c.shape[1])
             if self.channel is None:
                 self.channel, self.per_channel = _Moments.zeros(1), _Moments.zeros(self.channels)
@@ -289,6 +363,7 @@ class BlockGateStats:
                         "std": _num(std[k]),
                         "mean_abs_dev_from_half": "",
                         "channel_std": "",
+                        "map": self.spatial_map,
                     }
                 )
         if self.channel is not None:
@@ -306,6 +381,7 @@ class BlockGateStats:
                     "std": _num(std[0]),
                     "mean_abs_dev_from_half": _num(self.channel_abs_dev / max(int(self.channel.n[0]), 1)),
                     "channel_std": _num(float(np.std(channel_means))),
+                    "map": self.channel_map,
                 }
             )
         return out
@@ -313,7 +389,9 @@ class BlockGateStats:
 
 # gate: sse | cse. region: a class name (sSE: the gate inside that class, background included) or "all" (cSE).
 # std: spread over pixels (sSE) or over slices x channels (cSE); mean_abs_dev_from_half: mean |c - 0.5|, how far
-# the channel gates are from "no recalibration"; channel_std: std over channels of each channel's mean gate.
+# the channel gates are from "no recalibration"; channel_std: std over channels of each channel's mean gate. map: the
+# module's map summarised (spatial_gate, channel_gate; attention for the attention gate's alpha and, averaged over
+# channels, Project & Excite's excitation and coordinate attention's a_h x a_w): sse and cse stand for its kind.
 GATE_COLUMNS = (
     "block",
     "position",
@@ -326,6 +404,7 @@ GATE_COLUMNS = (
     "std",
     "mean_abs_dev_from_half",
     "channel_std",
+    "map",
 )
 
 
@@ -338,10 +417,12 @@ __all__ = [
     "BlockGateStats",
     "GateCapture",
     "Gates",
+    "MapView",
     "SEBlock",
     "capture_gates",
     "compute_gates",
     "find_se_blocks",
+    "map_views",
     "registered_classes",
     "spec_of",
 ]

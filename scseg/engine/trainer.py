@@ -37,7 +37,7 @@ from scseg.config.check import SCHEDULER_INTERVALS
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard, wrap_ddp
-from scseg.engine.gates import GateCapture, Gates
+from scseg.engine.gates import GateCapture, Gates, SEBlock, map_views
 from scseg.engine.inference import Predictor
 from scseg.engine.precision import cpu_has_amx, precision_label, resolve_amp
 from scseg.engine.spec import RunSpec, nsd_tolerances
@@ -416,17 +416,23 @@ class Trainer:
         grid = comparison_grid(slices, [it["label"].numpy() for it in items], list(predictions), self.dm.num_classes)
         self.logger.image("val/overlay", grid, self.state.step)
         if capture is not None:
-            self.log_gates(slices, capture.collected())
+            self.log_gates(slices, capture.collected(), capture.blocks)
 
-    def log_gates(self, slices: list[np.ndarray], gates: dict[str, Gates]) -> None:
-        """Per SE block: the sSE gate as a heat map over the overlay slices, the cSE gates as histogram and bars."""
-        for name, block in gates.items():
-            if block.spatial is not None:
-                heat = gate_heatmap_grid(slices, list(block.spatial.numpy()))
-                self.logger.image(f"gates/sse/{name}", heat, self.state.step)
-            if block.channel is not None:
-                self.logger.histogram(f"gates/cse/{name}", block.channel.flatten(), self.state.step)
-                self.logger.image(f"gates/cse_bars/{name}", channel_bars(block.channel.numpy()), self.state.step)
+    def log_gates(self, slices: list[np.ndarray], gates: dict[str, Gates], blocks: list[SEBlock]) -> None:
+        """Per SE block, every map it declares (:func:`~scseg.engine.gates.map_views`): spatial maps as heat maps
+        over the overlay slices, channel gates as bars, under ``gates/<module>/<map>/<site>``; the paper's modules
+        keep ``gates/sse/<site>``, ``gates/cse/<site>`` (histogram) and ``gates/cse_bars/<site>``."""
+        for block in blocks:
+            if block.name not in gates:
+                continue
+            for view in map_views(block, gates[block.name]):
+                if view.kind == "spatial":
+                    image = gate_heatmap_grid(slices, list(view.values.numpy()))
+                else:
+                    image = channel_bars(view.values.numpy())
+                    if view.histogram_tag is not None:
+                        self.logger.histogram(view.histogram_tag, view.values.flatten(), self.state.step)
+                self.logger.image(view.tag, image, self.state.step)
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scseg.cli.gates import main as gates_main
-from scseg.engine.gates import BlockGateStats, Gates, SEBlock, capture_gates, find_se_blocks
+from scseg.engine.gates import BlockGateStats, Gates, SEBlock, capture_gates, find_se_blocks, map_views
 from scseg.engine.run import run_training
 from scseg.models import create_model
 from scseg.models.se import ConcurrentSE
@@ -122,3 +122,83 @@ def test_tiny_run_without_se_logs_no_gates_and_default_hparams(tiny_config, caps
     assert set(_session_hparams(events)) == {"arch", "se", "aggregation", "se_reduction", "seed"}
     assert gates_main([str(result.run_dir)]) == 2
     assert "no SE block" in capsys.readouterr().err
+
+
+# Every map each new module declares, as TensorBoard shows it: (map, image kind) per block; the tags are
+# gates/<module>/<map>/<site>. coord's a_h x a_w and Project & Excite's excitation are averaged over channels.
+MODULE_MAPS = {
+    "cbam": ["channel_gate", "spatial_gate"],
+    "eca": ["channel_gate"],
+    "coord": ["attention"],
+    "project_excite": ["attention"],
+    "attention_gate": ["attention"],
+}
+# tiny U-Net (4 filters): CBAM's default r = 16 needs 16 channels
+MODULE_OVERRIDES = {"cbam": ["se.reduction=2"]}
+
+
+def _assert_module_maps(tiny_config, module: str) -> object:
+    result = run_training(tiny_config("unet", f"se={module}", *MODULE_OVERRIDES.get(module, [])))
+    events = _events(result.run_dir)
+    images = set(events.Tags()["images"])
+    sites = ["skip2", "skip1"] if module == "attention_gate" else ["enc1", "enc2", "dec2", "dec1"]
+    expected = {f"gates/{module}/{name}/{site}" for name in MODULE_MAPS[module] for site in sites}
+    assert {t for t in images if t.startswith("gates/")} == expected
+    assert not events.Tags()["histograms"]
+    for tag in expected:
+        image = events.Images(tag)[-1]
+        if tag.split("/")[2] == "channel_gate":  # bars: one panel per slice
+            assert image.height > 0 and image.width >= 4
+        else:  # heat map | over the slice, 2 slices of 32 x 32, colour bar
+            assert image.width == 2 * 32 and image.height > 2 * 32
+    return result
+
+
+def test_tiny_cbam_and_attention_gate_runs_log_every_map_and_gate_statistics(tiny_config, capsys):
+    _assert_module_maps(tiny_config, "cbam")
+    result = _assert_module_maps(tiny_config, "attention_gate")
+    capsys.readouterr()
+    assert gates_main([str(result.run_dir), "--split", "val", "--no-figure"]) == 0
+    assert "skip1" in capsys.readouterr().out
+    with (result.run_dir / "gates_val.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["block"], r["gate"], r["map"]) for r in rows} == {
+        ("skip2", "sse", "attention"),
+        ("skip1", "sse", "attention"),
+    }
+    assert {r["resolution"] for r in rows if r["block"] == "skip1"} == {"32x32"}
+
+
+def test_tiny_eca_and_coord_runs_log_every_map(tiny_config):
+    _assert_module_maps(tiny_config, "eca")
+    _assert_module_maps(tiny_config, "coord")
+
+
+def test_tiny_project_excite_run_logs_its_excitation(tiny_config):
+    _assert_module_maps(tiny_config, "project_excite")
+
+
+def test_map_views_of_every_module_shape_and_name():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 16)
+    for module, names in MODULE_MAPS.items():
+        options = {"se_reduction": 2} if module == "cbam" else {}
+        model = create_model("unet", 3, se=module, filters=4, depth=2, **options).eval()
+        with capture_gates(model) as capture:
+            model(x)
+        gates = capture.collected()
+        for block in capture.blocks:
+            views = map_views(block, gates[block.name])
+            assert [v.name for v in views] == names, module
+            for view in views:
+                assert view.tag == f"gates/{module}/{view.name}/{block.name}" and view.histogram_tag is None
+                size = 16 if block.name in ("enc1", "dec1", "skip1") else 8
+                expected = (2, 4) if view.kind == "channel" else (2, size, size)
+                assert tuple(view.values.shape) == expected and 0 < float(view.values.min()) <= 1
+    coord = create_model("unet", 3, se="coord", filters=4, depth=2).eval()
+    with capture_gates(coord) as capture:
+        coord(x)
+    block = capture.blocks[0]
+    raw = capture.collected()[block.name].other
+    product = (raw["attention_h"] * raw["attention_w"]).mean(dim=1)
+    torch.testing.assert_close(map_views(block, capture.collected()[block.name])[0].values, product)
