@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: gpu-check help install test test-cpus test-slow lint format demo study paper-cpu paper-studies results tb summary bench clean
+.PHONY: gpu-check help install test test-cpus test-slow lint format demo zoo-demo study paper-cpu paper-studies zoo results zoo-results tb summary bench clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ gpu-check: install ## on a CUDA machine: every architecture with bf16 + compile,
 demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)
 	bash scripts/demo.sh $(RUNS)
 
+zoo-demo: install ## U-Net with every recalibration module and library preset on the phantom (CPU, ~10 min)
+	bash scripts/zoo_demo.sh $(RUNS)
+
 # The four-way comparison on your own data with the quick-start settings: 3 architectures x 4 SE variants, two jobs
 # at a time, then the report. DATA is an nnU-Net raw folder (dataset.json); STUDY_ARGS adds any override, e.g.
 # STUDY_ARGS="data=folder data.layout.images=... label_map@data.label_map=mymap" for a plain folder, or seed=0,1,2.
@@ -116,6 +119,15 @@ paper-cpu: install ## train the CPU-preset grid: make paper-cpu TASK=malc|chaos 
 STEPS ?=
 paper-studies: install ## all the studies behind docs/results (hours; resumable): make paper-studies RUNS=... [STEPS=...]
 	LAUNCHER=$(LAUNCHER) bash scripts/paper_studies.sh "$(RUNS)" $(STEPS)
+
+# The recalibration zoo on MALC (configs/experiment/zoo_malc_cpu.yaml; hours, resumable; after paper-studies).
+zoo: install ## the module zoo on MALC at the CPU preset: make zoo RUNS=... [STEPS=libraries attention control quicknat]
+	bash scripts/zoo_study.sh "$(RUNS)" $(STEPS)
+
+zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_cpu.md from the zoo runs in RUNS
+	$(VENV)/bin/scseg-study collect "$(RUNS)/zoo_malc_cpu" --csv docs/results/zoo_malc_cpu/per_case.csv.gz
+	$(VENV)/bin/scseg-study page --csv docs/results/zoo_malc_cpu/per_case.csv.gz --page docs/results/zoo_malc_cpu.md \
+	  --settings configs/report/zoo_malc.yaml --command "make zoo-results"
 
 # Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu/per_case.csv.gz, committed),
 # then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis settings).

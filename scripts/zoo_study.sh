@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The recalibration zoo behind docs/results/zoo_malc_cpu.md (configs/experiment/zoo_malc_cpu.yaml): one resumable
+# sweep per step, two one-thread jobs at a time; rerunning skips finished runs and resumes interrupted ones.
+#
+#   bash scripts/zoo_study.sh RUNS_DIR [STEP ...]     # steps: libraries attention control quicknat (default: all)
+set -uo pipefail
+runs=${1:?usage: bash scripts/zoo_study.sh RUNS_DIR [STEP ...]}
+shift
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(libraries attention control quicknat)
+here=$(cd "$(dirname "$0")/.." && pwd)
+train="${SCSEG_TRAIN:-$here/.venv/bin/scseg-train}"
+zoo=(experiment=zoo_malc_cpu launcher=joblib "paths.runs_dir=$runs" seed=0,1,2)
+status=0
+sweep() { echo "== $*"; "$train" -m "$@" || status=1; }
+for step in "${steps[@]}"; do
+  case $step in
+    libraries) sweep "${zoo[@]}" model=unet se=none,authors_scse,smp_scse,monai_cse,nnunet_cse ;;
+    attention) sweep "${zoo[@]}" model=unet se=cbam,eca,coord,project_excite,attention_gate ;;
+    control) sweep "${zoo[@]}" model=unet se=none model.capacity_match=scse ;;
+    quicknat) sweep "${zoo[@]}" model=quicknat se=none,scse ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done
+exit $status
