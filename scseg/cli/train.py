@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from scseg.atomic import DiskFullError, is_disk_full
 from scseg.config import CONFIG_DIR
 from scseg.config.check import ConfigError
-from scseg.data.errors import DataError
+from scseg.data.errors import DataError, LoaderWorkerError
 from scseg.engine.allocator import tune_allocator
 from scseg.engine.checkpoint import CheckpointError
 from scseg.engine.run import run_folder, run_training
@@ -65,7 +65,15 @@ def main(cfg: DictConfig) -> float | None:
         # (the sweep report counts it as skipped). Either way it is trained once, by the lock holder.
         record.update(state="running_elsewhere", error=str(exc))
         print(f"not training here: {exc}", file=sys.stderr)
-    except (ConfigError, DataError, RunStateError, CheckpointError, NonFiniteLossError, DiskFullError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        RunStateError,
+        CheckpointError,
+        NonFiniteLossError,
+        LoaderWorkerError,
+        DiskFullError,
+    ) as exc:
         # Bad input or a diagnosed stop: one line naming the file, setting or step (the traceback, if the run
         # folder exists, is in its status.json).
         record.update(state="failed", error=str(exc))

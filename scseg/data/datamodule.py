@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,7 @@ class DataModule:
         rank: int = 0,
         world_size: int = 1,
         device: str | torch.device = "cpu",
+        worker_init_fn: Callable[[int], None] | None = None,
     ) -> DataLoader:
         """The training DataLoader, set to `epoch`: sample order from `EpochSampler` (seed, epoch), augmentation
         draws from (seed, epoch, index), so an epoch is the same whatever the number of workers.
@@ -271,7 +272,8 @@ class DataModule:
         `iters_per_epoch` (batches per rank; None: one pass over the dataset) fixes the epoch length; under DDP
         `rank` takes every `world_size`-th sample of the epoch. For the next epoch, or to resume inside one, call
         ``loader.sampler.set_epoch(epoch, start)`` and ``dataset.set_epoch(epoch)``. Pinned memory
-        (`data.loader.pin_memory`) only on a CUDA `device`.
+        (`data.loader.pin_memory`) only on a CUDA `device`. `worker_init_fn` runs in each worker process (the
+        trainer's test-only fault hook, scseg.engine.faults); it draws nothing, so batches stay the same.
         """
         dataset = dataset if dataset is not None else self.train_dataset()
         num_samples = None if iters_per_epoch is None else int(iters_per_epoch) * self.batch_size * world_size
@@ -286,6 +288,7 @@ class DataModule:
             pin_memory=self.pin_memory and torch.device(device).type == "cuda",
             drop_last=False,
             persistent_workers=False,
+            worker_init_fn=worker_init_fn,
         )
 
     def class_statistics(self) -> ClassStatistics:

@@ -7,7 +7,12 @@ when :func:`maybe_fail` is reached with that point and counter:
 * ``after_step:<n>``: right after optimizer step ``n`` (global count), once the checkpoint due at it (if any)
   is written;
 * ``checkpoint_write:<n>``: while writing the ``n``-th checkpoint file of this process (``last.pt`` and
-  ``best.pt`` writes both count, from 1): the temporary file is left half written, the rename is never done.
+  ``best.pt`` writes both count, from 1): the temporary file is left half written, the rename is never done;
+* ``loader_worker:<n>``: a training DataLoader worker (``data.loader.num_workers`` > 0) SIGKILLs itself, as the
+  out-of-memory killer would, when it is about to load its ``n``-th batch. Counted in each worker process, and
+  workers start anew every epoch: with one worker that is the epoch's ``n``-th batch (of the part left after a
+  mid-epoch resume); with W workers, worker w loads batches w + 1, w + 1 + W, ... The training process dies only
+  by what it does about a lost worker (:func:`loader_worker_init` is the hook, wired in by the trainer).
 
 Never set it outside tests. Unset, :func:`maybe_fail` is one comparison with ``None``.
 """
@@ -19,7 +24,7 @@ import signal
 from typing import IO
 
 ENV = "SCSEG_FAULT"
-POINTS = ("after_step", "checkpoint_write")
+POINTS = ("after_step", "checkpoint_write", "loader_worker")
 ACTIONS = ("kill", "raise")
 
 
@@ -65,4 +70,29 @@ def maybe_fail(point: str, counter: int, partial: IO[bytes] | None = None) -> No
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-__all__ = ["ENV", "POINTS", "InjectedFault", "inject", "maybe_fail", "parse"]
+def loader_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: arms ``loader_worker:<n>`` inside the worker process.
+
+    The worker's copy of the dataset gets an instance ``__getitems__`` (which PyTorch's fetcher prefers to item
+    by item loading) that counts batches and SIGKILLs the worker at the ``n``-th; always a kill (``action`` does
+    not apply: an exception in a worker would only be passed on to the training process as a normal error).
+    Unarmed it does nothing."""
+    if _fault is None or _fault[0] != "loader_worker":
+        return
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    if info is None:  # called outside a worker
+        return
+    dataset, target, loaded = info.dataset, _fault[1], [0]
+
+    def getitems(indices: list) -> list:
+        loaded[0] += 1
+        if loaded[0] == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [dataset[i] for i in indices]
+
+    dataset.__getitems__ = getitems
+
+
+__all__ = ["ENV", "POINTS", "InjectedFault", "inject", "loader_worker_init", "maybe_fail", "parse"]

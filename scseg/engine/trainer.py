@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from scseg.config.check import SCHEDULER_INTERVALS
+from scseg.data.errors import worker_died
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard, wrap_ddp
@@ -175,6 +176,7 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             device=self.device,
+            worker_init_fn=faults.loader_worker_init,  # test-only; does nothing unless SCSEG_FAULT=loader_worker:n
         )
         self.sampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
@@ -225,7 +227,13 @@ class Trainer:
         while self.state.epoch < max_epochs:
             epoch = self.state.epoch
             started = time.perf_counter()
-            train_loss, slices_per_s = self.train_epoch(epoch)
+            try:
+                train_loss, slices_per_s = self.train_epoch(epoch)
+            except RuntimeError as exc:  # a dead loader worker: one line naming the setting, not torch's traceback
+                died = worker_died(exc, self.dm.num_workers, f"epoch {epoch + 1}, {self.state.step} steps done")
+                if died is None:
+                    raise
+                raise died from exc
             self.state.epoch = epoch + 1
             self.state.batches_done, self.state.epoch_loss_sum, self.state.epoch_seen = 0, 0.0, 0
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "slices_per_s": slices_per_s}

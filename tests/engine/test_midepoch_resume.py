@@ -93,6 +93,52 @@ def test_mid_epoch_resume_is_bit_identical_and_loads_only_the_remaining_samples(
     _assert_same_result(_last(straight.run_dir), _last(resumed.run_dir))
 
 
+def test_a_killed_loader_worker_fails_in_one_line_and_the_rerun_resumes_exactly(tiny_config, tmp_path, monkeypatch):
+    """A DataLoader worker SIGKILLed mid-epoch (as by the out-of-memory killer; ``loader_worker:5``, see
+    scseg.engine.faults) stops the run with one LoaderWorkerError naming data.loader.num_workers, recorded in
+    status.json; the rerun resumes from the mid-epoch checkpoint and ends with the very weights of an uninterrupted
+    run without workers. Exact because every sample's draws come from (seed, epoch, index), never from a worker.
+
+    One worker, two batches prefetched: the worker is asked for batch 5 when the training process takes batch 3,
+    that is after the step-2 checkpoint, and dies before step 5; the training process learns of it in step 3 or 4.
+    """
+    from scseg.data.errors import LoaderWorkerError
+    from scseg.engine import run_dir as rd
+
+    straight = run_training(tiny_config("fcdensenet", *SETTINGS, f"paths.runs_dir={tmp_path / 'a'}"))
+    cfg = tiny_config("fcdensenet", *SETTINGS, "data.loader.num_workers=1", f"paths.runs_dir={tmp_path / 'b'}")
+    monkeypatch.setenv(faults.ENV, "loader_worker:5")  # workers started by spawn / forkserver read it at import
+    faults.inject("loader_worker:5")  # forked workers inherit it
+    try:
+        with pytest.raises(LoaderWorkerError) as caught:
+            run_training(cfg)
+    finally:
+        faults.inject(None)
+        monkeypatch.delenv(faults.ENV)
+    message = str(caught.value)
+    # PyTorch says "is killed by signal: Killed" or "exited unexpectedly", whichever of its checks sees it first
+    assert "\n" not in message and message.startswith("DataLoader worker (pid") and " (epoch 1, " in message
+    assert "data.loader.num_workers=1" in message and "data.loader.num_workers=0" in message and "memory" in message
+    folder = run_folder(cfg)
+    status = rd.read_status(folder)
+    assert status["state"] == "failed" and status["error"] == f"LoaderWorkerError: {message}"
+    saved = _last(folder)
+    assert saved["epoch"] == 0 and saved["step"] in (2, 4) and saved["mid_epoch"]["batches_done"] == saved["step"]
+
+    resumed = run_training(cfg)
+    assert resumed.state == "done" and resumed.run_dir == folder
+    _assert_same_result(_last(straight.run_dir), _last(resumed.run_dir))
+
+
+def test_other_errors_are_not_taken_for_a_dead_loader_worker():
+    from scseg.data.errors import worker_died
+
+    assert worker_died(RuntimeError("CUDA out of memory"), 2, "epoch 1, 0 steps done") is None
+    assert worker_died(ValueError("DataLoader worker (pid 1) is killed by signal: Killed."), 2, "x") is None
+    died = worker_died(RuntimeError("DataLoader worker (pid(s) 77) exited unexpectedly"), 3, "epoch 2, 9 steps done")
+    assert str(died).startswith("DataLoader worker (pid(s) 77) exited unexpectedly (epoch 2, 9 steps done, ")
+
+
 def test_checkpoint_every_minutes_writes_inside_the_epoch(tiny_config, injected):
     cfg = tiny_config("unet", "trainer.iters_per_epoch=5", "trainer.checkpoint_every_minutes=1e-9")
     injected("after_step:3")
@@ -122,6 +168,7 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
 def test_fault_spec_is_checked():
     assert faults.parse("checkpoint_write:2") == ("checkpoint_write", 2)
     assert faults.parse("") is None
+    assert faults.parse("loader_worker:5") == ("loader_worker", 5)
     for bad in ("after_step", "after_step:0", "somewhere:3", "after_step:x"):
         with pytest.raises(ValueError, match=faults.ENV):
             faults.parse(bad)
@@ -146,9 +193,10 @@ def _run_dir(runs: Path) -> Path:
 
 @pytest.mark.slow
 def test_killed_processes_resume_bit_identical(tmp_path):
-    """SIGKILL inside an epoch, and during a checkpoint write, then the same command again == uninterrupted.
+    """SIGKILL inside an epoch, during a checkpoint write, and of a DataLoader worker, then the same command
+    again == uninterrupted.
 
-    Five `scseg-train` processes of a few seconds each; budget 120 s on one loaded CPU core.
+    Seven `scseg-train` processes of a few seconds each; budget 150 s on one loaded CPU core.
     """
     cache = tmp_path / "cache"
     reference = _train(tmp_path / "a", tmp_path, cache)
@@ -179,3 +227,15 @@ def test_killed_processes_resume_bit_identical(tmp_path):
     assert "batch 1/5 of epoch 2" in rerun.stdout
     assert not list(checkpoints.glob(".*.tmp"))
     _assert_same_result(expected, _last(_run_dir(tmp_path / "c")))
+
+    # A loader worker killed (two workers; worker 0 loads batches 1, 3, 5 and dies asked for batch 5): the command
+    # ends with one line naming data.loader.num_workers instead of PyTorch's traceback, and exit code 2.
+    workers = "data.loader.num_workers=2"
+    killed = _train(tmp_path / "d", tmp_path, cache, "loader_worker:3", workers)
+    assert killed.returncode == 2, killed.stderr[-3000:]
+    assert "Traceback" not in killed.stderr, killed.stderr[-3000:]
+    (line,) = [line for line in killed.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: DataLoader worker (pid") and "data.loader.num_workers=2" in line
+    rerun = _train(tmp_path / "d", tmp_path, cache, None, workers)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    _assert_same_result(expected, _last(_run_dir(tmp_path / "d")))
