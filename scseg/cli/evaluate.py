@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="where per_case.csv / summary.json go (default for one run: its folder)"
     )
     parser.add_argument(
-        "--tta", default=None, choices=("none", "mirror"), help="test-time mirroring, overriding the run's eval.tta"
+        "--tta",
+        default=None,
+        choices=("none", "mirror", "mirror_lr"),
+        help="test-time mirroring, overriding the run's eval.tta",
     )
     parser.add_argument(
         "--weights", type=float, nargs="+", default=None, help="one weight per run for an ensemble or fusion"

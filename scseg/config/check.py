@@ -67,7 +67,7 @@ _CHOICES = {
     "trainer.se_kernels": SE_KERNEL_MODES,
     "trainer.backend": ("auto", "gloo", "nccl"),
     "trainer.amp": (True, False, "auto"),
-    "eval.tta": ("none", "mirror"),
+    "eval.tta": ("none", "mirror", "mirror_lr"),
     "resume": RESUME_MODES,
     "test_split": SPLITS,
     "scheduler.interval": SCHEDULER_INTERVALS,

@@ -15,6 +15,7 @@ Nothing here loads a checkpoint (``scseg.engine.loading`` does) or reads a comma
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,38 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scseg.data.preprocess import RESTORE_MODES, PreprocessMeta, restore, wants_probabilities
+from scseg.data.preprocess import RESTORE_MODES, PreprocessMeta, in_plane_axes, restore, wants_probabilities
 from scseg.data.types import Case
 from scseg.metrics import DEFAULT_NSD_TOLERANCE_MM, ClassCounts, class_counts, per_case_rows, surface_metrics
 
 # Turns (S, C, H, W) float slices into logits; the trainer passes one that applies autocast / channels-last.
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
-# Test-time augmentation (eval.tta): none, or mirror = the mean of the class probabilities over the flips of the
-# two in-plane axes (identity, H, W, both), each flipped back.
-TTA_MODES = ("none", "mirror")
+# Test-time augmentation (eval.tta): none; mirror = the mean of the class probabilities over the flips of the two
+# in-plane axes (identity, H, W, both), each flipped back (nnU-Net's); mirror_lr = identity and the left-right flip
+# only (FastSurfer's choice for brains: a network trained without flips has never seen an upside-down head). A
+# left-right flip swaps the probabilities of paired lateral classes (left_x <-> right_x) back, since the network
+# names hemispheres by what it sees.
+TTA_MODES = ("none", "mirror", "mirror_lr")
 MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+LEFT_RIGHT_AXIS = 0  # canonical X: preprocessing reorients every subject to RAS+
+_SIDES = {"left": "right", "right": "left", "l": "r", "r": "l", "lh": "rh", "rh": "lh"}
+
+
+def lateral_pairs(class_names: Sequence[str]) -> list[int]:
+    """The class permutation a left-right flip calls for: index ``k`` -> the index of ``k``'s mirror class
+    (``left_amygdala`` <-> ``right_amygdala``, ``Left-Hippocampus`` <-> ``Right-Hippocampus``, ``kidney_l`` <->
+    ``kidney_r``), itself for classes without a side or without a partner."""
+    index = {name.lower(): k for k, name in enumerate(class_names)}
+    permutation = list(range(len(class_names)))
+    for k, name in enumerate(class_names):
+        parts = re.split(r"([_\- ])", name.lower())
+        for i, part in enumerate(parts):
+            if part in _SIDES:
+                partner = "".join(parts[:i] + [_SIDES[part]] + parts[i + 1 :])
+                if partner in index:
+                    permutation[k] = index[partner]
+                    break
+    return permutation
 
 
 class Predictor:
@@ -69,29 +92,52 @@ class Predictor:
         self.resample = resample
         self.nsd_tolerance_mm = nsd_tolerance_mm
 
-    def _scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a batch, or with ``tta="mirror"`` the class probabilities averaged over the four mirrorings
-        of the in-plane axes (each flipped back first), as nnU-Net mirrors at test time."""
+    def _flips(self, slice_axis: int | None) -> list[tuple[tuple[int, ...], bool]]:
+        """``(dims to flip, swap lateral classes)`` per mirroring of ``eval.tta`` for slices cut along canonical
+        ``slice_axis`` (None: unknown, no class swap and no left-right-only mirroring)."""
+        if self.tta == "none":
+            return [((), False)]
+        lr_dim = None
+        if slice_axis is not None:
+            first, second = in_plane_axes(slice_axis)
+            lr_dim = -2 if first == LEFT_RIGHT_AXIS else -1 if second == LEFT_RIGHT_AXIS else None
+        mirrors = MIRRORS if self.tta == "mirror" else (((), (lr_dim,)) if lr_dim is not None else ((),))
+        return [(dims, lr_dim is not None and lr_dim in dims) for dims in mirrors]
+
+    def _scores(self, images: torch.Tensor, slice_axis: int | None = None) -> torch.Tensor:
+        """Logits of a batch, or with ``eval.tta`` the class probabilities averaged over its mirrorings (each
+        flipped back first, lateral classes swapped back after a left-right flip)."""
         run = self.forward or self.model
         if self.tta == "none":
             return run(images)
+        flips = self._flips(slice_axis)
         total = None
-        for dims in MIRRORS:
+        for dims, swap in flips:
             flipped = images.flip(dims) if dims else images
             probs = torch.softmax(run(flipped).float(), dim=1)
             probs = probs.flip(dims) if dims else probs
+            if swap:
+                probs = probs[:, self._lateral_permutation(probs.shape[1])]
             total = probs if total is None else total + probs
-        return total / len(MIRRORS)
+        return total / len(flips)
+
+    def _lateral_permutation(self, num_classes: int) -> list[int]:
+        names = getattr(self.datamodule, "class_names", None)
+        if names is None or len(names) != num_classes:
+            return list(range(num_classes))
+        return lateral_pairs(names)
 
     @torch.no_grad()
     def _per_slice(self, slices: Iterable[Any], head: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         was_training = self.model.training
         self.model.eval()
+        slice_axis = getattr(slices, "axis_index", None)
         out = []
         try:
             for batch in DataLoader(slices, batch_size=self.batch_size, shuffle=False, num_workers=0):
                 images = batch["image"] if isinstance(batch, dict) else batch
-                out.append(head(self._scores(images.to(self.device, non_blocking=True))).cpu().numpy())
+                scores = self._scores(images.to(self.device, non_blocking=True), slice_axis)
+                out.append(head(scores).cpu().numpy())
         finally:
             self.model.train(was_training)
         return np.concatenate(out, axis=0)
@@ -340,6 +386,7 @@ def subject_id(subject: Any) -> str:
 
 
 __all__ = [
+    "LEFT_RIGHT_AXIS",
     "MIRRORS",
     "TTA_MODES",
     "Ensemble",
@@ -348,5 +395,6 @@ __all__ = [
     "Predictor",
     "combine",
     "counts_to_rows",
+    "lateral_pairs",
     "subject_id",
 ]

@@ -58,3 +58,45 @@ def test_a_run_validates_and_tests_with_mirroring(tiny_config):
 
     result = run_training(tiny_config("unet", "eval.tta=mirror"))
     assert result.state == "done" and 0.0 <= result.summary["fg_mean"] <= 1.0
+
+
+def test_lateral_pairs_are_found_by_name():
+    from scseg.engine.inference import lateral_pairs
+
+    names = ["background", "left_amygdala", "brain_stem", "right_amygdala", "Left-Hippocampus", "Right-Hippocampus"]
+    assert lateral_pairs(names) == [0, 3, 2, 1, 5, 4]
+    assert lateral_pairs(["background", "liver", "right_kidney", "left_kidney", "spleen"]) == [0, 1, 3, 2, 4]
+    assert lateral_pairs(["background", "kidney_l", "kidney_r", "left_only"]) == [0, 2, 1, 3]  # no partner: itself
+
+
+class _Names:
+    class_names = ("background", "left_x", "right_x")
+
+
+def test_a_left_right_flip_swaps_lateral_classes_back():
+    """mirror_lr on coronal slices (canonical X = H): identity and the H flip, whose probabilities of left_x and
+    right_x are exchanged after flipping back; a network that names sides by position then agrees with itself."""
+    x = torch.randn(2, 1, 6, 8)
+
+    class Sided(nn.Module):  # left_x in the low-H half, right_x in the high-H half, whatever the image
+        def forward(self, image):
+            n, _, h, w = image.shape
+            low = (torch.arange(h) < h // 2).float().view(1, 1, h, 1).expand(n, 1, h, w)
+            return torch.cat([torch.zeros_like(low), 4 * low, 4 * (1 - low)], dim=1) + 0 * image[:, :1]
+
+    predictor = Predictor(Sided(), _Names(), 2, tta="mirror_lr")
+    coronal = 1  # canonical Y: the slice spans X (H) and Z (W)
+    assert predictor._flips(coronal) == [((), False), ((-2,), True)]
+    assert predictor._flips(0) == [((), False)]  # sagittal slices contain no left-right axis
+    assert predictor._flips(None) == [((), False)]
+    plain = torch.softmax(Sided()(x), 1)
+    torch.testing.assert_close(predictor._scores(x, coronal), plain)  # the swap undoes the flip's side change
+    unswapped = Predictor(Sided(), None, 2, tta="mirror_lr")  # no class names: nothing to swap
+    assert not torch.allclose(unswapped._scores(x, coronal), plain)
+    mirror = Predictor(Sided(), _Names(), 2, tta="mirror")
+    assert [swap for _, swap in mirror._flips(coronal)] == [False, False, True, True]
+    assert [swap for _, swap in mirror._flips(2)] == [False, False, True, True]  # axial: X is H too
+
+
+def test_mirror_lr_is_a_valid_setting():
+    assert identity(compose_train_config(["eval.tta=mirror_lr"])) != identity(compose_train_config([]))
