@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from scseg.run_identity import read_run_name
-from scseg.se_options import SE_VARIANTS, positions_label, resolve_positions, se_settings
+from scseg.se_options import SE_VARIANTS, module_label, positions_label, resolve_positions, run_name_option, se_settings
 
 DEFAULT_AGGREGATION = "add"
 SUMMARY_KEYS: tuple[str, ...] = ("arch", "se", "seed", "fg_dice_per_subject")
@@ -55,16 +55,17 @@ class Variant:
 
     def label(self, default_aggregation: str = DEFAULT_AGGREGATION) -> str:
         """Display name as in the paper; scSE with a non-default aggregation is named, e.g. ``scSE (max)``."""
-        base = {"none": "none", "cse": "cSE", "sse": "sSE", "scse": "scSE"}.get(self.se, self.se)
+        base = module_label(self.se)  # the registry's display name (scSE, CBAM, ...)
         if self.aggregation is None or self.aggregation == default_aggregation:
             return base
         return f"{base} ({self.aggregation})"
 
 
 def make_variant(se: str, aggregation: str | None, default_aggregation: str = DEFAULT_AGGREGATION) -> Variant:
-    """Normalise (se, aggregation): aggregation only for scSE, and scSE without one gets the default."""
+    """Normalise (se, aggregation): an aggregation only for a module whose run name carries it (the registry's
+    ``run_name_option``: scSE), and such a module without one gets the default."""
     se = se.lower()
-    if se != "scse":
+    if run_name_option(se) != "aggregation":
         return Variant(se, None)
     return Variant(se, (aggregation or default_aggregation).lower())
 
@@ -305,10 +306,10 @@ def _run_from_summary(path: Path, summary: dict, default_aggregation: str) -> Ru
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: expected an integer seed and numeric Dice values ({err})") from err
     aggregation = summary.get("aggregation")
-    if se == "scse" and not aggregation:
+    if run_name_option(se) == "aggregation" and not aggregation:
         # summaries rewritten by older versions of scseg-evaluate lost the aggregation; the folder name keeps it
         named = read_run_name(path.name)
-        aggregation = named["aggregation"] if named is not None and named["se"] == "scse" else None
+        aggregation = named["aggregation"] if named is not None and named["se"] == se else None
     return Run(
         path=path,
         arch=str(summary["arch"]),

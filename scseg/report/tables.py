@@ -27,7 +27,7 @@ from scseg.report.runs import (
     split_row_key,
 )
 from scseg.report.stats import MIN_PAIRS, PairedComparison, Summary, paired_comparison, seed_average, summarise
-from scseg.se_options import SE_VARIANTS
+from scseg.se_options import SE_VARIANTS, run_name_option
 
 DEFAULT_VARIANT_ORDER: tuple[str, ...] = SE_VARIANTS  # the paper's column order: none, cSE, sSE, scSE
 DEFAULT_ARCH_ORDER: tuple[str, ...] = (
@@ -164,7 +164,7 @@ def parse_variant_order(text: str) -> list[str]:
         raise ValueError(f"--variant-order is empty; expected e.g. {','.join(DEFAULT_VARIANT_ORDER)}")
     for token in tokens:
         se, _, aggregation = token.partition("-")
-        if se not in SE_VARIANTS or (aggregation and se != "scse"):
+        if se not in SE_VARIANTS or (aggregation and run_name_option(se) != "aggregation"):
             raise ValueError(
                 f"--variant-order: unknown variant {token!r}; expected one of "
                 f"{', '.join(SE_VARIANTS)} or scse-<aggregation> (e.g. scse-max)"

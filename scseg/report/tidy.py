@@ -24,6 +24,7 @@ from pathlib import Path
 from scseg.atomic import atomic_write, atomic_write_text
 from scseg.report.runs import as_float, read_json_object
 from scseg.run_identity import read_run_name
+from scseg.se_options import run_name_option
 
 COLUMNS: tuple[str, ...] = (
     "arch",
@@ -102,7 +103,7 @@ def variant_label(
     if preset and preset != se:
         return preset + (f"-g{gate_scale:g}" if gate_scale != 1.0 else "")
     label = se
-    if se == "scse" and aggregation and aggregation != "add":
+    if run_name_option(se) == "aggregation" and aggregation and aggregation != "add":
         label += f"-{aggregation}"
     if se != "none" and gate_scale != 1.0:
         label += f"-g{gate_scale:g}"
@@ -135,7 +136,7 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
     try:
         se = str(summary["se"])
         aggregation = summary.get("aggregation")
-        if se == "scse" and not aggregation:
+        if run_name_option(se) == "aggregation" and not aggregation:
             named = read_run_name(folder.name)
             aggregation = named["aggregation"] if named else "add"
         gate_scale = float(summary.get("se_gate_scale") or 1.0)
