@@ -194,7 +194,8 @@ def render(
         "- A run's score for a test subject is its mean Dice over the subject's foreground structures; a cell is the "
         "mean over its runs, and `spread` the standard deviation between its runs' means (what a rerun moves).",
         "- Every effect is one variant minus another in Dice points (0.01 Dice = 1 point), paired by run (seed and "
-        "fold) and subject. Its interval is a percentile interval of the pigeonhole bootstrap, which resamples runs "
+        "fold) and subject. Its confidence interval (95 % family-wise) is a percentile interval of the pigeonhole "
+        "bootstrap, which resamples runs "
         f"and subjects independently ({s.n_boot} replicates; scseg/report/effects.py says why), so it sees training "
         "variance: a seed whose network is better everywhere is one draw, not fifteen.",
         f"- Family-wise control: Bonferroni within each table (level 1 - {s.alpha:g}/m for m comparisons).",
