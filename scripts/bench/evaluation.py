@@ -153,14 +153,7 @@ def synthetic_restore_case(shape: tuple[int, int, int], k: int, seed: int) -> tu
 
     from scseg.data.preprocess import PreprocessMeta
 
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
-    centre = np.array(shape, np.float32) / 2
-    label = np.zeros(shape, np.int64)
-    for c in range(1, k):
-        radii = rng.uniform(3, 30, 3).astype(np.float32)
-        middle = centre + rng.uniform(-0.3, 0.3, 3).astype(np.float32) * np.array(shape, np.float32)
-        label[(((grid - middle[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) < 1] = c
+    label = synthetic_head_label(shape, k, seed).astype(np.int64)
     coarse_shape = tuple(n // 2 for n in shape)
     fractions = F.avg_pool3d(
         F.one_hot(torch.from_numpy(label[: 2 * coarse_shape[0], : 2 * coarse_shape[1], : 2 * coarse_shape[2]]), k)

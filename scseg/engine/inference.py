@@ -92,6 +92,21 @@ class Predictor:
         self.resample = resample
         self.nsd_tolerance_mm = nsd_tolerance_mm
 
+    def adopt_settings(self, other: Predictor) -> None:
+        """Give ``other`` (an ensemble or fusion led by this run) this predictor's model, data module and
+        evaluation settings."""
+        Predictor.__init__(
+            other,
+            self.model,
+            self.datamodule,
+            self.batch_size,
+            self.device,
+            self.forward,
+            self.resample,
+            self.nsd_tolerance_mm,
+            self.tta,
+        )
+
     def _flips(self, slice_axis: int | None) -> list[tuple[tuple[int, ...], bool]]:
         """``(dims to flip, swap lateral classes)`` per mirroring of ``eval.tta`` for slices cut along canonical
         ``slice_axis`` (None: unknown, no class swap and no left-right-only mirroring)."""
@@ -216,16 +231,7 @@ class Ensemble(Predictor):
             raise ValueError("an ensemble needs at least one run")
         self.weights = _normalised_weights(weights, len(members))
         first_name, first = members[0]
-        super().__init__(
-            first.model,
-            first.datamodule,
-            first.batch_size,
-            first.device,
-            first.forward,
-            first.resample,
-            first.nsd_tolerance_mm,
-            first.tta,
-        )
+        first.adopt_settings(self)
         for name, member in members[1:]:
             for what, get in ENSEMBLE_AGREEMENT.items():
                 a, b = get(first.datamodule), get(member.datamodule)
@@ -261,16 +267,7 @@ class MultiViewFusion(Predictor):
             raise ValueError("a multi-view fusion needs at least one run")
         self.weights = _normalised_weights(weights, len(members))
         first_name, first = members[0]
-        super().__init__(
-            first.model,
-            first.datamodule,
-            first.batch_size,
-            first.device,
-            first.forward,
-            first.resample,
-            first.nsd_tolerance_mm,
-            first.tta,
-        )
+        first.adopt_settings(self)
         classes = tuple(first.datamodule.class_names)
         for name, member in members[1:]:
             other = tuple(member.datamodule.class_names)
