@@ -583,6 +583,22 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
     fh = io.StringIO(newline="")
     writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
     writer.writeheader()
+
+    def cell_row(table: str, arch: str, variant: Variant, cell: Cell, structure: Structure | None = None) -> dict:
+        """The columns every table's row shares: where it sits and the cell's summary."""
+        return {
+            "table": table,
+            **_row_columns(arch),
+            "variant": variant.key,
+            "variant_label": tables.variant_label(variant),
+            "structure": structure.name if structure else "",
+            "class_id": structure.class_id if structure else "",
+            "mean": _csv_float(cell.summary.mean),
+            "std": _csv_float(cell.summary.std),
+            "n_subjects": cell.summary.n,
+            "n_seeds": cell.n_seeds,
+        }
+
     for arch in tables.archs:
         for variant in tables.variants:
             cell = tables.overall.get((arch, variant))
@@ -591,16 +607,7 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
             diff = tables.diffs.get((arch, variant))
             writer.writerow(
                 {
-                    "table": "overall",
-                    **_row_columns(arch),
-                    "variant": variant.key,
-                    "variant_label": tables.variant_label(variant),
-                    "structure": "",
-                    "class_id": "",
-                    "mean": _csv_float(cell.summary.mean),
-                    "std": _csv_float(cell.summary.std),
-                    "n_subjects": cell.summary.n,
-                    "n_seeds": cell.n_seeds,
+                    **cell_row("overall", arch, variant, cell),
                     "diff_vs_none": _csv_float(diff.mean_diff) if diff else "",
                     "diff_std": _csv_float(diff.std_diff) if diff else "",
                     "n_pairs": diff.n_pairs if diff else "",
@@ -613,40 +620,12 @@ def write_csv(tables: ComparisonTables, path: str | Path) -> None:
         for metric in BOUNDARY_METRICS:
             for variant in tables.variants:
                 cell = tables.boundary.get((arch, variant, metric))
-                if cell is None:
-                    continue
-                writer.writerow(
-                    {
-                        "table": metric,
-                        **_row_columns(arch),
-                        "variant": variant.key,
-                        "variant_label": tables.variant_label(variant),
-                        "structure": "",
-                        "class_id": "",
-                        "mean": _csv_float(cell.summary.mean),
-                        "std": _csv_float(cell.summary.std),
-                        "n_subjects": cell.summary.n,
-                        "n_seeds": cell.n_seeds,
-                    }
-                )
+                if cell is not None:
+                    writer.writerow(cell_row(metric, arch, variant, cell))
         for structure in tables.structures.get(arch, []):
             for variant in tables.variants:
                 cell = tables.per_structure.get((arch, variant, structure.name))
-                if cell is None:
-                    continue
-                writer.writerow(
-                    {
-                        "table": "structure",
-                        **_row_columns(arch),
-                        "variant": variant.key,
-                        "variant_label": tables.variant_label(variant),
-                        "structure": structure.name,
-                        "class_id": structure.class_id,
-                        "mean": _csv_float(cell.summary.mean),
-                        "std": _csv_float(cell.summary.std),
-                        "n_subjects": cell.summary.n,
-                        "n_seeds": cell.n_seeds,
-                    }
-                )
+                if cell is not None:
+                    writer.writerow(cell_row("structure", arch, variant, cell, structure))
 
     atomic_write_text(Path(path), fh.getvalue())
