@@ -78,6 +78,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--malc-override", action="append", default=[], help="extra override for the MALC config (repeatable)"
     )
+    parser.add_argument(
+        "--surface-run",
+        default=None,
+        help="evaluation: also time the boundary metrics on this finished run's test subjects (real data)",
+    )
+    parser.add_argument("--surface-subjects", type=int, default=3, help="test subjects for --surface-run")
     parser.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # "cpu": check the code path
     parser.add_argument("--child-startup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-cache", default=None, help=argparse.SUPPRESS)
