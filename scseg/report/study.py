@@ -70,6 +70,9 @@ class StudySettings:
     n_boot: int = 10_000
     hd95_margin_mm: float = 1.0  # HD95 effects inside +-1 mm are equivalent (about one voxel at the CPU presets' 2 mm)
     nsd_margin: float = 0.01  # NSD effects inside +-1 point are equivalent (as for Dice)
+    # Markdown lines for a "See also" section: measurements of the same task made outside the study's runs (another
+    # evaluation protocol, another page), each naming where its command is. Not analysed, only linked.
+    see_also: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> StudySettings:
@@ -78,7 +81,7 @@ class StudySettings:
         if unknown:
             raise ValueError(f"unknown report setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         values = dict(data)
-        for key in ("small_structures", "magnitude_band"):
+        for key in ("small_structures", "magnitude_band", "see_also"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

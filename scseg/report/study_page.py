@@ -155,6 +155,11 @@ def _provenance(rows: Sequence[CaseRow]) -> list[str]:
     return lines
 
 
+def _see_also(lines: Sequence[str]) -> list[str]:
+    """The settings' ``see_also`` lines as a list (nothing when there are none)."""
+    return ["", "## See also", "", *(f"- {line}" for line in lines)] if lines else []
+
+
 def render(
     analysis: StudyAnalysis,
     rows: Sequence[CaseRow],
@@ -269,6 +274,7 @@ def render(
         "The slope is the least-squares slope of each structure's cSE - none effect (points) on log10 of its mean "
         "reference volume (voxels): positive means cSE does relatively worse on smaller structures.",
         *_boundary_section(analysis),
+        *_see_also(s.see_also),
         "",
         "## Provenance",
         "",

@@ -217,3 +217,13 @@ def test_a_library_preset_is_its_own_cell_and_other_modules_get_their_own_family
     assert all(e.a != "cbam" for c in analysis.claims for e in c.effects)
     page = render_page(analysis, base + cbam)
     assert "## Other modules and library presets vs none" in page and "| U-Net | CBAM |" in page
+
+
+def test_see_also_lines_become_their_own_section_and_nothing_without_them():
+    rows = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant in ("none", "cse")]
+    plain = render_page(analyse(rows, StudySettings(n_boot=200)), rows)
+    assert "## See also" not in plain
+    settings = StudySettings.from_mapping({"n_boot": 200, "see_also": ["fusion: [page](x.md)", "mirroring"]})
+    page = render_page(analyse(rows, settings), rows)
+    section = page[page.index("## See also") : page.index("## Provenance")]
+    assert "- fusion: [page](x.md)\n- mirroring\n" in section
