@@ -19,7 +19,10 @@ Sections (``--sections``, comma-separated; default: all):
 - ``startup``: MALC time to the first step, cold (NIfTI read + preprocessing) vs warm (cache); peak anonymous
   resident memory against the number of training subjects. Skipped when MALC is absent.
 - ``evaluation``: per-case per-class Dice of 15 volumes x 28 classes: scseg.metrics vs per-class numpy loops vs
-  MONAI's DiceMetric (when installed; ``pip install -e '.[bench]'``); the numbers are checked to agree.
+  MONAI's DiceMetric (when installed; ``pip install -e '.[bench]'``); the numbers are checked to agree. Then the
+  restore of probabilities, and the boundary metrics (HD95, NSD) against the network's prediction time.
+- ``evaluation_runs`` (``--eval-run RUN_DIR``, repeatable; skipped without): real data. Each run predicts its first
+  test subjects with every ``eval.tta`` mode, and the boundary metrics are timed against the prediction.
 - ``compile``: torch.compile on the CPU against eager ATen and the fused SE kernels (one scSE block; a U-Net
   training step at the MALC preset), compile time apart.
 - ``precision``: bf16 autocast against fp32 for a U-Net step on this CPU (the measurement behind trainer.amp=auto).
@@ -43,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench package be
 
 from bench.common import SECTIONS, Section, load_average, machine_info
 from bench.compile import section_compile
-from bench.evaluation import section_evaluation
+from bench.evaluation import section_evaluation, section_evaluation_runs
 from bench.gpu import section_gpu
 from bench.page import meta_line, output_path, render_page, render_results, render_section, render_targets
 from bench.pipeline import section_pipeline
@@ -58,6 +61,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "pipeline": section_pipeline,
     "startup": section_startup,
     "evaluation": section_evaluation,
+    "evaluation_runs": section_evaluation_runs,
     "gpu": section_gpu,
     "compile": section_compile,
     "precision": section_precision,
@@ -79,11 +83,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--malc-override", action="append", default=[], help="extra override for the MALC config (repeatable)"
     )
     parser.add_argument(
-        "--surface-run",
-        default=None,
-        help="evaluation: also time the boundary metrics on this finished run's test subjects (real data)",
+        "--eval-run",
+        action="append",
+        default=[],
+        help="evaluation_runs: a finished run folder whose test subjects are predicted and scored (repeatable)",
     )
-    parser.add_argument("--surface-subjects", type=int, default=3, help="test subjects for --surface-run")
+    parser.add_argument("--eval-subjects", type=int, default=3, help="test subjects per --eval-run")
     parser.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # "cpu": check the code path
     parser.add_argument("--child-startup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-cache", default=None, help=argparse.SUPPRESS)

@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("se_blocks", "training", "compile", "precision", "pipeline", "startup", "evaluation", "gpu")
+SECTIONS = (
+    "se_blocks",
+    "training",
+    "compile",
+    "precision",
+    "pipeline",
+    "startup",
+    "evaluation",
+    "evaluation_runs",
+    "gpu",
+)
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 # MALC at its CPU preset (experiment=paper_malc_cpu: 2 mm, 96 x 96 canvas, width=cpu); where a checkout predates it,

@@ -112,8 +112,6 @@ def section_evaluation(args: argparse.Namespace) -> Section:
             section.target("scseg speed-up over MONAI", per_volume[name] / per_volume["scseg"], 50.0, True)
     restore_table(args, section)
     surface_table(args, section)
-    if args.surface_run:
-        run_surface_table(args, section)
     return section
 
 
@@ -295,46 +293,71 @@ def surface_table(args: argparse.Namespace, section: Section) -> None:
     section.target("boundary metrics time / prediction time", metrics_s / predict_s, 1.0, False)
 
 
-def run_surface_table(args: argparse.Namespace, section: Section) -> None:
-    """The same comparison on real data: a finished run predicts its first test subjects (restored to each file's
-    grid, as evaluation does), then ``surface_metrics`` scores them against their references in the file's spacing.
-    Each subject is timed once (prediction, then metrics, interleaved by subject)."""
+def section_evaluation_runs(args: argparse.Namespace) -> Section:
+    """Real data: every ``--eval-run`` predicts its first test subjects once per ``eval.tta`` mode (restored to each
+    file's grid, as evaluation does), then ``surface_metrics`` scores the plain prediction against the reference in
+    the file's spacing. Subjects are the rounds: modes and metrics are interleaved within each subject."""
     from pathlib import Path
 
     import numpy as np
 
+    from scseg.engine.inference import TTA_MODES
     from scseg.engine.loading import load_run
     from scseg.engine.reevaluate import _predictor
     from scseg.metrics import surface_metrics
 
-    spec, dm, model, _ = load_run(Path(args.surface_run), "best")
-    dm.prepare()
-    predictor = _predictor(spec, dm, model, "cpu")
-    subjects = list(dm.subjects("test"))[: args.surface_subjects]
-    predict_s, metrics_s, shapes = [], [], []
-    for subject in subjects:
-        started = time.perf_counter()
-        prediction = predictor.predict(subject)
-        predict_s.append(time.perf_counter() - started)
-        reference = dm.reference(subject)
-        spacing = np.linalg.norm(np.asarray(subject.meta.to_geometry().affine)[:3, :3], axis=0)
-        started = time.perf_counter()
-        surface_metrics(reference, prediction, dm.num_classes, spacing, predictor.nsd_tolerance_mm)
-        metrics_s.append(time.perf_counter() - started)
-        shapes.append(" x ".join(map(str, reference.shape)))
-    table = Table(
-        f"Boundary metrics on real data: {len(subjects)} test subjects of {args.surface_run} "
-        f"({dm.num_classes - 1} structures, grids {', '.join(sorted(set(shapes)))})",
-        [("what", "what", "s"), ("ms", "ms per volume (median)", ".0f"), ("ratio", "x prediction", ".2f")],
+    section = Section(
+        "evaluation_runs",
+        "Evaluation of finished runs: test-time mirroring and boundary metrics on real data",
+        sizes=f"the first {args.eval_subjects} test subjects of each run, predicted on the CPU",
     )
-    table.rows.append(
-        {"what": "prediction (slices, network, restore to the file's grid)", "ms": 1e3 * median(predict_s)}
+    if not args.eval_run:
+        section.skipped = "no --eval-run RUN_DIR given"
+        return section
+    for run in args.eval_run:
+        spec, dm, model, _ = load_run(Path(run), "best")
+        dm.prepare()
+        predictor = _predictor(spec, dm, model, "cpu")
+        subjects = list(dm.subjects("test"))[: args.eval_subjects]
+        times: dict[str, list[float]] = {f"prediction, eval.tta={mode}": [] for mode in TTA_MODES}
+        times["surface_metrics"] = []
+        shapes = set()
+        for subject in subjects:
+            for mode in TTA_MODES:
+                predictor.tta = mode
+                started = time.perf_counter()
+                prediction = predictor.predict(subject)
+                times[f"prediction, eval.tta={mode}"].append(time.perf_counter() - started)
+                if mode == "none":
+                    plain = prediction
+            reference = dm.reference(subject)
+            spacing = np.linalg.norm(np.asarray(subject.meta.to_geometry().affine)[:3, :3], axis=0)
+            started = time.perf_counter()
+            surface_metrics(reference, plain, dm.num_classes, spacing, predictor.nsd_tolerance_mm)
+            times["surface_metrics"].append(time.perf_counter() - started)
+            shapes.add(" x ".join(map(str, reference.shape)))
+        baseline = median(times["prediction, eval.tta=none"])
+        table = Table(
+            f"{run}: {len(subjects)} test subjects, {dm.num_classes - 1} structures, file grids "
+            f"{', '.join(sorted(shapes))}",
+            [("what", "what", "s"), ("ms", "ms per volume (median)", ".0f"), ("ratio", "x plain prediction", ".2f")],
+        )
+        for name, values in times.items():
+            ratio = median(values) / baseline if name != "prediction, eval.tta=none" else None
+            table.rows.append({"what": name, "ms": 1e3 * median(values), "ratio": ratio})
+        section.tables.append(table)
+        section.raw[run] = times
+        section.target(
+            f"boundary metrics time / prediction time ({Path(run).name})",
+            median(times["surface_metrics"]) / baseline,
+            1.0,
+            False,
+        )
+    section.notes.append(
+        "prediction = the run's slices through its network, class probabilities stacked and restored to the file's "
+        "grid (the arg-max there); mirror_lr runs the network twice per slice, mirror four times"
     )
-    ratio = median(metrics_s) / median(predict_s)
-    table.rows.append({"what": "surface_metrics", "ms": 1e3 * median(metrics_s), "ratio": ratio})
-    section.tables.append(table)
-    section.raw["surface_metrics_real"] = {"prediction": predict_s, "surface metrics": metrics_s}
-    section.target("boundary metrics time / prediction time (real run)", ratio, 1.0, False)
+    return section
 
 
 def monai_dice(references: Sequence[Any], predictions: Sequence[Any], num_classes: int) -> tuple | str:
