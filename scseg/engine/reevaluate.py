@@ -18,7 +18,7 @@ from scseg.engine.inference import MultiViewFusion, Predictor, combine, counts_t
 from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.spec import nsd_tolerances
-from scseg.engine.summary import build_summary, recorded_hashes, write_summary
+from scseg.engine.summary import build_summary, keep_training_commit, recorded_hashes, write_summary
 from scseg.models import count_parameters
 from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
@@ -99,6 +99,7 @@ def reevaluate(
         capacity=capacity_of(model),
         **recorded_hashes(run_dir),
     )
+    summary = keep_training_commit(summary, run_dir)
     if tta is not None:  # the protocol these numbers were measured with, when asked for explicitly
         summary["tta"] = spec.eval.tta
     suffix = "" if split == "test" else f"_{split}"

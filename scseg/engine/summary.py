@@ -178,6 +178,23 @@ def write_summary(path: str | Path, summary: Mapping) -> None:
     atomic_write_text(Path(path), json.dumps(json_safe(dict(summary)), indent=2))
 
 
+def keep_training_commit(summary: dict, run_dir: str | Path) -> dict:
+    """A re-evaluation's summary with training's ``git_commit`` / ``git_dirty`` (what produced the weights, and what
+    a study page groups runs by), its own as ``evaluated_git_commit`` / ``evaluated_git_dirty``. Unchanged when the
+    run folder has no readable earlier summary."""
+    try:
+        previous = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return summary
+    if not isinstance(previous, dict) or "git_commit" not in previous:
+        return summary
+    out = dict(summary)
+    for key in ("git_commit", "git_dirty"):
+        out[f"evaluated_{key}"] = summary.get(key)
+        out[key] = previous.get(key)
+    return out
+
+
 def recorded_hashes(run_dir: str | Path) -> dict[str, str | None]:
     """``{"config_hash", "comparison_hash"}`` recorded when the run trained, for a re-evaluation to carry over.
 
@@ -210,6 +227,7 @@ __all__ = [
     "cpu_model",
     "git_commit",
     "json_safe",
+    "keep_training_commit",
     "recorded_hashes",
     "run_metadata",
     "write_summary",

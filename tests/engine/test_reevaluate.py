@@ -38,9 +38,14 @@ def test_reevaluated_scse_max_run_keeps_its_keys_and_column(tiny_config):
     assert before["comparison_hash"] == base.summary["comparison_hash"]
     assert before["config_hash"] != base.summary["config_hash"]
 
+    # the run trained at another commit: re-evaluation keeps it (the weights' provenance) and adds its own
+    trained = {**before, "git_commit": "0" * 40, "git_dirty": False}
+    (result.run_dir / "summary.json").write_text(json.dumps(trained))
     assert evaluate.main([str(result.run_dir), "--device", "cpu"]) == 0
     after = json.loads((result.run_dir / "summary.json").read_text())
-    assert set(after) == set(before)
+    assert after["git_commit"] == "0" * 40 and after["git_dirty"] is False
+    assert after["evaluated_git_commit"] == before["git_commit"]
+    assert set(after) == set(before) | {"evaluated_git_commit", "evaluated_git_dirty"}
     assert {k: after[k] for k in IDENTITY_KEYS} == {k: before[k] for k in IDENTITY_KEYS}
     assert after["fg_dice_per_subject"] == before["fg_dice_per_subject"]
 
