@@ -299,12 +299,9 @@ def section_evaluation_runs(args: argparse.Namespace) -> Section:
     the file's spacing. Subjects are the rounds: modes and metrics are interleaved within each subject."""
     from pathlib import Path
 
-    import numpy as np
-
     from scseg.engine.inference import TTA_MODES
     from scseg.engine.loading import load_run
-    from scseg.engine.reevaluate import _predictor
-    from scseg.metrics import surface_metrics
+    from scseg.engine.reevaluate import run_predictor
 
     section = Section(
         "evaluation_runs",
@@ -317,7 +314,7 @@ def section_evaluation_runs(args: argparse.Namespace) -> Section:
     for run in args.eval_run:
         spec, dm, model, _ = load_run(Path(run), "best")
         dm.prepare()
-        predictor = _predictor(spec, dm, model, "cpu")
+        predictor = run_predictor(spec, dm, model, "cpu")
         subjects = list(dm.subjects("test"))[: args.eval_subjects]
         times: dict[str, list[float]] = {f"prediction, eval.tta={mode}": [] for mode in TTA_MODES}
         times["surface_metrics"] = []
@@ -331,9 +328,8 @@ def section_evaluation_runs(args: argparse.Namespace) -> Section:
                 if mode == "none":
                     plain = prediction
             reference = dm.reference(subject)
-            spacing = np.linalg.norm(np.asarray(subject.meta.to_geometry().affine)[:3, :3], axis=0)
             started = time.perf_counter()
-            surface_metrics(reference, plain, dm.num_classes, spacing, predictor.nsd_tolerance_mm)
+            predictor.surfaces(subject, reference, plain)
             times["surface_metrics"].append(time.perf_counter() - started)
             shapes.add(" x ".join(map(str, reference.shape)))
         baseline = median(times["prediction, eval.tta=none"])

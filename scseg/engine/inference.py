@@ -196,8 +196,13 @@ class Predictor:
         counts = class_counts(reference, prediction, k).to_array()
         if not surfaces:
             return counts, None
+        return counts, self.surfaces(subject, reference, prediction)
+
+    def surfaces(self, subject: Any, reference: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+        """``(2, K)`` HD95 (mm) and NSD of ``prediction`` against ``reference``, both in the subject's file grid,
+        in that file's voxel spacing with this predictor's NSD tolerances."""
         spacing = np.linalg.norm(np.asarray(subject.meta.to_geometry().affine)[:3, :3], axis=0)
-        return counts, surface_metrics(reference, prediction, k, spacing, self.nsd_tolerance_mm)
+        return surface_metrics(reference, prediction, self.datamodule.num_classes, spacing, self.nsd_tolerance_mm)
 
     def counts(self, subject: Any) -> np.ndarray:
         """The subject's ``(5, K)`` confusion counts (see :meth:`measure`)."""

@@ -11,13 +11,14 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from scseg.engine.inference import MultiViewFusion, Predictor, combine, counts_to_rows
 from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
-from scseg.engine.spec import nsd_tolerances
+from scseg.engine.spec import RunSpec, nsd_tolerances
 from scseg.engine.summary import build_summary, keep_training_commit, recorded_hashes, write_summary
 from scseg.models import count_parameters
 from scseg.models.capacity import capacity_of
@@ -32,7 +33,7 @@ class Reevaluation:
     subjects: int
 
 
-def _predictor(spec, dm, model, device) -> Predictor:
+def run_predictor(spec: RunSpec, dm: Any, model: torch.nn.Module, device: torch.device | str) -> Predictor:
     """The run's own evaluation settings (batch size, restore, NSD tolerance, mirroring)."""
     return Predictor(
         model,
@@ -79,7 +80,7 @@ def reevaluate(
     device = torch.device(device)
     model.to(device)
     dm.prepare()  # may write cache entries
-    predictor = _predictor(spec, dm, model, device)
+    predictor = run_predictor(spec, dm, model, device)
     counts, surfaces = _score(predictor, spec.eval.surface_metrics, dm.subjects(split))
     rows = counts_to_rows(counts, dm.class_names, surfaces)
     best_metric = state.get("best_metric")
@@ -129,7 +130,7 @@ def evaluate_ensemble(
     members = []
     for run_dir, spec, dm, model, _ in loaded:
         model.to(device)
-        members.append((str(run_dir), _predictor(spec, dm, model, device)))
+        members.append((str(run_dir), run_predictor(spec, dm, model, device)))
     ensemble = combine(members, weights)
     spec, dm = loaded[0][1], loaded[0][2]
     dm.prepare()
