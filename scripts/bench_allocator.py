@@ -44,6 +44,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from scseg.machine import cpu_model
+
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
 PRELOADS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
 ENVIRONMENTS = {
@@ -259,16 +261,6 @@ def run_train_child(command: list[str], env: dict[str, str]) -> dict:
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "wall_s": wall,
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def machine_line() -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scseg.machine import cpu_model
+
 SECTIONS = (
     "se_blocks",
     "training",
@@ -154,16 +156,6 @@ class PeakSampler:
         self._stop.set()
         self._thread.join()
         self.peak_kib = max(self.peak_kib, status_kib("RssAnon") or 0)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:

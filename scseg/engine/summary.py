@@ -31,6 +31,7 @@ from scseg.atomic import atomic_write_text
 from scseg.engine import run_dir as rd
 from scseg.engine.precision import cpu_has_amx
 from scseg.engine.spec import RunSpec
+from scseg.machine import cpu_model
 from scseg.metrics import summarize
 from scseg.paths import REPO_ROOT
 
@@ -67,19 +68,6 @@ def git_dirty() -> bool | None:
         return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; elsewhere the platform's processor string), for provenance:
-    the same training runs at different speeds, and differs in float results, on another CPU."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def run_metadata(device: torch.device, wall_time_s: float) -> dict:
