@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bench.common import MALC_NUM_CLASSES, Section, Table, interleaved, median
-from bench.training import compose, fwd_bwd, synthetic_batch, training_step
+from bench.training import compose, fwd_bwd, seeded_model, synthetic_batch, training_step
 
 
 def _compiled(module: Any) -> Any:
@@ -33,7 +33,6 @@ def _first_call(run: Any) -> float:
 def section_compile(args: argparse.Namespace) -> Section:
     import torch
 
-    from scseg.engine.run import build_model
     from scseg.engine.spec import RunSpec
     from scseg.models import create_se
     from scseg.models.se_fused import kernels_available
@@ -101,8 +100,7 @@ def section_compile(args: argparse.Namespace) -> Section:
             continue
         cfg = compose(["model=unet", "width=cpu", "se=scse", *extra])
         layout = RunSpec.from_config(cfg).memory_format
-        torch.manual_seed(0)
-        model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(memory_format=layout)
+        model = seeded_model(cfg, layout)
         if name == "torch.compile":
             model = _compiled(model)
         step = training_step(cfg, model, MALC_NUM_CLASSES)

@@ -23,13 +23,11 @@ def gpu_step(cfg: Any, device: Any, images: Any, labels: Any, mode: tuple[bool, 
     """One training step of a fresh paper-width model in a mode (channels-last, bf16 autocast, compile)."""
     import torch
 
-    from scseg.engine.run import build_model
-    from scseg.engine.spec import RunSpec
+    from bench.training import seeded_model
 
     channels_last, bf16, compiled = mode
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    torch.manual_seed(0)
-    model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(device).to(memory_format=memory_format)
+    model = seeded_model(cfg, memory_format).to(device)
     module = torch.compile(model) if compiled else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()

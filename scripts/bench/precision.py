@@ -12,13 +12,12 @@ import argparse
 from typing import Any
 
 from bench.common import MALC_NUM_CLASSES, Section, Table, cpu_features, interleaved, median
-from bench.training import compose, synthetic_batch, training_step
+from bench.training import compose, seeded_model, synthetic_batch, training_step
 
 
 def section_precision(args: argparse.Namespace) -> Section:
     import torch
 
-    from scseg.engine.run import build_model
     from scseg.engine.spec import RunSpec
 
     section = Section("precision", "bf16 autocast against fp32 on this CPU")
@@ -41,8 +40,7 @@ def section_precision(args: argparse.Namespace) -> Section:
         x = images.contiguous(memory_format=spec.memory_format)
         steps: dict[str, Any] = {}
         for name, enabled in (("fp32", False), ("bf16", True)):
-            torch.manual_seed(0)
-            model = build_model(spec, MALC_NUM_CLASSES, 1).to(memory_format=spec.memory_format)
+            model = seeded_model(cfg)
             plain = training_step(cfg, model, MALC_NUM_CLASSES)
 
             def step(plain=plain, enabled=enabled, x=x) -> None:

@@ -67,12 +67,23 @@ def training_step(cfg: Any, model: Any, num_classes: int) -> Callable[[Any, Any]
 FUSED_SCSE = "scse (fused gates)"
 
 
-def variant_overhead_table(
-    args: argparse.Namespace, section: Section, title: str, archs: Sequence[str], width: str, size: int
-) -> Table:
+def seeded_model(cfg: Any, layout: Any = None) -> Any:
+    """The config's network for the MALC classes, seeded (every variant of a comparison starts from the same
+    weights) and in ``layout`` (default: the memory format the trainer trains it in)."""
     import torch
 
     from scseg.engine.run import build_model
+    from scseg.engine.spec import RunSpec
+
+    spec = RunSpec.from_config(cfg)
+    torch.manual_seed(0)
+    return build_model(spec, MALC_NUM_CLASSES, 1).to(memory_format=layout or spec.memory_format)
+
+
+def variant_overhead_table(
+    args: argparse.Namespace, section: Section, title: str, archs: Sequence[str], width: str, size: int
+) -> Table:
+
     from scseg.engine.spec import RunSpec
     from scseg.models import SE_VARIANTS
     from scseg.models.se_fused import kernels_available
@@ -99,8 +110,7 @@ def variant_overhead_table(
             extra = ["trainer.se_kernels=fused"] if se == FUSED_SCSE else []
             cfg = compose([f"model={arch}", f"width={width}", f"se={se.split()[0]}", *extra])
             layout = RunSpec.from_config(cfg).memory_format  # the layout the trainer trains in (trainer.channels_last)
-            torch.manual_seed(0)
-            model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(memory_format=layout)
+            model = seeded_model(cfg, layout)
             step = training_step(cfg, model, MALC_NUM_CLASSES)
             x = images.contiguous(memory_format=layout)
             steps[se] = lambda step=step, x=x: step(x, labels)
@@ -132,9 +142,6 @@ def layout_table(args: argparse.Namespace, section: Section, shapes: Sequence[tu
     the gain ``trainer.channels_last`` (on in configs/trainer/cpu.yaml) buys."""
     import torch
 
-    from scseg.engine.run import build_model
-    from scseg.engine.spec import RunSpec
-
     batch = 2 if args.quick else 8
     archs = ("unet",) if args.quick else ("unet", "sdnet", "fcdensenet")
     table = Table(
@@ -154,8 +161,7 @@ def layout_table(args: argparse.Namespace, section: Section, shapes: Sequence[tu
             cfg = compose([f"model={arch}", f"width={width}", "se=none"])
             steps = {}
             for name, layout in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
-                torch.manual_seed(0)
-                model = build_model(RunSpec.from_config(cfg), MALC_NUM_CLASSES, 1).to(memory_format=layout)
+                model = seeded_model(cfg, layout)
                 step = training_step(cfg, model, MALC_NUM_CLASSES)
                 x = images.contiguous(memory_format=layout)
                 steps[name] = lambda step=step, x=x, y=labels: step(x, y)
