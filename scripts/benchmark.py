@@ -90,6 +90,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--eval-subjects", type=int, default=3, help="test subjects per --eval-run")
     parser.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # "cpu": check the code path
+    parser.add_argument("--gpu-size", type=int, default=256, help="gpu: slice side")
+    parser.add_argument("--gpu-batch", type=int, default=32, help="gpu: slices per training step")
+    parser.add_argument("--gpu-steps", type=int, default=10, help="gpu: training steps per timed round")
+    parser.add_argument("--gpu-archs", default="unet,sdnet,fcdensenet", help="gpu: comma-separated architectures")
     parser.add_argument("--child-startup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, default=1, help=argparse.SUPPRESS)

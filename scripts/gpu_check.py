@@ -1,32 +1,38 @@
 """`make gpu-check`: what only a GPU can show, in one script (<= 8 minutes on one H100/H200), no ../shared needed.
 
 1. each architecture trains 300 steps on the phantom with trainer=gpu (CUDA, bf16 autocast, channels-last) and
-   torch.compile, and must learn (test foreground Dice >= 0.5);
-2. DDP at world size 1 with NCCL (torchrun) trains and writes its run folder;
-3. the benchmark's GPU section (slices/s per architecture at 256 x 256, channels-last / bf16 / compile, the paper
-   U-Net's scSE step time against none) is written to docs/benchmarks_gpu.md with the machine named.
+   torch.compile, and must learn (test foreground Dice >= 0.5); beside them, DDP at world size 1 with NCCL
+   (torchrun) trains U-Net and writes its run folder. The four runs share the GPU at once: they are checks, not
+   timings, and a GPU lease is short;
+2. then, alone on the GPU, the benchmark's GPU section (training slices/s per architecture at 256 x 256 in fp32,
+   channels-last, bf16 and compile; the paper U-Net's scSE step time against none, interleaved in the same rounds)
+   is written to docs/benchmarks_gpu.md with the machine named, and the training check's table appended.
 
+Every phase runs under a share of ``--budget-s``; a phase that fails or runs out of time is reported as such and the
+others still run, so one lease gives every answer it can. Each run's output is kept in ``--out``.
 On a machine without CUDA it prints `no CUDA device` and exits with status 2 at once (tested).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("unet", "sdnet", "fcdensenet")
 STEPS = 300
 FLOOR = 0.5
+TRAIN_SHARE = 0.45  # of the budget, for the four training checks together (they run at once)
 
 
-def _train(runs: Path, arch: str, *extra: str, launcher: list[str] | None = None) -> dict:
-    command = [
+def train_command(runs: Path, arch: str, *extra: str, launcher: Sequence[str] | None = None) -> list[str]:
+    """One phantom run of ``STEPS`` steps in one epoch (the demo experiment's data, model width and learning rate)."""
+    return [
         *(launcher or [sys.executable, "-m", "scseg.train"]),
         "experiment=demo",
         f"model={arch}",
@@ -37,54 +43,112 @@ def _train(runs: Path, arch: str, *extra: str, launcher: list[str] | None = None
         "experiment_name=gpu_check",
         *extra,
     ]
+
+
+def training_checks(out: Path) -> dict[str, list[str]]:
+    """name -> command: each architecture with bf16 + channels-last + compile, and U-Net under DDP/NCCL."""
+    checks = {
+        arch: train_command(
+            out / arch, arch, "trainer=gpu", "trainer.compile=true", "trainer.channels_last=true", "trainer.amp=true"
+        )
+        for arch in ARCHS
+    }
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    launcher = [*torchrun, "-m", "scseg.train"]
+    checks["ddp"] = train_command(out / "ddp", "unet", "trainer=ddp", "trainer.backend=nccl", launcher=launcher)
+    return checks
+
+
+def run_checks(checks: dict[str, list[str]], out: Path, timeout_s: float) -> list[dict]:
+    """Start every check at once, wait until all end or ``timeout_s`` passes; one result row per check."""
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"gpu-check: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    summaries = sorted(runs.glob(f"gpu_check/{arch}-*/summary.json"), key=lambda p: p.stat().st_mtime)
+    procs = {}
+    for name, command in checks.items():
+        log = (out / f"{name}.log").open("w")
+        log.write(" ".join(command) + "\n\n")
+        log.flush()
+        procs[name] = (subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log)
+    rows = []
+    for name, (proc, log) in procs.items():
+        try:
+            proc.wait(timeout=max(1.0, timeout_s - (time.perf_counter() - started)))
+            state = "done" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            state = f"stopped at the {timeout_s:.0f} s limit"
+        log.close()
+        rows.append({"check": name, "state": state, "seconds": time.perf_counter() - started, **run_result(out / name)})
+    return rows
+
+
+def run_result(runs: Path) -> dict:
+    """Test Dice, precision and device from the check's run folder (empty when it wrote none)."""
+    summaries = sorted(runs.glob("gpu_check/*/summary.json"), key=lambda p: p.stat().st_mtime)
+    if not summaries:
+        return {}
     summary = json.loads(summaries[-1].read_text())
-    return {"arch": arch, "dice": summary["fg_mean"], "seconds": time.perf_counter() - started}
+    return {"dice": summary.get("fg_mean"), "precision": summary.get("precision"), "device": summary.get("device")}
 
 
-def main() -> int:
+def check_table(rows: list[dict]) -> str:
+    lines = [
+        f"### Training check: {STEPS} steps on the phantom (experiment=demo, se=scse), four runs at once",
+        "",
+        "Each architecture with trainer=gpu, bf16 autocast, channels-last and torch.compile; `ddp` is U-Net under "
+        f"torchrun with NCCL at world size 1. Pass: test foreground Dice >= {FLOOR}. Seconds include start-up, the "
+        "phantom's generation, compilation and evaluation, with the four runs sharing the GPU and the CPU.",
+        "",
+        "| check | state | test fg Dice | precision | seconds | pass |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for r in rows:
+        dice = r.get("dice")
+        passed = "yes" if r["state"] == "done" and dice is not None and dice >= FLOOR else "no"
+        shown = "-" if dice is None else f"{dice:.3f}"
+        precision = r.get("precision") or "-"
+        lines.append(f"| {r['check']} | {r['state']} | {shown} | {precision} | {r['seconds']:.0f} | {passed} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for the whole check")
+    parser.add_argument("--out", default=str(REPO / "runs" / "gpu_check"), help="folder for run folders and logs")
+    parser.add_argument("--page", default=str(REPO / "docs" / "benchmarks_gpu.md"), help="the GPU benchmarks page")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
         print("no CUDA device: gpu-check needs one (see the device tool or a CUDA machine)")
         return 2
-    device = torch.cuda.get_device_name(0)
-    print(f"gpu-check on {device}", flush=True)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = Path(tmp)
-        for arch in ARCHS:
-            result = _train(runs, arch, "trainer=gpu", "trainer.compile=true", "trainer.channels_last=true")
-            results.append(result)
-            print(f"{arch}: test Dice {result['dice']:.3f} in {result['seconds']:.0f} s", flush=True)
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "scseg.train"]
-        ddp = _train(runs / "ddp", "unet", "trainer=ddp", "trainer.backend=nccl", launcher=torchrun)
-        print(f"DDP (NCCL, world size 1): test Dice {ddp['dice']:.3f} in {ddp['seconds']:.0f} s", flush=True)
-    failed = [r["arch"] for r in results if not r["dice"] >= FLOOR] + (["ddp"] if not ddp["dice"] >= FLOOR else [])
-    page = REPO / "docs" / "benchmarks_gpu.md"
-    bench = subprocess.run(
-        [
-            sys.executable,
-            "scripts/benchmark.py",
-            "--sections",
-            "gpu",
-            "--out",
-            "runs/benchmark_gpu.json",
-            "--markdown",
-            str(page),
-            "--command",
-            "make gpu-check",
-        ],
-        cwd=REPO,
-        env={**os.environ},
-    )
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    rows = run_checks(training_checks(out), out, TRAIN_SHARE * args.budget_s)
+    for r in rows:
+        print(f"{r['check']}: {r['state']}, test Dice {r.get('dice')}, {r['seconds']:.0f} s", flush=True)
+    left = args.budget_s - (time.perf_counter() - started)
+    command = [sys.executable, "scripts/benchmark.py", "--sections", "gpu", "--out", str(out / "benchmark_gpu.json")]
+    command += ["--markdown", args.page, "--command", "make gpu-check"]
+    try:
+        bench = subprocess.run(command, cwd=REPO, timeout=max(1.0, left)).returncode
+    except subprocess.TimeoutExpired:
+        bench = f"stopped at the {left:.0f} s left of the budget"
+    page = Path(args.page)
+    head = page.read_text() if page.is_file() and bench == 0 else f"# GPU benchmarks\n\nBenchmark: {bench}.\n"
+    page.write_text(head.rstrip("\n") + "\n\n" + check_table(rows))
+    (out / "checks.json").write_text(json.dumps({"checks": rows, "benchmark": bench}, indent=2))
+    failed = [r["check"] for r in rows if not (r["state"] == "done" and (r.get("dice") or 0) >= FLOOR)]
     if failed:
-        print(f"gpu-check: below the Dice floor {FLOOR}: {', '.join(failed)}")
-    return 1 if failed or bench.returncode != 0 else 0
+        print(f"gpu-check: failed or below the Dice floor {FLOOR}: {', '.join(failed)}")
+    print(f"gpu-check: {time.perf_counter() - started:.0f} s; page {page}", flush=True)
+    return 1 if failed or bench != 0 else 0
 
 
 if __name__ == "__main__":

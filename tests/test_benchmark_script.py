@@ -107,3 +107,43 @@ def test_gpu_check_says_no_cuda_device_at_once(tmp_path):
     script = SCRIPT.parent / "gpu_check.py"
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout.startswith("no CUDA device"), done.stdout + done.stderr
+
+
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.parent / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_runs_its_checks_at_once_and_reports_each(tmp_path):
+    """One check writes a run folder and passes, one fails, one outlives the limit: each is reported as such, the
+    three together take about the limit (they run at once), and the table says which passed."""
+    gpu_check = _gpu_check_module()
+    summary = tmp_path / "good" / "gpu_check" / "unet-x"
+    write = f"import json, pathlib; p = pathlib.Path({str(summary)!r}); p.mkdir(parents=True); "
+    write += "(p / 'summary.json').write_text(json.dumps({'fg_mean': 0.8, 'precision': 'bf16', 'device': 'cuda'}))"
+    checks = {
+        "good": [sys.executable, "-c", write],
+        "bad": [sys.executable, "-c", "raise SystemExit(3)"],
+        "slow": [sys.executable, "-c", "import time; time.sleep(60)"],
+    }
+    rows = {r["check"]: r for r in gpu_check.run_checks(checks, tmp_path, timeout_s=4)}
+    assert rows["good"]["state"] == "done" and rows["good"]["dice"] == 0.8
+    assert rows["bad"]["state"] == "failed (exit 3)" and "dice" not in rows["bad"]
+    assert rows["slow"]["state"].startswith("stopped at the 4 s limit") and rows["slow"]["seconds"] < 30
+    assert (tmp_path / "slow.log").read_text().startswith(sys.executable)
+    table = gpu_check.check_table(list(rows.values()))
+    assert "| good | done | 0.800 | bf16 |" in table and table.count("| no |") == 2
+
+
+def test_gpu_check_commands_compile_every_architecture_and_use_nccl(tmp_path):
+    gpu_check = _gpu_check_module()
+    checks = gpu_check.training_checks(tmp_path)
+    assert set(checks) == {"unet", "sdnet", "fcdensenet", "ddp"}
+    for arch in ("unet", "sdnet", "fcdensenet"):
+        assert {"trainer=gpu", "trainer.compile=true", f"model={arch}"} <= set(checks[arch])
+    assert "torch.distributed.run" in checks["ddp"] and "trainer.backend=nccl" in checks["ddp"]
+    assert all(f"paths.runs_dir={tmp_path / name}" in command for name, command in checks.items())

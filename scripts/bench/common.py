@@ -159,6 +159,10 @@ class PeakSampler:
 
 
 def git_commit() -> str | None:
+    """HEAD (short, "(modified)" when tracked files differ); outside a checkout (a copy sent to a GPU machine) the
+    commit the sender named in ``SCSEG_GIT_COMMIT``, else None."""
+    if not (REPO / ".git").exists():
+        return os.environ.get("SCSEG_GIT_COMMIT") or None
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=REPO, capture_output=True, text=True)

@@ -124,3 +124,16 @@ def test_normalize_zscore_and_none():
         normalize_image(x, "robust", [0.0], [1.0])
     with pytest.raises(ValueError, match="channels"):
         normalize_image(x, "zscore", [0.0], [1.0])
+
+
+def test_importing_the_data_layer_keeps_albumentations_off_the_network():
+    """No version check against PyPI at import (each DataLoader worker would wait on it; offline nodes time out).
+    A user's own setting wins (``setdefault``); not tested here, as it would reach the network."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, scseg.data.augment; print(os.environ['NO_ALBUMENTATIONS_UPDATE'])"
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert off.stdout.strip() == "1", off.stderr[-2000:]
