@@ -6,4 +6,3 @@ import os
 # would then wait on the network, and on cluster nodes or GPU machines without one, on its timeout. A user who wants
 # the check sets the variable themselves.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
