@@ -312,7 +312,10 @@ def section_evaluation_runs(args: argparse.Namespace) -> Section:
         section.skipped = "no --eval-run RUN_DIR given"
         return section
     for run in args.eval_run:
-        spec, dm, model, _ = load_run(Path(run), "best")
+        try:
+            spec, dm, model, _ = load_run(Path(run), "best")
+        except (OSError, ValueError) as error:  # not a run folder, no checkpoint, another model's checkpoint
+            raise SystemExit(f"--eval-run {run}: {error}") from None
         dm.prepare()
         predictor = run_predictor(spec, dm, model, "cpu")
         subjects = list(dm.subjects("test"))[: args.eval_subjects]

@@ -19,7 +19,13 @@ from scseg.engine.inference import MultiViewFusion, Predictor, combine, counts_t
 from scseg.engine.loading import load_run
 from scseg.engine.run import write_per_case
 from scseg.engine.spec import RunSpec, nsd_tolerances
-from scseg.engine.summary import build_summary, keep_training_commit, recorded_hashes, write_summary
+from scseg.engine.summary import (
+    build_summary,
+    keep_training_commit,
+    recorded_hashes,
+    training_summary,
+    write_summary,
+)
 from scseg.models import count_parameters
 from scseg.models.capacity import capacity_of
 from scseg.models.se import se_kernel_path
@@ -84,6 +90,7 @@ def reevaluate(
     counts, surfaces = _score(predictor, spec.eval.surface_metrics, dm.subjects(split))
     rows = counts_to_rows(counts, dm.class_names, surfaces)
     best_metric = state.get("best_metric")
+    trained = training_summary(run_dir)
     summary = build_summary(
         spec,
         rows,
@@ -98,9 +105,9 @@ def reevaluate(
         wall_time_s=time.perf_counter() - started,
         se_kernels=se_kernel_path(model),
         capacity=capacity_of(model),
-        **recorded_hashes(run_dir),
+        **recorded_hashes(run_dir, trained),
     )
-    summary = keep_training_commit(summary, run_dir)
+    summary = keep_training_commit(summary, trained)
     if tta is not None:  # the protocol these numbers were measured with, when asked for explicitly
         summary["tta"] = spec.eval.tta
     suffix = "" if split == "test" else f"_{split}"

@@ -166,15 +166,21 @@ def write_summary(path: str | Path, summary: Mapping) -> None:
     atomic_write_text(Path(path), json.dumps(json_safe(dict(summary)), indent=2))
 
 
-def keep_training_commit(summary: dict, run_dir: str | Path) -> dict:
-    """A re-evaluation's summary with training's ``git_commit`` / ``git_dirty`` (what produced the weights, and what
-    a study page groups runs by), its own as ``evaluated_git_commit`` / ``evaluated_git_dirty``. Unchanged when the
-    run folder has no readable earlier summary."""
+def training_summary(run_dir: str | Path) -> dict | None:
+    """The ``summary.json`` training wrote in ``run_dir`` (None when absent or unreadable): read once by a
+    re-evaluation, which keeps its commit and hashes."""
     try:
         previous = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
-        return summary
-    if not isinstance(previous, dict) or "git_commit" not in previous:
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def keep_training_commit(summary: dict, previous: dict | None) -> dict:
+    """A re-evaluation's summary with training's ``git_commit`` / ``git_dirty`` (what produced the weights, and what
+    a study page groups runs by), its own as ``evaluated_git_commit`` / ``evaluated_git_dirty``. Unchanged when
+    training's summary (``previous``, from :func:`training_summary`) is missing or has no commit."""
+    if previous is None or "git_commit" not in previous:
         return summary
     out = dict(summary)
     for key in ("git_commit", "git_dirty"):
@@ -183,20 +189,17 @@ def keep_training_commit(summary: dict, run_dir: str | Path) -> dict:
     return out
 
 
-def recorded_hashes(run_dir: str | Path) -> dict[str, str | None]:
+def recorded_hashes(run_dir: str | Path, previous: dict | None) -> dict[str, str | None]:
     """``{"config_hash", "comparison_hash"}`` recorded when the run trained, for a re-evaluation to carry over.
 
     Re-evaluation reads the resolved ``.hydra/config.yaml``, whose hash differs from the one training computed
     from the unresolved config, so both are taken from what training wrote: ``status.json`` for the config hash,
-    ``summary.json`` for either; None where neither has it (the report then compares ``.hydra`` configs).
+    training's summary (``previous``) for either; None where neither has it (the report then compares ``.hydra``
+    configs).
     """
     folder = Path(run_dir)
     found: dict[str, str | None] = {"config_hash": None, "comparison_hash": None}
-    try:
-        previous = json.loads((folder / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        previous = None
-    if isinstance(previous, dict):
+    if previous is not None:
         for key in found:
             if isinstance(previous.get(key), str):
                 found[key] = previous[key]
@@ -217,6 +220,7 @@ __all__ = [
     "json_safe",
     "keep_training_commit",
     "recorded_hashes",
+    "training_summary",
     "run_metadata",
     "write_summary",
 ]

@@ -36,3 +36,13 @@ def test_evaluation_runs_section_times_every_mirroring_mode_on_a_finished_run(ti
     skipped = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert "no --eval-run" in json.loads(out.read_text())["sections"]["evaluation_runs"]["skipped"]
+
+
+def test_evaluation_runs_section_names_a_folder_that_is_not_a_run(tmp_path):
+    """One line naming the option and the folder, no traceback."""
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(SCRIPT), "--quick", "--threads=1", "--sections=evaluation_runs", f"--out={out}"]
+    result = subprocess.run([*command, f"--eval-run={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"--eval-run {tmp_path}: ")
+    assert "not an scseg run folder" in result.stderr
