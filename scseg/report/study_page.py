@@ -92,6 +92,28 @@ def _effect_row(label: Sequence[str], effect: Effect, unit: str = "points") -> s
     return "| " + " | ".join(cells) + " |"
 
 
+def control_sentence(arch: str, effect: Effect, why: str, margin: float) -> str:
+    """What one control shows, in one sentence no stronger than its interval (``margin`` in Dice, as the verdict's
+    equivalence margin)."""
+    a, b = variant_name(effect.a), variant_name(effect.b)
+    size = f"{format_points(effect.estimate)} points, {_ci(effect, format_points)}"
+    head = f"{arch_name(arch)}, {a} - {b} ({why}): {size}"
+    band = f"+-{100 * margin:g} point(s)"
+    if effect.verdict == "better":
+        return f"{head}: {a} scored higher than {b}, by at least {format_points(effect.ci_low, signed=False)} points."
+    if effect.verdict == "worse":
+        return f"{head}: {a} scored lower than {b}, by at least {format_points(-effect.ci_high, signed=False)} points."
+    if effect.verdict == "equivalent":
+        return f"{head}: {a} and {b} are equivalent within {band}; what this control isolates moves Dice by less than that here."
+    if effect.verdict == "inconclusive":
+        more = f"about {effect.runs_to_decide} paired runs" if effect.runs_to_decide else "more than 100 paired runs"
+        return (
+            f"{head}: inconclusive, neither a difference nor equivalence within {band} is shown; {more} would decide "
+            "it at these variance components."
+        )
+    return f"{head}: {effect.n_runs} paired run(s), too few to see training variance, so nothing is decided yet."
+
+
 EFFECT_HEADER = (
     "| Δ Dice (points) | relative | {level} CI | runs x subjects | sd run | sd subject | sd residual | MDE | "
     "runs to decide | verdict |"
@@ -261,6 +283,9 @@ def render(
         ["Architecture", "Comparison", "What it controls"],
         [((arch_name(a), f"{variant_name(e.a)} - {variant_name(e.b)}", why), e) for a, e, why in analysis.controls],
     )
+    if analysis.controls:
+        out += ["", "What each control shows:", ""]
+        out += [f"- {control_sentence(a, e, why, s.equivalence_margin)}" for a, e, why in analysis.controls]
     out += ["", "## C4: small against large structures", ""]
     out += _effect_table(
         ["Architecture", "Slope vs log10 volume"],

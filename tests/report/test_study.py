@@ -227,3 +227,45 @@ def test_see_also_lines_become_their_own_section_and_nothing_without_them():
     page = render_page(analyse(rows, settings), rows)
     section = page[page.index("## See also") : page.index("## Provenance")]
     assert "- fusion: [page](x.md)\n- mirroring\n" in section
+
+
+def _control_effect(estimate: float, low: float, high: float, verdict: str, runs_to_decide=None, n_runs=5):
+    from scseg.report.effects import Effect, VarianceComponents
+
+    components = VarianceComponents(0.0, 0.0, 0.0)
+    return Effect(
+        "scse-max",
+        "scse",
+        estimate,
+        estimate,
+        low,
+        high,
+        0.99,
+        0.0,
+        n_runs,
+        15,
+        components,
+        verdict,
+        0.01,
+        runs_to_decide,
+    )
+
+
+@pytest.mark.parametrize(
+    ("effect", "says"),
+    [
+        (_control_effect(0.02, 0.005, 0.03, "better"), "scSE max scored higher than scSE, by at least 0.50 points."),
+        (_control_effect(-0.02, -0.03, -0.004, "worse"), "scSE max scored lower than scSE, by at least 0.40 points."),
+        (_control_effect(0.001, -0.005, 0.006, "equivalent"), "scSE max and scSE are equivalent within +-1 point(s)"),
+        (_control_effect(0.003, -0.004, 0.010, "inconclusive", 12), "about 12 paired runs would decide it"),
+        (_control_effect(0.003, -0.004, 0.010, "inconclusive"), "more than 100 paired runs would decide it"),
+        (_control_effect(0.01, 0.002, 0.02, "too few runs", n_runs=2), "2 paired run(s), too few to see training"),
+    ],
+)
+def test_each_control_gets_one_sentence_no_stronger_than_its_interval(effect, says):
+    from scseg.report.study_page import control_sentence
+
+    sentence = control_sentence("unet", effect, "what it isolates", 0.01)
+    assert sentence.startswith("U-Net, scSE max - scSE (what it isolates): ") and says in sentence
+    assert f"[{100 * effect.ci_low:+.2f}, {100 * effect.ci_high:+.2f}]" in sentence
+    assert "\n" not in sentence and sentence.endswith(".")
