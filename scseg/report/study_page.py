@@ -104,7 +104,8 @@ def control_sentence(arch: str, effect: Effect, why: str, margin: float) -> str:
     if effect.verdict == "worse":
         return f"{head}: {a} scored lower than {b}, by at least {format_points(-effect.ci_high, signed=False)} points."
     if effect.verdict == "equivalent":
-        return f"{head}: {a} and {b} are equivalent within {band}; what this control isolates moves Dice by less than that here."
+        isolated = "what this control isolates moves Dice by less than that here"
+        return f"{head}: {a} and {b} are equivalent within {band}; {isolated}."
     if effect.verdict == "inconclusive":
         more = f"about {effect.runs_to_decide} paired runs" if effect.runs_to_decide else "more than 100 paired runs"
         return (
