@@ -1,8 +1,10 @@
 """Which precision a run trains in: bf16 autocast where the hardware makes it fast, fp32 elsewhere.
 
-Why: on CPUs with matrix units (Intel AMX) bf16 autocast trains U-Net 3-4x faster, while without them the same
-autocast is emulated and slower (0.09-0.7x measured), so ``trainer.amp: auto`` turns it on only where it pays: CUDA
-devices, and CPUs whose flags list ``amx_bf16``. ``true`` forces it (a CPU without AMX gets a warning), ``false``
+Why: on CPUs with matrix units (Intel AMX) bf16 autocast trains U-Net 3-4x faster. Without them it runs on the
+vector units, and whether that pays depends on the CPU: 0.09-0.7x on an Intel Xeon limited to AVX512-BF16 or less,
+1.7-1.9x on the AMD development machine (Zen 4 class, AVX512-BF16). The flags cannot tell those apart, so
+``trainer.amp: auto`` turns it on only where it is known to pay: CUDA devices, and CPUs whose flags list
+``amx_bf16``. ``true`` forces it (a CPU without AMX gets a warning that says so and how to measure), ``false``
 keeps fp32. Loss, Dice and evaluation arithmetic stay fp32 (the trainer casts logits back). The resolved precision
 enters the run's config hash, so bf16 and fp32 runs of one config never share a folder.
 """

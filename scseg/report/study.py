@@ -45,6 +45,7 @@ CONTROL_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("sse-g2", "sse", "sSE with its gate doubled against sSE"),
     ("scse", "cse-g2", "scSE add against cSE of the same gate range"),
     ("scse", "sse-g2", "scSE add against sSE of the same gate range"),
+    ("none-bf16", "none", "bf16 autocast against fp32: the same network, seeds and data in another precision"),
 )
 ARCH_ORDER: tuple[str, ...] = ("unet", "sdnet", "fcdensenet", "quicknat")
 VARIANT_ORDER: tuple[str, ...] = (
@@ -55,6 +56,7 @@ VARIANT_ORDER: tuple[str, ...] = (
     "none-wide-cse",
     "cse-g2",
     "sse-g2",
+    "none-bf16",
 )
 ARCH_NAMES: dict[str, str] = {"unet": "U-Net", "sdnet": "SD-Net", "fcdensenet": "FC-DenseNet", "quicknat": "QuickNAT"}
 

@@ -28,6 +28,7 @@ VARIANT_NAMES = {
     "sse-g2": "sSE x2",
     "none-wide-scse": "none, wide",
     "none-wide-cse": "none, wide (cSE)",
+    "none-bf16": "none, bf16",
     "cbam": "CBAM",
     "eca": "ECA",
     "coord": "coordinate attention",

@@ -5,7 +5,7 @@ The tidy CSV is what gets committed beside a results page (Dice values are deriv
 are), and the page's analysis (:mod:`scseg.report.study`) reads nothing else. ``scseg-compare RUNS --tidy-csv CSV``
 writes it from finished run folders; ``scseg-compare --from-csv CSV --results-page PAGE`` analyses it.
 
-Each row carries the run's identity (architecture, variant label, SE settings, seed, fold, parameter count,
+Each row carries the run's identity (architecture, variant label, SE settings, precision, seed, fold, parameter count,
 comparison hash, commit, the best validation Dice of training) and the subject's structure with its reference
 volume in voxels, its Dice (empty when undefined: absent in reference and prediction), HD95 in mm and normalised
 surface Dice (empty where the run was evaluated without boundary metrics).
@@ -26,6 +26,8 @@ from scseg.report.runs import as_float, read_json_object
 from scseg.run_identity import read_run_name
 from scseg.se_options import run_name_option
 
+# Columns a CSV written before they existed may lack, with the value such runs had.
+OPTIONAL_COLUMNS: dict[str, str] = {"precision": "fp32"}
 COLUMNS: tuple[str, ...] = (
     "arch",
     "variant",
@@ -33,6 +35,7 @@ COLUMNS: tuple[str, ...] = (
     "aggregation",
     "gate_scale",
     "capacity_match",
+    "precision",
     "seed",
     "fold",
     "run",
@@ -80,6 +83,7 @@ class CaseRow:
     dice: float
     hd95: float = math.nan  # mm; empty in the CSV where not computed (runs from before boundary metrics)
     nsd: float = math.nan
+    precision: str = "fp32"  # training's autocast: fp32, bf16 or fp16 (runs from before it was recorded: fp32)
 
     @property
     def run_key(self) -> str:
@@ -93,21 +97,24 @@ def variant_label(
     gate_scale: float = 1.0,
     capacity_match: str | None = None,
     preset: str | None = None,
+    precision: str | None = None,
 ) -> str:
     """The cell a run belongs to: ``none``, ``cse``, ``sse``, ``scse`` (add), ``scse-max``, with ``-g2`` for a gate
     scale of 2 and ``none-wide-<variant>`` for a backbone widened to that variant's parameter count. A library
     preset (``se=smp_scse``: a module with its library's positions and reduction) is its own cell, named by the
-    preset, so it never merges with the module at the paper's settings."""
+    preset, so it never merges with the module at the paper's settings. A run trained under bf16 or fp16 autocast
+    gets ``-bf16`` / ``-fp16``: precision changes results, so a cell never pools precisions."""
+    suffix = f"-{precision}" if precision and precision != "fp32" else ""
     if capacity_match:
-        return f"none-wide-{capacity_match}"
+        return f"none-wide-{capacity_match}{suffix}"
     if preset and preset != se:
-        return preset + (f"-g{gate_scale:g}" if gate_scale != 1.0 else "")
+        return preset + (f"-g{gate_scale:g}" if gate_scale != 1.0 else "") + suffix
     label = se
     if run_name_option(se) == "aggregation" and aggregation and aggregation != "add":
         label += f"-{aggregation}"
     if se != "none" and gate_scale != 1.0:
         label += f"-g{gate_scale:g}"
-    return label
+    return label + suffix
 
 
 def se_config_name(folder: Path) -> str | None:
@@ -143,13 +150,17 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
         capacity = summary.get("capacity_match") or {}
         capacity_variant = capacity.get("variant", "") if isinstance(capacity, Mapping) else str(capacity)
         fold = summary.get("fold")
+        precision = str(summary.get("precision") or "fp32")
         identity = {
             "arch": str(summary["arch"]),
-            "variant": variant_label(se, aggregation, gate_scale, capacity_variant or None, se_config_name(folder)),
+            "variant": variant_label(
+                se, aggregation, gate_scale, capacity_variant or None, se_config_name(folder), precision
+            ),
             "se": se,
             "aggregation": str(aggregation or ""),
             "gate_scale": gate_scale,
             "capacity_match": capacity_variant,
+            "precision": precision,
             "seed": int(summary["seed"]),
             "fold": None if fold is None else int(fold),
             "run": folder.name,
@@ -248,7 +259,7 @@ def read_csv(path: Path) -> list[CaseRow]:
     opened = gzip.open(path, "rt", newline="", encoding="utf-8") if path.suffix == ".gz" else None
     with opened or path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
         rows = []
@@ -279,6 +290,7 @@ def read_csv(path: Path) -> list[CaseRow]:
                         dice=as_float(row["dice"]),
                         hd95=as_float(row["hd95"]),
                         nsd=as_float(row["nsd"]),
+                        precision=row.get("precision") or OPTIONAL_COLUMNS["precision"],
                     )
                 )
             except (TypeError, ValueError) as err:

@@ -113,6 +113,26 @@ def test_variant_labels():
     assert variant_label("scse", "max") == "scse-max"
     assert variant_label("cse", None, 2.0) == "cse-g2"
     assert variant_label("none", None, 1.0, "scse") == "none-wide-scse"
+    assert variant_label("none", None, precision="bf16") == "none-bf16"
+    assert variant_label("scse", "max", precision="fp32") == "scse-max"
+
+
+def test_precision_is_its_own_cell_and_a_control_against_fp32(tmp_path):
+    """bf16 runs never pool with fp32 runs of the same config; old CSVs without the column read as fp32."""
+    root = tmp_path / "runs"
+    for seed in range(3):
+        _run_folder(root, f"unet-none-seed{seed}-a{seed}", "none", seed, 0.80 + 0.01 * seed)
+        _run_folder(root, f"unet-none-seed{seed}-b{seed}", "none", seed, 0.80 + 0.01 * seed, precision="bf16")
+    rows, _ = collect(root)
+    assert {(r.variant, r.precision) for r in rows} == {("none", "fp32"), ("none-bf16", "bf16")}
+    analysis = analyse(rows, StudySettings(n_boot=200))
+    assert [(a, e.a, e.b) for a, e, _ in analysis.controls] == [("unet", "none-bf16", "none")]
+    assert analysis.controls[0][1].estimate == pytest.approx(0.0)
+    text = to_csv_text(rows).splitlines()
+    column = text[0].split(",").index("precision")
+    old = tmp_path / "old.csv"  # as written before the column existed
+    old.write_text("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != column) for line in text))
+    assert {r.precision for r in read_csv(old)} == {"fp32"}
 
 
 def test_bad_input_is_one_line_naming_it(tmp_path, capsys):
