@@ -3,7 +3,7 @@
 Where the CPU has no AMX (the development machine), bf16 autocast on the CPU runs an emulated path: slower, but
 numerically the same rounding as on AMX hardware. This is the correctness check that can run anywhere: the learning
 test's run (U-Net, 16 filters, 8 epochs x 50 steps; phantom subjects of 32^3, 7 training, 8 test) trained in fp32
-and in bf16 for each seed, and bf16 - fp32 compared by the study analysis (pigeonhole bootstrap over runs and test
+and in bf16 for each seed, and bf16 - fp32 compared by the study analysis (intervals over runs and test
 subjects, equivalence margin 1 Dice point). The MALC quality check (3 seeds at the CPU preset) needs a CPU where
 bf16 is fast; docs/cpu-speed.md records both.
 

@@ -7,11 +7,20 @@ test declares run-to-run noise an effect. Here every comparison resamples both s
 The estimator. For a comparison ``a - b`` within one task and architecture, ``D[r, j]`` is the difference of the
 foreground Dice of subject ``j`` between the two networks of run ``r`` (runs are paired when they share seed and
 fold: same data order, same backbone initialisation). The effect is the mean of ``D`` over its defined entries.
-Its interval is the percentile interval of the *pigeonhole* bootstrap (Owen 2007, "The pigeonhole bootstrap",
-Ann. Appl. Stat.): runs and subjects are resampled independently, with replacement, and the mean recomputed over
-the entries both picked. For crossed random effects it is mildly conservative (it counts the residual twice), the
-safe side for a claim. Cross-validated designs (each subject tested by one fold's network) give a sparse ``D``; the
-same resampling then draws fold networks and subjects, and replicates that happen to pick no entry are dropped.
+Its interval is the wider of two (their union):
+
+- the percentile interval of the *pigeonhole* bootstrap (Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat.):
+  runs and subjects resampled independently, with replacement, the mean recomputed over the entries both picked
+  (cross-validated designs, each subject tested by one fold's network, give a sparse ``D``; replicates that pick
+  no entry are dropped). It needs no normality, but with 3-5 runs it is too narrow: a bootstrap over R runs sees
+  (R - 1) / R of their variance and uses normal quantiles;
+- a t interval, ``estimate +- t(df) SE`` (:func:`mean_se_df`: crossed-effects ANOVA with Satterthwaite degrees of
+  freedom on complete matrices, two-way cluster-robust over runs and subjects with ``min(R, J) - 1`` degrees of
+  freedom on sparse ones), which keeps its level with few runs.
+
+Measured by ``python scripts/interval_coverage.py`` (simulated Dice differences with known zero effect, variance
+components like the MALC and CHAOS studies'): 95 % intervals covered 0 in 86-92 % of the simulations with the
+bootstrap alone at 3-5 runs when runs vary, and in 94-100 % with the union, in every design tried.
 
 Why not a mixed model ``dice ~ variant + (1|subject) + (1|run)``: it adds a dependency (statsmodels) and its
 Wald interval assumes normal random effects and many groups; with 3-5 runs neither holds, while the bootstrap
@@ -120,6 +129,52 @@ def predicted_se(components: VarianceComponents, runs: int, subjects: int) -> fl
     return math.sqrt(c.run / runs + c.subject / subjects + residual / (runs * subjects))
 
 
+def mean_se_df(d: np.ndarray) -> tuple[float, float]:
+    """Standard error of the mean of ``d`` (runs x subjects, NaN where undefined) and its degrees of freedom, for a
+    t interval that stays honest with 3-5 runs.
+
+    Complete matrices (every run tested every subject): crossed random run and subject effects, ``SE^2 = (MS_run +
+    MS_subject - MS_residual) / (R J)`` from the two-way ANOVA mean squares (what a mixed model with
+    Satterthwaite degrees of freedom gives on a balanced design), never below ``max(MS_run, MS_subject) / (R J)``;
+    degrees of freedom by Satterthwaite. Sparse matrices (cross-validation): two-way cluster-robust variance over
+    runs and subjects (Cameron, Gelbach and Miller 2011; CR1 factors), ``df = min(runs, subjects) - 1``; with each
+    subject tested by one fold's network it is the variance of the fold means.
+    """
+    d = np.asarray(d, dtype=float)
+    defined = ~np.isnan(d)
+    r, j = d.shape
+    if defined.all() and r > 1 and j > 1:
+        grand = d.mean()
+        row, col = d.mean(axis=1), d.mean(axis=0)
+        ms_run = j * float(np.sum((row - grand) ** 2)) / (r - 1)
+        ms_subject = r * float(np.sum((col - grand) ** 2)) / (j - 1)
+        resid = d - row[:, None] - col[None, :] + grand
+        ms_resid = float(np.sum(resid**2)) / ((r - 1) * (j - 1))
+        terms = [(ms_run, r - 1), (ms_subject, j - 1), (-ms_resid, (r - 1) * (j - 1))]
+        total = ms_run + ms_subject - ms_resid
+        floor = max((ms_run, r - 1), (ms_subject, j - 1))
+        if total < floor[0]:
+            terms, total = [floor], floor[0]
+        if total <= 0:
+            return 0.0, float(r - 1)
+        df = total**2 / sum(v**2 / f for v, f in terms)
+        return math.sqrt(total / (r * j)), float(df)
+    runs, subjects = defined.any(axis=1), defined.any(axis=0)
+    g_run, g_subject, n = int(runs.sum()), int(subjects.sum()), int(defined.sum())
+    if g_run < 2 or g_subject < 2:
+        return math.nan, math.nan
+    e = np.where(defined, d - np.nanmean(d), 0.0)
+
+    def clustered(sums: np.ndarray, groups: int) -> float:
+        return groups / (groups - 1) * float(np.sum(sums**2)) / n**2
+
+    v_run = clustered(e.sum(axis=1)[runs], g_run)
+    v_subject = clustered(e.sum(axis=0)[subjects], g_subject)
+    v_cell = clustered(e[defined], n)
+    variance = max(v_run + v_subject - v_cell, v_run, v_subject)
+    return math.sqrt(variance), float(min(g_run, g_subject) - 1)
+
+
 def bootstrap_means(d: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """Pigeonhole-bootstrap replicates of the mean of ``d`` (runs and subjects resampled independently)."""
     d = np.asarray(d, dtype=float)
@@ -161,16 +216,24 @@ def compare(
     estimate = float(np.nanmean(d))
     baseline = float(np.nanmean(np.where(np.isnan(d), np.nan, b_kept)))
     components = variance_components(d)
+    critical = 0.0  # the t quantile of this design's interval, where it has one
     if n_runs < 2:
         boot = np.array([estimate])
         se = predicted_se(VarianceComponents(0.0, components.subject, 0.0), 1, n_subjects)
         low = high = math.nan
     else:
         boot = bootstrap_means(d, n_boot, seed)
-        se = float(np.std(boot, ddof=1))
         low, high = (float(q) for q in np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2]))
+        se = float(np.std(boot, ddof=1))
+        se_t, df = mean_se_df(d)
+        if math.isfinite(se_t) and math.isfinite(df):  # the wider of the two intervals (module docstring: why)
+            from scipy.stats import t as student_t
+
+            critical = float(student_t.ppf(0.5 + level / 2, df))
+            half = critical * se_t
+            low, high, se = min(low, estimate - half), max(high, estimate + half), max(se, se_t)
     z, z_power = z_two_sided(level), NormalDist().inv_cdf(POWER)
-    mde = (z + z_power) * se
+    mde = (max(z, critical) + z_power) * se  # this design's: its t quantile where that is the wider
     note = ""
     if n_runs < MIN_RUNS:
         verdict = "too few runs"
@@ -271,6 +334,7 @@ __all__: Sequence[str] = [
     "VarianceComponents",
     "align",
     "bootstrap_means",
+    "mean_se_df",
     "compare",
     "format_points",
     "magnitude_verdict",
