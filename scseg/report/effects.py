@@ -22,9 +22,10 @@ Measured by ``python scripts/interval_coverage.py`` (simulated Dice differences 
 components like the MALC and CHAOS studies'): 95 % intervals covered 0 in 86-92 % of the simulations with the
 bootstrap alone at 3-5 runs when runs vary, and in 94-100 % with the union, in every design tried.
 
-Why not a mixed model ``dice ~ variant + (1|subject) + (1|run)``: it adds a dependency (statsmodels) and its
-Wald interval assumes normal random effects and many groups; with 3-5 runs neither holds, while the bootstrap
-needs neither. The variance components are still reported (method of moments on ``D``), because they say what
+Why not fit a mixed model ``dice ~ variant + (1|subject) + (1|run)`` with statsmodels: on the balanced designs
+here its REML estimates equal the ANOVA ones above, and its default Wald interval (normal quantiles) is the one
+that fails with 3-5 runs; the t interval with Satterthwaite degrees of freedom is what such a model should report,
+without the dependency. The variance components are reported (method of moments on ``D``), because they say what
 to change: more seeds when the run component dominates, more subjects when the subject component does.
 
 Verdicts (one family per table, Bonferroni over the family, so each interval has level ``1 - alpha / m``):
