@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from scseg.config.check import SCHEDULER_INTERVALS
-from scseg.data.errors import worker_died
+from scseg.data.errors import LoaderWorkerError, worker_died
 from scseg.engine import checkpoint as ckpt
 from scseg.engine import faults
 from scseg.engine.distributed import DistContext, all_reduce_sum, shard, wrap_ddp
@@ -120,6 +120,32 @@ def distributed_evaluation(
         return counts, None
     surface = all_reduce_sum(surface, dist)
     return counts, {sid: surface[i] for i, sid in enumerate(ids)}
+
+
+def loader_worker_error(
+    error: BaseException, num_workers: int, where: str, wait_s: float = 2.0
+) -> LoaderWorkerError | None:
+    """The one-line error for a DataLoader worker that died, or None when ``error`` is something else.
+
+    PyTorch usually says it itself (a RuntimeError that :func:`worker_died` recognises). But a worker killed while
+    it hands a batch's shared memory to the training process breaks that connection first, so the training process
+    sees ``ConnectionResetError`` (or ``EOFError``), and PyTorch's own report comes a moment later from its SIGCHLD
+    handler, wherever the process then is. For those, PyTorch's check of its workers is polled for ``wait_s``: a
+    dead worker turns into the same one-line error; a live one leaves ``error`` as it was.
+    """
+    died = worker_died(error, num_workers, where)
+    if died is not None or num_workers == 0 or not isinstance(error, (ConnectionError, EOFError)):
+        return died
+    from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            _error_if_any_worker_fails()
+            time.sleep(0.05)  # inside the try: the SIGCHLD handler may raise PyTorch's error here
+        except RuntimeError as confirmed:
+            return worker_died(confirmed, num_workers, where)
+    return None
 
 
 class Trainer:
@@ -232,8 +258,8 @@ class Trainer:
             started = time.perf_counter()
             try:
                 train_loss, slices_per_s = self.train_epoch(epoch)
-            except RuntimeError as exc:  # a dead loader worker: one line naming the setting, not torch's traceback
-                died = worker_died(exc, self.dm.num_workers, f"epoch {epoch + 1}, {self.state.step} steps done")
+            except (RuntimeError, ConnectionError, EOFError) as exc:  # a dead loader worker: one line, no traceback
+                died = loader_worker_error(exc, self.dm.num_workers, f"epoch {epoch + 1}, {self.state.step} steps done")
                 if died is None:
                     raise
                 raise died from exc

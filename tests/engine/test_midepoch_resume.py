@@ -239,3 +239,34 @@ def test_killed_processes_resume_bit_identical(tmp_path):
     rerun = _train(tmp_path / "d", tmp_path, cache, None, workers)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     _assert_same_result(expected, _last(_run_dir(tmp_path / "d")))
+
+
+def test_a_worker_killed_while_handing_over_a_batch_is_still_one_line():
+    """The race of the test above: the worker dies while the training process receives a batch's shared memory,
+    which surfaces as ConnectionResetError before PyTorch's own report. PyTorch's check of its workers then names
+    the dead one; a broken connection with every worker alive (or without workers) stays what it was."""
+    import multiprocessing
+    import os
+    import signal
+
+    from torch.utils.data._utils.signal_handling import _remove_worker_pids, _set_worker_pids
+
+    from scseg.data.errors import LoaderWorkerError
+    from scseg.engine.trainer import loader_worker_error
+
+    assert loader_worker_error(ConnectionResetError(104, "reset"), 0, "epoch 1") is None
+    worker = multiprocessing.get_context("fork").Process(target=signal.pause, daemon=True)
+    worker.start()
+    key = id(worker)
+    _set_worker_pids(key, (worker.pid,))
+    try:
+        assert loader_worker_error(ConnectionResetError(104, "reset"), 1, "epoch 1", wait_s=0.3) is None  # alive
+        os.kill(worker.pid, signal.SIGKILL)
+        died = loader_worker_error(ConnectionResetError(104, "reset"), 1, "epoch 1, 3 steps done")
+    finally:
+        _remove_worker_pids(key)
+        worker.join(5)
+    assert isinstance(died, LoaderWorkerError)
+    message = str(died)
+    assert message.startswith(f"DataLoader worker (pid {worker.pid}) is killed by signal")
+    assert "epoch 1, 3 steps done" in message and "data.loader.num_workers=1" in message
