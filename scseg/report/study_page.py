@@ -203,15 +203,17 @@ def render(
         "",
         "## The paper's claims",
         "",
-        "| Claim | Verdict | Decided by |",
-        "|---|---|---|",
     ]
-    for claim in analysis.claims:
-        out.append(f"| {claim.key} {claim.text} | {claim.verdict} | {', '.join(claim.deciding) or '-'} |")
-    out += ["", "Rules:", ""]
-    for claim in analysis.claims:
-        extra = f" {claim.detail}" if claim.detail else ""
-        out.append(f"- **{claim.key}**: {claim.rule}.{extra}")
+    if all(claim.verdict == "not tested" for claim in analysis.claims):
+        out.append("None is tested here: no SE variant has a cell beside `none` (the comparisons are below).")
+    else:
+        out += ["| Claim | Verdict | Decided by |", "|---|---|---|"]
+        for claim in analysis.claims:
+            out.append(f"| {claim.key} {claim.text} | {claim.verdict} | {', '.join(claim.deciding) or '-'} |")
+        out += ["", "Rules:", ""]
+        for claim in analysis.claims:
+            extra = f" {claim.detail}" if claim.detail else ""
+            out.append(f"- **{claim.key}**: {claim.rule}.{extra}")
     if analysis.under_trained:
         out += ["", "Left out of the claims as under-trained (validation Dice, never test Dice, decides):", ""]
         for arch, why in analysis.under_trained.items():

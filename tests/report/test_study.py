@@ -128,6 +128,8 @@ def test_precision_is_its_own_cell_and_a_control_against_fp32(tmp_path):
     analysis = analyse(rows, StudySettings(n_boot=200))
     assert [(a, e.a, e.b) for a, e, _ in analysis.controls] == [("unet", "none-bf16", "none")]
     assert analysis.controls[0][1].estimate == pytest.approx(0.0)
+    page = render_page(analysis, rows)
+    assert "None is tested here" in page and "| Claim |" not in page and "none, bf16 - none" in page
     text = to_csv_text(rows).splitlines()
     column = text[0].split(",").index("precision")
     old = tmp_path / "old.csv"  # as written before the column existed
