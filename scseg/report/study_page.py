@@ -300,10 +300,13 @@ def render(
             for a, e in analysis.small_vs_large
         ],
     )
+    if analysis.small_vs_large:
+        out += [
+            "",
+            "The slope is the least-squares slope of each structure's cSE - none effect (points) on log10 of its "
+            "mean reference volume (voxels): positive means cSE does relatively worse on smaller structures.",
+        ]
     out += [
-        "",
-        "The slope is the least-squares slope of each structure's cSE - none effect (points) on log10 of its mean "
-        "reference volume (voxels): positive means cSE does relatively worse on smaller structures.",
         *_boundary_section(analysis),
         *_see_also(s.see_also),
         "",
