@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -355,7 +356,7 @@ def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: in
                 ax.text(high, y + 0.3, "  paper: +4-9 %", va="center", fontsize=7, color="tab:orange")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("effect on mean foreground Dice (points), Bonferroni-adjusted interval")
-    ax.set_title(task, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(task, 90)), fontsize=9)  # a long title would run off the figure
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
