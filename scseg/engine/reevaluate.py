@@ -21,7 +21,7 @@ from scseg.engine.run import write_per_case
 from scseg.engine.spec import RunSpec, nsd_tolerances
 from scseg.engine.summary import (
     build_summary,
-    keep_training_commit,
+    keep_training_provenance,
     recorded_hashes,
     training_summary,
     write_summary,
@@ -107,7 +107,7 @@ def reevaluate(
         capacity=capacity_of(model),
         **recorded_hashes(run_dir, trained),
     )
-    summary = keep_training_commit(summary, trained)
+    summary = keep_training_provenance(summary, trained)
     if tta is not None:  # the protocol these numbers were measured with, when asked for explicitly
         summary["tta"] = spec.eval.tta
     suffix = "" if split == "test" else f"_{split}"

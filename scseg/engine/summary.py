@@ -176,16 +176,22 @@ def training_summary(run_dir: str | Path) -> dict | None:
     return previous if isinstance(previous, dict) else None
 
 
-def keep_training_commit(summary: dict, previous: dict | None) -> dict:
-    """A re-evaluation's summary with training's ``git_commit`` / ``git_dirty`` (what produced the weights, and what
-    a study page groups runs by), its own as ``evaluated_git_commit`` / ``evaluated_git_dirty``. Unchanged when
+TRAINING_PROVENANCE = ("git_commit", "git_dirty", "wall_time_s", "device", "cpu_model", "cpu_count", "threads")
+"""Keys that describe how a run's weights were made: a re-evaluation keeps training's and adds its own as
+``evaluated_<key>`` (a page's wall times and machine are training's, not the re-evaluation's minute)."""
+
+
+def keep_training_provenance(summary: dict, previous: dict | None) -> dict:
+    """A re-evaluation's summary with training's commit, machine and wall time (:data:`TRAINING_PROVENANCE`: what
+    produced the weights, and what a study page groups runs by), its own as ``evaluated_<key>``. Unchanged when
     training's summary (``previous``, from :func:`training_summary`) is missing or has no commit."""
     if previous is None or "git_commit" not in previous:
         return summary
     out = dict(summary)
-    for key in ("git_commit", "git_dirty"):
-        out[f"evaluated_{key}"] = summary.get(key)
-        out[key] = previous.get(key)
+    for key in TRAINING_PROVENANCE:
+        if key in previous:
+            out[f"evaluated_{key}"] = summary.get(key)
+            out[key] = previous[key]
     return out
 
 
@@ -218,7 +224,8 @@ __all__ = [
     "cpu_model",
     "git_commit",
     "json_safe",
-    "keep_training_commit",
+    "TRAINING_PROVENANCE",
+    "keep_training_provenance",
     "recorded_hashes",
     "training_summary",
     "run_metadata",

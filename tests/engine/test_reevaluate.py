@@ -7,6 +7,7 @@ import json
 
 from scseg.cli import evaluate
 from scseg.engine.run import run_training
+from scseg.engine.summary import TRAINING_PROVENANCE
 from scseg.report import build_report
 from scseg.report.runs import Variant
 from scseg.run_identity import comparison_hash
@@ -39,13 +40,15 @@ def test_reevaluated_scse_max_run_keeps_its_keys_and_column(tiny_config):
     assert before["config_hash"] != base.summary["config_hash"]
 
     # the run trained at another commit: re-evaluation keeps it (the weights' provenance) and adds its own
-    trained = {**before, "git_commit": "0" * 40, "git_dirty": False}
+    trained = {**before, "git_commit": "0" * 40, "git_dirty": False, "wall_time_s": 1234.5, "cpu_model": "Trainer CPU"}
     (result.run_dir / "summary.json").write_text(json.dumps(trained))
     assert evaluate.main([str(result.run_dir), "--device", "cpu"]) == 0
     after = json.loads((result.run_dir / "summary.json").read_text())
     assert after["git_commit"] == "0" * 40 and after["git_dirty"] is False
     assert after["evaluated_git_commit"] == before["git_commit"]
-    assert set(after) == set(before) | {"evaluated_git_commit", "evaluated_git_dirty"}
+    assert after["wall_time_s"] == 1234.5 and after["cpu_model"] == "Trainer CPU"  # training's, not this minute's
+    assert after["evaluated_cpu_model"] == before["cpu_model"] and after["evaluated_wall_time_s"] > 0
+    assert set(after) == set(before) | {f"evaluated_{k}" for k in TRAINING_PROVENANCE if k in before}
     assert {k: after[k] for k in IDENTITY_KEYS} == {k: before[k] for k in IDENTITY_KEYS}
     assert after["fg_dice_per_subject"] == before["fg_dice_per_subject"]
 
