@@ -89,6 +89,17 @@ def z_two_sided(level: float) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
+def anova_mean_squares(d: np.ndarray) -> tuple[float, float, float]:
+    """``(MS_run, MS_subject, MS_residual)`` of a complete runs x subjects matrix (two-way ANOVA, no replication)."""
+    r, j = d.shape
+    grand = d.mean()
+    row, col = d.mean(axis=1), d.mean(axis=0)
+    ms_run = j * float(np.sum((row - grand) ** 2)) / (r - 1)
+    ms_subject = r * float(np.sum((col - grand) ** 2)) / (j - 1)
+    resid = d - row[:, None] - col[None, :] + grand
+    return ms_run, ms_subject, float(np.sum(resid**2)) / ((r - 1) * (j - 1))
+
+
 def variance_components(d: np.ndarray) -> VarianceComponents:
     """Between-run, between-subject and residual variance of ``d`` (runs x subjects, NaN where undefined).
 
@@ -99,12 +110,7 @@ def variance_components(d: np.ndarray) -> VarianceComponents:
     defined = ~np.isnan(d)
     r, j = d.shape
     if defined.all() and r > 1 and j > 1:
-        grand = d.mean()
-        row, col = d.mean(axis=1), d.mean(axis=0)
-        ms_run = j * np.sum((row - grand) ** 2) / (r - 1)
-        ms_subject = r * np.sum((col - grand) ** 2) / (j - 1)
-        resid = d - row[:, None] - col[None, :] + grand
-        ms_resid = np.sum(resid**2) / ((r - 1) * (j - 1))
+        ms_run, ms_subject, ms_resid = anova_mean_squares(d)
         return VarianceComponents(
             run=max((ms_run - ms_resid) / j, 0.0),
             subject=max((ms_subject - ms_resid) / r, 0.0),
@@ -145,12 +151,7 @@ def mean_se_df(d: np.ndarray) -> tuple[float, float]:
     defined = ~np.isnan(d)
     r, j = d.shape
     if defined.all() and r > 1 and j > 1:
-        grand = d.mean()
-        row, col = d.mean(axis=1), d.mean(axis=0)
-        ms_run = j * float(np.sum((row - grand) ** 2)) / (r - 1)
-        ms_subject = r * float(np.sum((col - grand) ** 2)) / (j - 1)
-        resid = d - row[:, None] - col[None, :] + grand
-        ms_resid = float(np.sum(resid**2)) / ((r - 1) * (j - 1))
+        ms_run, ms_subject, ms_resid = anova_mean_squares(d)
         terms = [(ms_run, r - 1), (ms_subject, j - 1), (-ms_resid, (r - 1) * (j - 1))]
         total = ms_run + ms_subject - ms_resid
         floor = max((ms_run, r - 1), (ms_subject, j - 1))
