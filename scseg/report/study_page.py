@@ -168,15 +168,20 @@ def _boundary_section(analysis: StudyAnalysis) -> list[str]:
     return out
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _provenance(rows: Sequence[CaseRow]) -> list[str]:
     runs = {r.run: r for r in rows}.values()
     lines = []
     for key, title in (("commit", "scseg commit"), ("dirty", "uncommitted changes"), ("cpu", "CPU")):
         counts = Counter(getattr(r, key) or "?" for r in runs)
-        lines.append(f"- {title}: " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items())))
+        lines.append(f"- {title}: " + ", ".join(f"{v} ({_count(n, 'run')})" for v, n in sorted(counts.items())))
     kernels = Counter(r.se_kernels or "?" for r in runs if r.se != "none")
     if kernels:
-        lines.append("- SE gates computed by: " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(kernels.items())))
+        computed = ", ".join(f"{v} ({_count(n, 'run')})" for v, n in sorted(kernels.items()))
+        lines.append(f"- SE gates computed by: {computed}")
     return lines
 
 
@@ -256,7 +261,7 @@ def render(
             if cell is None:
                 cells.append("-")
                 continue
-            runs = f"{len(cell.runs)} run{'s' if len(cell.runs) != 1 else ''}"
+            runs = _count(len(cell.runs), "run")
             cells.append(
                 f"{_num(cell.mean)} ({runs}, spread {_num(cell.spread)}; val {_num(cell.val_dice)}; "
                 f"{cell.n_params:,} params)"
@@ -314,8 +319,8 @@ def render(
         "## Provenance",
         "",
         *_provenance(rows),
-        f"- {len({r.run for r in rows})} runs, {len({r.subject for r in rows})} test subjects, "
-        f"{len({r.structure for r in rows})} structures",
+        f"- {_count(len({r.run for r in rows}), 'run')}, {_count(len({r.subject for r in rows}), 'test subject')}, "
+        f"{_count(len({r.structure for r in rows}), 'structure')}",
         "",
     ]
     return "\n".join(out)
