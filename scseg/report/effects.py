@@ -252,7 +252,7 @@ def compare(
         note = f"smaller than the {margin:g} margin"
     runs_needed = None
     if verdict in ("inconclusive", "too few runs") and np.isfinite(components.run):
-        runs_needed = runs_to_decide(components, n_subjects, abs(estimate), margin, z + z_power)
+        runs_needed = runs_to_decide(components, n_subjects, abs(estimate), margin, level, more_than=n_runs)
     return Effect(
         a=names[0],
         b=names[1],
@@ -272,15 +272,44 @@ def compare(
     )
 
 
+def predicted_df(components: VarianceComponents, runs: int, subjects: int) -> float:
+    """Satterthwaite degrees of freedom of :func:`predicted_se` for ``runs`` runs on ``subjects`` subjects: the
+    expected two-way mean squares (``J s_run^2 + s_res^2``, ``R s_subject^2 + s_res^2``, ``s_res^2``) combined as
+    :func:`mean_se_df` combines the measured ones."""
+    c = components
+    residual = c.residual if np.isfinite(c.residual) else 0.0
+    terms = [
+        (subjects * c.run + residual, runs - 1),
+        (runs * c.subject + residual, subjects - 1),
+        (-residual, (runs - 1) * (subjects - 1)),
+    ]
+    total = sum(ms for ms, _ in terms)
+    spread = sum(ms**2 / df for ms, df in terms if df > 0)
+    return total**2 / spread if total > 0 and spread > 0 else float(runs - 1)
+
+
 def runs_to_decide(
-    components: VarianceComponents, subjects: int, effect: float, margin: float, z_total: float
+    components: VarianceComponents,
+    subjects: int,
+    effect: float,
+    margin: float,
+    level: float,
+    power: float = POWER,
+    more_than: int = 1,
 ) -> int | None:
-    """Fewest paired runs on these subjects whose interval would decide, if the measured effect and variance
-    components are the truth: exclude 0 (needs SE <= |effect| / z) or fit in the margin (SE <= (margin - |effect|)
-    / z). None when even :data:`MAX_RUNS_SUGGESTED` runs would not (then the subjects are what limits)."""
-    target = max(effect, margin - effect) / z_total
-    for runs in range(2, MAX_RUNS_SUGGESTED + 1):
-        if predicted_se(components, runs, subjects) <= target:
+    """Fewest paired runs (more than ``more_than``, the runs that did not decide) on these subjects whose interval
+    would decide with probability ``power``, if the measured effect and variance components are the truth: exclude
+    0 (needs SE <= |effect| / (t + z_power)) or fit in the margin (SE <= (margin - |effect|) / (t + z_power)), with
+    the t quantile at the projected design's Satterthwaite degrees of freedom (:func:`predicted_df`) as the page's
+    intervals use. None when even :data:`MAX_RUNS_SUGGESTED` runs would not (then the subjects are what limits)."""
+    from scipy.stats import t as student_t
+
+    goal = max(effect, margin - effect)
+    z_power = NormalDist().inv_cdf(power)
+    for runs in range(max(2, more_than + 1), MAX_RUNS_SUGGESTED + 1):
+        df = max(predicted_df(components, runs, subjects), 1.0)
+        critical = float(student_t.ppf(0.5 + level / 2, df))
+        if predicted_se(components, runs, subjects) * (critical + z_power) <= goal:
             return runs
     return None
 
@@ -340,6 +369,7 @@ __all__: Sequence[str] = [
     "compare",
     "format_points",
     "magnitude_verdict",
+    "predicted_df",
     "predicted_se",
     "runs_to_decide",
     "variance_components",

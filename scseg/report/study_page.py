@@ -243,8 +243,9 @@ def render(
         "below 3 paired runs.",
         "- sd run / sd subject / sd residual: the variance components of the per-subject difference, as standard "
         "deviations in points. MDE: the smallest effect this design detects with 80 % power. Runs to decide: paired "
-        "runs on the same subjects after which the interval would exclude 0 or fit in the margin, if the estimate "
-        "and the components are the truth.",
+        "runs on the same subjects (more than it has) after which the interval would exclude 0 or fit in the margin "
+        "with 80 % power, if the estimate and the components are the truth (t quantile at the projected design's "
+        "degrees of freedom).",
         "",
         "## Cells",
         "",
@@ -345,13 +346,15 @@ def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: in
     ax.axvspan(-margin, margin, color="0.88", label=f"equivalence band (+-{margin:g} point)")
     ax.axvline(0, color="0.4", lw=0.8)
     colours = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
-    labels = []
+    labels, shown = [], set()
     for i, (arch, effect) in enumerate(reversed(rows)):
         y = i
         colour = colours.get(effect.verdict, "0.3")
         if math.isfinite(effect.ci_low):
             ax.plot([100 * effect.ci_low, 100 * effect.ci_high], [y, y], color=colour, lw=2)
-        ax.plot([100 * effect.estimate], [y], "o", color=colour)
+        key = effect.verdict if effect.verdict in colours else "inconclusive or too few runs"
+        ax.plot([100 * effect.estimate], [y], "o", color=colour, label=None if key in shown else key)
+        shown.add(key)
         labels.append(f"{ARCH_NAMES.get(arch, arch)}: {variant_name(effect.a)} - {variant_name(effect.b)}")
         if arch == s.magnitude_arch and (effect.a, effect.b) == ("scse", "none") and math.isfinite(effect.relative):
             base = effect.estimate / effect.relative if effect.relative else math.nan

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scseg.report.effects import align, compare, magnitude_verdict, runs_to_decide, variance_components
+from scseg.report.effects import (
+    VarianceComponents,
+    align,
+    compare,
+    magnitude_verdict,
+    predicted_df,
+    predicted_se,
+    runs_to_decide,
+    variance_components,
+)
 
 SEEDS, SUBJECTS = 5, 15
 
@@ -52,7 +61,16 @@ def test_inconclusive_says_what_would_decide():
     effect = compare(a, b, family_size=9)
     assert effect.verdict == "inconclusive", effect
     assert effect.mde > abs(effect.estimate)
-    assert effect.runs_to_decide is None or effect.runs_to_decide > SEEDS
+    assert effect.runs_to_decide is None or effect.runs_to_decide > SEEDS  # the runs it has did not decide
+
+
+def test_runs_to_decide_uses_the_t_quantile_of_the_projected_design():
+    """With few runs the t quantile is far above z: a run-dominated difference needs more runs than z suggests."""
+    c = VarianceComponents(run=0.005**2, subject=0.0, residual=0.0)
+    needed = runs_to_decide(c, 15, effect=0.006, margin=0.01, level=0.95)
+    by_z = next(r for r in range(2, 100) if predicted_se(c, r, 15) * (1.96 + 0.8416) <= 0.006)
+    assert predicted_df(c, needed, 15) == pytest.approx(needed - 1)  # run variance only: df = runs - 1
+    assert needed > by_z
 
 
 def test_one_run_is_never_a_verdict():
@@ -78,7 +96,9 @@ def test_variance_components_recover_the_truth():
     assert c.run == pytest.approx(0.02**2, rel=0.5)
     assert c.subject == pytest.approx(0.03**2, rel=0.5)
     assert c.residual == pytest.approx(0.01**2, rel=0.2)
-    assert runs_to_decide(c, subjects, effect=0.02, margin=0.01, z_total=3.0) is not None
+    needed = runs_to_decide(c, subjects, effect=0.02, margin=0.01, level=0.95)
+    assert needed is not None and needed > 2
+    assert runs_to_decide(c, subjects, effect=0.02, margin=0.01, level=0.95, more_than=needed + 5) == needed + 6
 
 
 def test_cross_validation_pairs_fold_networks():
