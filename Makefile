@@ -129,14 +129,17 @@ zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_c
 	$(VENV)/bin/scseg-study page --csv docs/results/zoo_malc_cpu/per_case.csv.gz --page docs/results/zoo_malc_cpu.md \
 	  --settings configs/report/zoo_malc.yaml --command "make zoo-results"
 
-# Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu/per_case.csv.gz, committed),
-# then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis settings).
-results: install ## docs/results/<task>_cpu/per_case.csv.gz and <task>_cpu.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task)
+# Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu_study/per_case.csv.gz,
+# committed), then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis
+# settings; the page names the command that remakes it from the CSV alone). The _study names keep the older
+# subject-level pages (<task>_cpu.md) apart until they are retired.
+results: install ## docs/results/<task>_cpu_study/per_case.csv.gz and <task>_cpu_study.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task)
 	@found=0; for task in $(TASKS); do \
 	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
-	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu/per_case.csv.gz || exit 1; \
-	  $(VENV)/bin/scseg-study page --csv docs/results/$${task}_cpu/per_case.csv.gz --page docs/results/$${task}_cpu.md \
-	    --settings configs/report/$${task}.yaml --command "make results TASKS=$$task" || exit 1; \
+	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu_study/per_case.csv.gz || exit 1; \
+	  page="scseg-study page --csv docs/results/$${task}_cpu_study/per_case.csv.gz --page docs/results/$${task}_cpu_study.md"; \
+	  page="$$page --settings configs/report/$${task}.yaml"; \
+	  $(VENV)/bin/$$page --command "$$page" || exit 1; \
 	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }
 
 tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
