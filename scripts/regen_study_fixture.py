@@ -69,6 +69,7 @@ def make_rows() -> list[CaseRow]:
                                 commit="0123456789ab",
                                 dirty="no",
                                 cpu="synthetic",
+                                software="synthetic",
                                 se_kernels="aten" if se != "none" else "none",
                                 val_dice=val + offset,
                                 subject=subject,

@@ -175,7 +175,12 @@ def _count(n: int, word: str) -> str:
 def _provenance(rows: Sequence[CaseRow]) -> list[str]:
     runs = {r.run: r for r in rows}.values()
     lines = []
-    for key, title in (("commit", "scseg commit"), ("dirty", "uncommitted changes"), ("cpu", "CPU")):
+    for key, title in (
+        ("commit", "scseg commit"),
+        ("dirty", "uncommitted changes"),
+        ("cpu", "CPU"),
+        ("software", "software (summary.json)"),
+    ):
         counts = Counter(getattr(r, key) or "?" for r in runs)
         lines.append(f"- {title}: " + ", ".join(f"{v} ({_count(n, 'run')})" for v, n in sorted(counts.items())))
     kernels = Counter(r.se_kernels or "?" for r in runs if r.se != "none")

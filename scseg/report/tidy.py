@@ -27,7 +27,14 @@ from scseg.run_identity import read_run_name
 from scseg.se_options import run_name_option
 
 # Columns a CSV written before they existed may lack, with the value such runs had.
-OPTIONAL_COLUMNS: dict[str, str] = {"precision": "fp32"}
+OPTIONAL_COLUMNS: dict[str, str] = {"precision": "fp32", "software": ""}
+# summary.json's version keys, as the ``software`` column names them (the packages training's numbers depend on).
+SOFTWARE_KEYS: tuple[tuple[str, str], ...] = (
+    ("torch", "torch_version"),
+    ("numpy", "numpy_version"),
+    ("scipy", "scipy_version"),
+    ("python", "python_version"),
+)
 COLUMNS: tuple[str, ...] = (
     "arch",
     "variant",
@@ -44,6 +51,7 @@ COLUMNS: tuple[str, ...] = (
     "commit",
     "dirty",
     "cpu",
+    "software",
     "se_kernels",
     "val_dice",
     "subject",
@@ -84,6 +92,7 @@ class CaseRow:
     hd95: float = math.nan  # mm; empty in the CSV where not computed (runs from before boundary metrics)
     nsd: float = math.nan
     precision: str = "fp32"  # training's autocast: fp32, bf16 or fp16 (runs from before it was recorded: fp32)
+    software: str = ""  # versions summary.json records, e.g. "torch 2.13.0+cpu, numpy 2.4.6" (empty: unknown)
 
     @property
     def run_key(self) -> str:
@@ -130,6 +139,11 @@ def se_config_name(folder: Path) -> str | None:
     return None
 
 
+def software_of(summary: Mapping[str, object]) -> str:
+    """The versions a run's summary.json records, as one ``software`` cell (the keys it lacks are left out)."""
+    return ", ".join(f"{name} {summary[key]}" for name, key in SOFTWARE_KEYS if summary.get(key))
+
+
 def rows_of_run(folder: Path) -> list[CaseRow]:
     """The tidy rows of one finished run folder (``summary.json`` and ``per_case.csv``); background left out.
 
@@ -169,6 +183,7 @@ def rows_of_run(folder: Path) -> list[CaseRow]:
             "commit": str(summary.get("git_commit") or "")[:12],
             "dirty": {True: "yes", False: "no"}.get(summary.get("git_dirty"), ""),
             "cpu": str(summary.get("cpu_model") or ""),
+            "software": software_of(summary),
             "se_kernels": str(summary.get("se_kernels") or ""),
             "val_dice": as_float(summary.get("best_val_dice")),
         }
@@ -291,6 +306,7 @@ def read_csv(path: Path) -> list[CaseRow]:
                         hd95=as_float(row["hd95"]),
                         nsd=as_float(row["nsd"]),
                         precision=row.get("precision") or OPTIONAL_COLUMNS["precision"],
+                        software=row.get("software") or OPTIONAL_COLUMNS["software"],
                     )
                 )
             except (TypeError, ValueError) as err:
@@ -298,4 +314,13 @@ def read_csv(path: Path) -> list[CaseRow]:
     return rows
 
 
-__all__: Sequence[str] = ["COLUMNS", "CaseRow", "collect", "read_csv", "rows_of_run", "to_csv_text", "variant_label"]
+__all__: Sequence[str] = [
+    "COLUMNS",
+    "CaseRow",
+    "collect",
+    "read_csv",
+    "rows_of_run",
+    "software_of",
+    "to_csv_text",
+    "variant_label",
+]

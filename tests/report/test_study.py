@@ -293,3 +293,27 @@ def test_each_control_gets_one_sentence_no_stronger_than_its_interval(effect, sa
     assert sentence.startswith("U-Net, scSE max - scSE (what it isolates): ") and says in sentence
     assert f"[{100 * effect.ci_low:+.2f}, {100 * effect.ci_high:+.2f}]" in sentence
     assert "\n" not in sentence and sentence.endswith(".")
+
+
+def test_software_versions_travel_from_summary_to_the_page(tmp_path):
+    """The versions summary.json records become the ``software`` column and a provenance line; a CSV from before
+    the column reads as unknown."""
+    root = tmp_path / "runs"
+    versions = {"torch_version": "2.13.0+cpu", "numpy_version": "2.4.6", "python_version": "3.11.7"}
+    for seed in range(3):
+        _run_folder(root, f"unet-none-seed{seed}-a{seed}", "none", seed, 0.80, **versions)
+        _run_folder(root, f"unet-scse-add-seed{seed}-b{seed}", "scse", seed, 0.81, **versions)
+    rows, _ = collect(root)
+    assert {r.software for r in rows} == {"torch 2.13.0+cpu, numpy 2.4.6, python 3.11.7"}  # no scipy: left out
+    out = tmp_path / "per_case.csv"
+    assert main(["collect", str(root), "--csv", str(out)]) == 0
+    assert read_csv(out) == rows  # the commas inside the cell survive the CSV
+    page = render_page(analyse(rows, StudySettings(n_boot=200)), rows)
+    assert "- software (summary.json): torch 2.13.0+cpu, numpy 2.4.6, python 3.11.7 (6 runs)" in page
+    with out.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    column = table[0].index("software")
+    old = tmp_path / "old.csv"
+    with old.open("w", newline="") as fh:
+        csv.writer(fh).writerows([c for i, c in enumerate(line) if i != column] for line in table)
+    assert {r.software for r in read_csv(old)} == {""}
