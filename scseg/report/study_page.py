@@ -172,6 +172,21 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _cross_validation_note(rows: Sequence[CaseRow]) -> list[str]:
+    """What changes in the reading of a cross-validated study (nothing is said for one without folds)."""
+    folds = sorted({r.fold for r in rows if r.fold is not None})
+    if not folds:
+        return []
+    return [
+        f"- Cross-validation ({_count(len(folds), 'fold')} here): each fold's network is a run and tests only its "
+        "fold's subjects, so every subject has one score per seed and variant. A cell's `spread` is between its fold "
+        "networks' means, which also differ by how hard each fold's subjects are: not what a rerun moves. The t "
+        "interval of these sparse designs takes the two-way cluster-robust variance over runs and subjects with "
+        "min(runs, subjects) - 1 degrees of freedom; runs to decide counts fold networks (another seed of every "
+        "fold adds one run per fold)."
+    ]
+
+
 def _provenance(rows: Sequence[CaseRow]) -> list[str]:
     runs = {r.run: r for r in rows}.values()
     lines = []
@@ -251,6 +266,7 @@ def render(
         "runs on the same subjects (more than it has) after which the interval would exclude 0 or fit in the margin "
         "with 80 % power, if the estimate and the components are the truth (t quantile at the projected design's "
         "degrees of freedom).",
+        *_cross_validation_note(rows),
         "",
         "## Cells",
         "",

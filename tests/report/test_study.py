@@ -317,3 +317,18 @@ def test_software_versions_travel_from_summary_to_the_page(tmp_path):
     with old.open("w", newline="") as fh:
         csv.writer(fh).writerows([c for i, c in enumerate(line) if i != column] for line in table)
     assert {r.software for r in read_csv(old)} == {""}
+
+
+def test_a_cross_validated_study_says_how_to_read_its_spread(tmp_path):
+    import dataclasses as dc
+
+    root = tmp_path / "runs"
+    for fold in range(3):
+        _run_folder(root, f"unet-none-seed0-f{fold}", "none", 0, 0.80 + 0.02 * fold, fold=fold, folds=3)
+        _run_folder(root, f"unet-scse-add-seed0-g{fold}", "scse", 0, 0.81 + 0.02 * fold, fold=fold, folds=3)
+    rows, _ = collect(root)
+    assert {r.run_key for r in rows} == {"seed0-fold0", "seed0-fold1", "seed0-fold2"}
+    page = render_page(analyse(rows, StudySettings(n_boot=200)), rows)
+    assert "- Cross-validation (3 folds here): each fold's network is a run" in page
+    plain = [dc.replace(r, fold=None, seed=r.fold) for r in rows]  # the same numbers as three seeds
+    assert "Cross-validation" not in render_page(analyse(plain, StudySettings(n_boot=200)), plain)
