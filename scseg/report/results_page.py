@@ -27,6 +27,7 @@ from scseg.report.provenance import (
 from scseg.report.runs import Problem, Sweep, Variant
 from scseg.report.stats import summarise
 from scseg.report.tables import (
+    BLIND_TO_TRAINING_VARIANCE,
     UNLIKE_MARK,
     ComparisonTables,
     arch_label,
@@ -288,7 +289,7 @@ def render_results_page(
         "on each subject's foreground Dice averaged over seeds; the p-values of one family (the variant-vs-none "
         f"comparisons, or one claim's tests) are Holm-adjusted together; a comparison is *reproduced* when its Holm p "
         f"< {alpha} and its mean paired difference has the paper's sign, *contradicted* when its Holm p < {alpha} "
-        "with the opposite sign, and *inconclusive* otherwise.",
+        "with the opposite sign, and *inconclusive* otherwise. " + BLIND_TO_TRAINING_VARIANCE,
         "",
         claims_summary(claims),
         "",

@@ -355,6 +355,13 @@ def _cell_text(cell: Cell | None, digits: int, show_counts: bool) -> str:
     return f"{text} (s={cell.n_seeds}, n={cell.summary.n})" if show_counts else text
 
 
+BLIND_TO_TRAINING_VARIANCE = (
+    "Blind to training variance: a seed whose network is a little better everywhere moves every subject alike and "
+    "reads as significant, so these p-values overstate certainty. For verdicts with intervals over runs and "
+    "subjects: `scseg-study` (docs/studies.md)."
+)
+
+
 def main_table_markdown(tables: ComparisonTables, digits: int = 3) -> str:
     """The paper's table: rows = architectures, columns = variants, mean ± std of subject-level fg Dice.
 
@@ -531,7 +538,7 @@ def render_markdown(
         "## Difference to `none` (paired per subject)",
         "",
         f"Wilcoxon signed-rank test on the seed-averaged per-subject values; fewer than {tables.min_pairs} "
-        "pairs give no p-value.",
+        "pairs give no p-value. " + BLIND_TO_TRAINING_VARIANCE,
         "",
         diff_table_markdown(tables, digits),
         "",

@@ -40,6 +40,7 @@ def test_main_table_equals_hand_computed_seed_averaged_means(make_sweep, capsys)
     assert main([str(root), "--no-figures"]) == 0
     rows = _read_csv(root / "comparison.csv")
     markdown = (root / "comparison.md").read_text()
+    assert "Blind to training variance" in markdown and "scseg-study" in markdown  # the p-values say what they miss
     for arch in ("unet", "sdnet"):
         for se, aggregation in (("none", None), ("cse", None), ("sse", None), ("scse", "add")):
             values = np.array(list(_subject_means(truth, arch, se, aggregation).values()))
