@@ -252,7 +252,9 @@ def compare(
         note = f"smaller than the {margin:g} margin"
     runs_needed = None
     if verdict in ("inconclusive", "too few runs") and np.isfinite(components.run):
-        runs_needed = runs_to_decide(components, n_subjects, abs(estimate), margin, level, more_than=n_runs)
+        runs_needed = runs_to_decide(
+            components, n_subjects, abs(estimate), margin, level, more_than=n_runs, sparse=bool(np.isnan(d).any())
+        )
     return Effect(
         a=names[0],
         b=names[1],
@@ -296,18 +298,20 @@ def runs_to_decide(
     level: float,
     power: float = POWER,
     more_than: int = 1,
+    sparse: bool = False,
 ) -> int | None:
     """Fewest paired runs (more than ``more_than``, the runs that did not decide) on these subjects whose interval
     would decide with probability ``power``, if the measured effect and variance components are the truth: exclude
     0 (needs SE <= |effect| / (t + z_power)) or fit in the margin (SE <= (margin - |effect|) / (t + z_power)), with
     the t quantile at the projected design's Satterthwaite degrees of freedom (:func:`predicted_df`) as the page's
-    intervals use. None when even :data:`MAX_RUNS_SUGGESTED` runs would not (then the subjects are what limits)."""
+    intervals use (``sparse``, cross-validation: ``min(runs, subjects) - 1``, as :func:`mean_se_df`). None when
+    even :data:`MAX_RUNS_SUGGESTED` runs would not (then the subjects are what limits)."""
     from scipy.stats import t as student_t
 
     goal = max(effect, margin - effect)
     z_power = NormalDist().inv_cdf(power)
     for runs in range(max(2, more_than + 1), MAX_RUNS_SUGGESTED + 1):
-        df = max(predicted_df(components, runs, subjects), 1.0)
+        df = max(min(runs, subjects) - 1 if sparse else predicted_df(components, runs, subjects), 1.0)
         critical = float(student_t.ppf(0.5 + level / 2, df))
         if predicted_se(components, runs, subjects) * (critical + z_power) <= goal:
             return runs

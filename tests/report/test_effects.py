@@ -71,6 +71,8 @@ def test_runs_to_decide_uses_the_t_quantile_of_the_projected_design():
     by_z = next(r for r in range(2, 100) if predicted_se(c, r, 15) * (1.96 + 0.8416) <= 0.006)
     assert predicted_df(c, needed, 15) == pytest.approx(needed - 1)  # run variance only: df = runs - 1
     assert needed > by_z
+    sparse = runs_to_decide(c, 15, effect=0.006, margin=0.01, level=0.95, sparse=True)  # df = min(R, J) - 1
+    assert sparse >= needed
 
 
 def test_one_run_is_never_a_verdict():
