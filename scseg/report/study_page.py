@@ -290,6 +290,13 @@ def render(
             )
         mark = " (under-trained)" if arch in analysis.under_trained else ""
         out.append(f"| {arch_name(arch)}{mark} | " + " | ".join(cells) + " |")
+    uneven = [arch_name(a) for a in archs if len({c.runs for (x, _), c in analysis.cells.items() if x == a}) > 1]
+    if uneven:
+        out += [
+            "",
+            f"Cells of {', '.join(uneven)} hold different runs (seeds or folds), so their means differ by which runs "
+            "they hold too: compare them through the effects below, which pair the runs both cells hold.",
+        ]
     out += ["", "## Each SE variant vs none", ""]
     if figure_name:
         out += [f"![effects vs none]({figure_name})", ""]

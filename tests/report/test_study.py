@@ -332,3 +332,7 @@ def test_a_cross_validated_study_says_how_to_read_its_spread(tmp_path):
     assert "- Cross-validation (3 folds here): each fold's network is a run" in page
     plain = [dc.replace(r, fold=None, seed=r.fold) for r in rows]  # the same numbers as three seeds
     assert "Cross-validation" not in render_page(analyse(plain, StudySettings(n_boot=200)), plain)
+    assert "hold different runs" not in page  # every cell holds folds 0-2
+    partial = [r for r in rows if not (r.se == "scse" and r.fold == 2)]  # a fold not finished for scSE
+    page = render_page(analyse(partial, StudySettings(n_boot=200)), partial)
+    assert "Cells of U-Net hold different runs (seeds or folds)" in page
