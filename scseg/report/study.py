@@ -132,6 +132,39 @@ class StudyAnalysis:
     claims: list[Claim] = field(default_factory=list)
     # (metric, arch, effect): each SE variant vs none on a boundary metric (see BOUNDARY_METRICS)
     boundary: list[tuple[str, str, Effect]] = field(default_factory=list)
+    # runs that should have been trained alike and were not (see unlike_runs)
+    unlike: list[str] = field(default_factory=list)
+
+
+def _short(hashes: Iterable[str]) -> str:
+    return ", ".join(sorted(h[:8] for h in hashes))
+
+
+def unlike_runs(rows: Sequence[CaseRow]) -> list[str]:
+    """Where runs that a page pairs or pools differ in more than SE settings and seed (their comparison hash).
+
+    Within a cell, every run of one fold must share a hash (the seed is not in it); across a cell and ``none`` of
+    the same architecture and fold, too, unless the cell differs by design (another precision, a capacity-matched
+    backbone). A mismatch means another budget, data or optimiser slipped into the experiment folder: the pairing
+    would then measure that, not the module.
+    """
+    hashes: dict[tuple[str, str, int | None], set[str]] = defaultdict(set)
+    kind: dict[tuple[str, str], tuple[str, str]] = {}
+    for r in rows:
+        if r.comparison_hash:
+            hashes[(r.arch, r.variant, r.fold)].add(r.comparison_hash)
+            kind[(r.arch, r.variant)] = (r.precision, r.capacity_match)
+    found = []
+    for (arch, variant, fold), values in sorted(hashes.items(), key=lambda kv: str(kv[0])):
+        where = f"{arch_name(arch)} {variant}" + ("" if fold is None else f", fold {fold}")
+        if len(values) > 1:
+            found.append(f"{where}: its runs have {len(values)} comparison hashes ({_short(values)})")
+        base = hashes.get((arch, "none", fold))
+        if variant == "none" or not base or kind[(arch, variant)] != kind.get((arch, "none")):
+            continue
+        if values != base:
+            found.append(f"{where}: comparison hash {_short(values)} differs from none's ({_short(base)})")
+    return found
 
 
 def arch_name(arch: str) -> str:
@@ -235,7 +268,7 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
     cells = _cells(rows, scores)
     archs = _order({r.arch for r in rows}, ARCH_ORDER)
     variants = _order({r.variant for r in rows}, VARIANT_ORDER)
-    analysis = StudyAnalysis(settings, cells, archs, variants, under_trained={})
+    analysis = StudyAnalysis(settings, cells, archs, variants, under_trained={}, unlike=unlike_runs(rows))
     nones = {a: cells[(a, "none")].val_dice for a in archs if (a, "none") in cells}
     finite = [v for v in nones.values() if not math.isnan(v)]
     best = max(finite) if finite else math.nan

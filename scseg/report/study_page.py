@@ -240,6 +240,14 @@ def render(
         for claim in analysis.claims:
             extra = f" {claim.detail}" if claim.detail else ""
             out.append(f"- **{claim.key}**: {claim.rule}.{extra}")
+    if analysis.unlike:
+        out += [
+            "",
+            "**Unlike runs.** These runs differ in more than their SE settings and seed (settings, data or budget, by "
+            "their comparison hash), so the effects that pair or pool them measure that difference too:",
+            "",
+            *(f"- {line}" for line in analysis.unlike),
+        ]
     if analysis.under_trained:
         out += ["", "Left out of the claims as under-trained (validation Dice, never test Dice, decides):", ""]
         for arch, why in analysis.under_trained.items():

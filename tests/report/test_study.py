@@ -336,3 +336,23 @@ def test_a_cross_validated_study_says_how_to_read_its_spread(tmp_path):
     partial = [r for r in rows if not (r.se == "scse" and r.fold == 2)]  # a fold not finished for scSE
     page = render_page(analyse(partial, StudySettings(n_boot=200)), partial)
     assert "Cells of U-Net hold different runs (seeds or folds)" in page
+
+
+def test_runs_trained_unlike_are_named_on_the_page(tmp_path):
+    """A run with another comparison hash (say another learning rate) in a cell, or a variant whose hash differs
+    from none's, is named; a bf16 cell differs by design and is not."""
+    import dataclasses as dc
+
+    root = tmp_path / "runs"
+    for seed in range(3):
+        _run_folder(root, f"unet-none-seed{seed}-a{seed}", "none", seed, 0.80)
+        _run_folder(root, f"unet-none-seed{seed}-c{seed}", "none", seed, 0.80, precision="bf16", comparison_hash="p")
+        _run_folder(root, f"unet-scse-add-seed{seed}-b{seed}", "scse", seed, 0.81)
+    rows, _ = collect(root)
+    clean = render_page(analyse(rows, StudySettings(n_boot=200)), rows)
+    assert "Unlike runs" not in clean
+    odd = [dc.replace(r, comparison_hash="other") if r.variant == "scse" and r.seed == 2 else r for r in rows]
+    analysis = analyse(odd, StudySettings(n_boot=200))
+    assert any("U-Net scse: its runs have 2 comparison hashes" in line for line in analysis.unlike)
+    assert any("differs from none's" in line for line in analysis.unlike)
+    assert "**Unlike runs.**" in render_page(analysis, odd)
