@@ -104,7 +104,8 @@ def variance_components(d: np.ndarray) -> VarianceComponents:
     """Between-run, between-subject and residual variance of ``d`` (runs x subjects, NaN where undefined).
 
     Complete matrices: two-way ANOVA without replication. Sparse ones (cross-validation: each subject in one run):
-    the run component from the spread of run means beyond what their subjects explain, the rest is subject.
+    the run component from the spread of run means beyond what their subjects explain, the rest is subject (the
+    residual cannot be told apart from it there: NaN).
     """
     d = np.asarray(d, dtype=float)
     defined = ~np.isnan(d)
@@ -126,7 +127,7 @@ def variance_components(d: np.ndarray) -> VarianceComponents:
     var_within = float(np.sum(within**2) / dof) if dof > 0 else math.nan
     mean_n = float(np.mean([x.size for x in rows]))
     var_run = max(float(np.var(means, ddof=1)) - var_within / mean_n, 0.0) if dof > 0 else math.nan
-    return VarianceComponents(run=var_run, subject=var_within, residual=0.0)
+    return VarianceComponents(run=var_run, subject=var_within, residual=math.nan)  # not separable from subject
 
 
 def predicted_se(components: VarianceComponents, runs: int, subjects: int) -> float:
