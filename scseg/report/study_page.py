@@ -377,7 +377,8 @@ def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: in
     if not rows:
         return None
     s = analysis.settings
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.6))
+    height = 0.42 * len(rows) + 1.9
+    fig, ax = plt.subplots(figsize=(7.5, height))
     margin = 100 * s.equivalence_margin
     ax.axvspan(-margin, margin, color="0.88", label=f"equivalence band (+-{margin:g} point)")
     ax.axvline(0, color="0.4", lw=0.8)
@@ -401,8 +402,9 @@ def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: in
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("effect on mean foreground Dice (points), Bonferroni-adjusted interval")
     ax.set_title("\n".join(textwrap.wrap(task, 90)), fontsize=9)  # a long title would run off the figure
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
+    handles, names = ax.get_legend_handles_labels()  # below the axes: inside, it hid intervals and the paper band
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png", metadata={"Software": None})
