@@ -2,8 +2,11 @@
 
 1. each architecture trains 300 steps on the phantom with trainer=gpu (CUDA, bf16 autocast, channels-last) and
    torch.compile, and must learn (test foreground Dice >= 0.5); beside them, DDP at world size 1 with NCCL
-   (torchrun) trains U-Net and writes its run folder. The four runs share the GPU at once: they are checks, not
-   timings, and a GPU lease is short;
+   (torchrun) trains U-Net and writes its run folder, and two references train the same U-Net without the fast
+   paths: ``unet-fp32`` (CUDA, fp32, contiguous, eager) and ``unet-cpu`` (this machine's CPU, fp32). When a fast
+   check fails to learn, the references say where to look: the fast paths (references pass), CUDA itself (only
+   ``unet-cpu`` passes) or the machine's packages (both fail). The runs share the GPU at once: they are checks,
+   not timings, and a GPU lease is short;
 2. then, alone on the GPU, the benchmark's GPU section (training slices/s per architecture at 256 x 256 in fp32,
    channels-last, bf16 and compile; the paper U-Net's scSE step time against none, interleaved in the same rounds)
    is written to docs/benchmarks_gpu.md with the machine named, and the training check's table appended.
@@ -46,13 +49,18 @@ def train_command(runs: Path, arch: str, *extra: str, launcher: Sequence[str] | 
 
 
 def training_checks(out: Path) -> dict[str, list[str]]:
-    """name -> command: each architecture with bf16 + channels-last + compile, and U-Net under DDP/NCCL."""
+    """name -> command: each architecture with bf16 + channels-last + compile, U-Net under DDP/NCCL, and the two
+    references (U-Net in CUDA fp32 eager, and on the CPU)."""
     checks = {
         arch: train_command(
             out / arch, arch, "trainer=gpu", "trainer.compile=true", "trainer.channels_last=true", "trainer.amp=true"
         )
         for arch in ARCHS
     }
+    checks["unet-fp32"] = train_command(
+        out / "unet-fp32", "unet", "trainer=gpu", "trainer.amp=false", "trainer.channels_last=false"
+    )
+    checks["unet-cpu"] = train_command(out / "unet-cpu", "unet", "trainer.device=cpu", "trainer.amp=false")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
     launcher = [*torchrun, "-m", "scseg.train"]
     checks["ddp"] = train_command(out / "ddp", "unet", "trainer=ddp", "trainer.backend=nccl", launcher=launcher)
@@ -93,11 +101,13 @@ def run_result(runs: Path) -> dict:
 
 def check_table(rows: list[dict]) -> str:
     lines = [
-        f"### Training check: {STEPS} steps on the phantom (experiment=demo, se=scse), four runs at once",
+        f"### Training check: {STEPS} steps on the phantom (experiment=demo, se=scse), all runs at once",
         "",
         "Each architecture with trainer=gpu, bf16 autocast, channels-last and torch.compile; `ddp` is U-Net under "
-        f"torchrun with NCCL at world size 1. Pass: test foreground Dice >= {FLOOR}. Seconds include start-up, the "
-        "phantom's generation, compilation and evaluation, with the four runs sharing the GPU and the CPU.",
+        "torchrun with NCCL at world size 1; the references `unet-fp32` (CUDA, fp32, contiguous, eager) and "
+        "`unet-cpu` (the same machine's CPU, fp32) train without the fast paths. "
+        f"Pass: test foreground Dice >= {FLOOR}. Seconds include start-up, the phantom's generation, compilation "
+        "and evaluation, with the runs sharing the GPU and the CPU.",
         "",
         "| check | state | test fg Dice | precision | seconds | pass |",
         "|---|---|---:|---|---:|---|",
@@ -111,11 +121,34 @@ def check_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GPU_INTRO = """# GPU benchmarks
+
+Written by `make gpu-check` (`scripts/gpu_check.py`) on a CUDA machine; do not edit by hand. The GPU section of
+`scripts/benchmark.py` (training slices/s at 256 x 256 per architecture and mode, the paper U-Net's scSE step time
+against none, interleaved in the same rounds) and the training check (each architecture learns the phantom with
+bf16 autocast, channels-last and torch.compile; DDP with NCCL; two references without the fast paths). The CPU
+figures are on [benchmarks.md](benchmarks.md); the protocol is the same.
+"""
+
+
+def gpu_page(benchmark_markdown: str, checks: str) -> str:
+    """The GPU page: its own introduction, then the benchmark's results (from its ``## Results`` heading on; the
+    benchmark writer's introduction describes the CPU page) and the training check's table."""
+    _, found, results = benchmark_markdown.partition("## Results")
+    body = (found + results) if found else benchmark_markdown
+    return GPU_INTRO + "\n" + body.strip("\n") + "\n\n" + checks
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for the whole check")
     parser.add_argument("--out", default=str(REPO / "runs" / "gpu_check"), help="folder for run folders and logs")
     parser.add_argument("--page", default=str(REPO / "docs" / "benchmarks_gpu.md"), help="the GPU benchmarks page")
+    parser.add_argument(
+        "--phases",
+        default="train,bench",
+        help="comma-separated: train (the training checks), bench (the GPU benchmark section); default both",
+    )
     return parser.parse_args(argv)
 
 
@@ -130,25 +163,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
-    rows = run_checks(training_checks(out), out, TRAIN_SHARE * args.budget_s)
+    phases = set(args.phases.split(","))
+    if not phases <= {"train", "bench"}:
+        print(f"--phases: expected train and/or bench, got {args.phases!r}")
+        return 2
+    rows = []
+    if "train" in phases:
+        share = TRAIN_SHARE if "bench" in phases else 1.0
+        rows = run_checks(training_checks(out), out, share * args.budget_s)
     for r in rows:
         print(f"{r['check']}: {r['state']}, test Dice {r.get('dice')}, {r['seconds']:.0f} s", flush=True)
     left = args.budget_s - (time.perf_counter() - started)
     command = [sys.executable, "scripts/benchmark.py", "--sections", "gpu", "--out", str(out / "benchmark_gpu.json")]
     command += ["--markdown", args.page, "--command", "make gpu-check"]
-    try:
-        bench = subprocess.run(command, cwd=REPO, timeout=max(1.0, left)).returncode
-    except subprocess.TimeoutExpired:
-        bench = f"stopped at the {left:.0f} s left of the budget"
+    bench: int | str = "not run (--phases)"
+    if "bench" in phases:
+        try:
+            bench = subprocess.run(command, cwd=REPO, timeout=max(1.0, left)).returncode
+        except subprocess.TimeoutExpired:
+            bench = f"stopped at the {left:.0f} s left of the budget"
     page = Path(args.page)
-    head = page.read_text() if page.is_file() and bench == 0 else f"# GPU benchmarks\n\nBenchmark: {bench}.\n"
-    page.write_text(head.rstrip("\n") + "\n\n" + check_table(rows))
+    results = page.read_text() if page.is_file() and bench == 0 else f"Benchmark: {bench}.\n"
+    page.write_text(gpu_page(results, check_table(rows) if rows else ""))
     (out / "checks.json").write_text(json.dumps({"checks": rows, "benchmark": bench}, indent=2))
     failed = [r["check"] for r in rows if not (r["state"] == "done" and (r.get("dice") or 0) >= FLOOR)]
     if failed:
         print(f"gpu-check: failed or below the Dice floor {FLOOR}: {', '.join(failed)}")
     print(f"gpu-check: {time.perf_counter() - started:.0f} s; page {page}", flush=True)
-    return 1 if failed or bench != 0 else 0
+    return 1 if failed or bench not in (0, "not run (--phases)") else 0
 
 
 if __name__ == "__main__":

@@ -110,13 +110,22 @@ def broadcast_object(obj: object, ctx: DistContext) -> object:
     return box[0]
 
 
+def collective_device(backend: str) -> torch.device:
+    """Where a tensor must live for a collective of ``backend``: NCCL reduces CUDA tensors only (a CPU tensor
+    fails with ``No backend type associated with device type cpu``), gloo CPU tensors."""
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(array: np.ndarray, ctx: DistContext) -> np.ndarray:
     """Element-wise sum over ranks of an integer or float array (exact for integer counts)."""
     if not ctx.enabled:
         return array
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float64 if array.dtype.kind == "f" else torch.int64)
+    dtype = torch.float64 if array.dtype.kind == "f" else torch.int64
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(collective_device(dist.get_backend()), dtype)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.numpy().astype(array.dtype)
+    return tensor.cpu().numpy().astype(array.dtype)
 
 
 def shard(items: list, ctx: DistContext) -> list:
@@ -125,5 +134,8 @@ def shard(items: list, ctx: DistContext) -> list:
 
 
 def cleanup(ctx: DistContext) -> None:
+    """Tear the process group down together: a rank that destroys gloo's pairs while a peer still works on its
+    last step (rank 0 writing files) can take that peer down with SIGABRT, so every rank waits at a barrier first."""
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

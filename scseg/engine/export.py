@@ -44,7 +44,7 @@ from torch import nn
 from scseg.atomic import atomic_write_text
 from scseg.engine.loading import load_run
 from scseg.models import blocks
-from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE
+from scseg.models.se import ChannelSE, ConcurrentSE, SpatialSE, aggregate_literal
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -116,14 +116,10 @@ def plain_se_forward(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
         if not concurrent:
             single = cse if cse is not None else sse
             return x * single.gate(x)  # type: ignore[union-attr]
-        xc, xs = x * cse.gate(x), x * sse.gate(x)  # type: ignore[union-attr]
-        if aggregation == "add":
-            return xc + xs
-        if aggregation == "max":
-            return torch.maximum(xc, xs)
-        if aggregation == "mul":
-            return xc * xs
-        return block.fuse(torch.cat([xc, xs], dim=1))
+        c, s = cse.gate(x), sse.gate(x)  # type: ignore[union-attr]
+        if aggregation == "concat":
+            return block.fuse(torch.cat([x * c, x * s], dim=1))
+        return aggregate_literal(aggregation, x, c, s)
 
     return forward
 

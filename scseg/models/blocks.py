@@ -180,6 +180,8 @@ class PointwiseConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_contiguous():  # NCHW: ATen's own path is as fast, and keeps earlier runs' numbers bit for bit
+        # NCHW: ATen's own path is as fast, and keeps earlier runs' numbers bit for bit. Under torch.compile the
+        # compiler lowers the convolution itself (custom functions are eager-mode work; see scseg.models.se)
+        if x.is_contiguous() or torch.compiler.is_compiling():
             return super().forward(x)
         return _Pointwise.apply(x, self.weight, self.bias)

@@ -25,6 +25,12 @@ float rounding (``tests/models/test_se.py``); ``scripts/bench_se_memory.py`` mea
 backward and ``scripts/benchmark.py --sections se_blocks`` the time. Reductions of channels-last inputs run on an
 ``(N, P, C)`` view, where they are contiguous.
 
+Under ``torch.compile`` (``trainer.compile``) every block runs the literal formulas instead (:func:`compiling`):
+the compiler fuses them and derives their backward itself, which is what the custom functions do by hand for
+eager mode. Traced through the custom functions, the compiled scSE U-Net's gradients were wrong on CUDA (torch
+2.11, H200: cosine 0.41 with eager, gradient norm 0.155 against 0.376, in fp32 and bf16, either memory layout;
+``se=none`` matched) and no compiled SE network learned the phantom (``make gpu-check``, docs/benchmarks_gpu.md).
+
 Blocks built with ``kernels="fused"`` (``trainer.se_kernels``: ``auto`` in the CPU presets) run cSE, sSE and scSE
 ``add`` through :mod:`scseg.models.se_fused` instead: C++ kernels that make one pass over ``x`` per step rather
 than one per ATen operation. Same parameters, same function; ``gate(x)`` is the same in both.
@@ -59,6 +65,24 @@ def _conv_cls(spatial_dims: int) -> type[nn.Module]:
     if spatial_dims == 3:
         return nn.Conv3d
     raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+
+
+def compiling() -> bool:
+    """Whether ``torch.compile`` is tracing: then the blocks take the literal formulas (see the module docstring)."""
+    return torch.compiler.is_compiling()
+
+
+def aggregate_literal(aggregation: str, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """scSE's ``add`` / ``max`` / ``mul`` of ``x*c`` and ``x*s`` in plain operations (autograd's own backward:
+    ``torch.maximum`` splits a tie evenly, as :class:`_ScSEMax` does)."""
+    xc, xs = x * c, x * s
+    if aggregation == "add":
+        return xc + xs
+    if aggregation == "max":
+        return torch.maximum(xc, xs)
+    if aggregation == "mul":
+        return xc * xs
+    raise ValueError(f"no literal form of the scSE aggregation {aggregation!r}")
 
 
 # ---------------------------------------------------------------------------------------------- autograd functions
@@ -214,6 +238,8 @@ class _Projection2d(nn.Conv2d):
     """sSE's 1x1 convolution to one channel (same parameters, initialisation and hooks as ``nn.Conv2d``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if compiling():
+            return super().forward(x)
         return _Project.apply(x, self.weight, self.bias)
 
 
@@ -221,6 +247,8 @@ class _Projection3d(nn.Conv3d):
     """sSE's 1x1x1 convolution to one channel (same parameters, initialisation and hooks as ``nn.Conv3d``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if compiling():
+            return super().forward(x)
         return _Project.apply(x, self.weight, self.bias)
 
 
@@ -256,7 +284,7 @@ class ChannelSE(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel gate of shape ``(N, C, 1, ..., 1)`` in (0, gate_scale)."""
-        squeezed = _SpatialMean.apply(x)
+        squeezed = x.mean(dim=tuple(range(2, x.ndim))) if compiling() else _SpatialMean.apply(x)
         excited = _scaled(torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed)))), self.gate_scale)
         return excited.reshape(*excited.shape, *([1] * self.spatial_dims))
 
@@ -353,7 +381,7 @@ class ConcurrentSE(nn.Module):
         s = self.sse.gate(x)
         function = _AGGREGATE.get(self.aggregation)
         if function is not None:
-            return function.apply(x, c, s)
+            return aggregate_literal(self.aggregation, x, c, s) if compiling() else function.apply(x, c, s)
         return self.fuse(torch.cat([x * c, x * s], dim=1))
 
 

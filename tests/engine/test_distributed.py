@@ -73,6 +73,7 @@ def _ddp_steps_worker(rank: int, world: int, port: int, bucket_views: bool, out:
     if rank == 0:
         warned = any(BUCKET_WARNING in str(w.message) for w in caught)
         torch.save({"warned": warned, "state": {k: v.clone() for k, v in model.state_dict().items()}}, out)
+    torch.distributed.barrier()  # no rank tears gloo down while the other still writes (SIGABRT in CI otherwise)
     torch.distributed.destroy_process_group()
 
 
@@ -180,6 +181,16 @@ def test_device_and_backend_follow_what_the_machine_has(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
     assert pick_device("auto") == "cuda" and pick_backend("auto", "cuda") == "nccl"
+
+
+def test_collectives_use_the_device_their_backend_reduces_on(monkeypatch):
+    """NCCL reduces CUDA tensors only: the count and loss sums of a `trainer=ddp` run on a GPU went to NCCL as CPU
+    tensors and died with `No backend type associated with device type cpu` (seen on an H200 by make gpu-check)."""
+    from scseg.engine.distributed import collective_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert collective_device("nccl") == torch.device("cuda", 3)
+    assert collective_device("gloo") == torch.device("cpu")
 
 
 def test_the_ddp_preset_resolves_to_this_machine():
