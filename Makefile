@@ -132,11 +132,15 @@ zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_c
 # Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu_study/per_case.csv.gz,
 # committed), then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis
 # settings; the page names the command that remakes it from the CSV alone). The _study names keep the older
-# subject-level pages (<task>_cpu.md) apart until they are retired.
-results: install ## docs/results/<task>_cpu_study/per_case.csv.gz and <task>_cpu_study.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task)
+# subject-level pages (<task>_cpu.md) apart until they are retired. MERGE=1 adds RUNS' runs to the committed CSV
+# (runs of earlier sessions, whose folders are gone, stay; a run in both is replaced); without it the CSV holds
+# exactly the runs in RUNS.
+MERGE ?=
+results: install ## docs/results/<task>_cpu_study/per_case.csv.gz and <task>_cpu_study.md from the runs in RUNS (RUNS=..., TASKS=chaos: one task, MERGE=1: add to the CSV)
 	@found=0; for task in $(TASKS); do \
 	  dir="$(RUNS)/paper_$${task}_cpu"; [ -d "$$dir" ] || { echo "skip $$task: no $$dir"; continue; }; found=1; \
-	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu_study/per_case.csv.gz || exit 1; \
+	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu_study/per_case.csv.gz \
+	    $(if $(MERGE),--merge,) || exit 1; \
 	  page="scseg-study page --csv docs/results/$${task}_cpu_study/per_case.csv.gz --page docs/results/$${task}_cpu_study.md"; \
 	  page="$$page --settings configs/report/$${task}.yaml"; \
 	  $(VENV)/bin/$$page --command "$$page" || exit 1; \

@@ -2,14 +2,16 @@
 
 Usage::
 
-    scseg-study collect RUNS/<experiment> --csv docs/results/<task>/per_case.csv
+    scseg-study collect RUNS/<experiment> --csv docs/results/<task>/per_case.csv [--merge]
     scseg-study page --csv docs/results/<task>/per_case.csv --page docs/results/<task>.md \\
         --settings configs/report/<task>.yaml --task "MALC 2012 ..."
 
 ``collect`` reads every finished run folder (``summary.json`` and ``per_case.csv``) and writes one row per run x
-test subject x structure (scseg/report/tidy.py); it prints the folders it left out. ``page`` analyses the CSV
-(effects with intervals over runs and subjects, verdicts with an equivalence margin, the paper's claims, controls;
-scseg/report/study.py) and writes the Markdown page and, with matplotlib, ``<page stem>_effects.png`` beside it.
+test subject x structure (scseg/report/tidy.py); it prints the folders it left out. ``--merge`` adds the folder's
+runs to an existing CSV (runs finished elsewhere or in an earlier session stay; a run in both is replaced).
+``page`` analyses the CSV (effects with intervals over runs and subjects, verdicts with an equivalence margin, the
+paper's claims, controls; scseg/report/study.py) and writes the Markdown page and, with matplotlib,
+``<page stem>_effects.png`` beside it.
 The settings file (``configs/report/<task>.yaml``) holds the analysis knobs; ``--set key=value`` overrides one.
 
 Exit status: 0 written, 2 bad input (a missing folder or file, a malformed CSV, an unknown setting).
@@ -28,7 +30,7 @@ import yaml
 from scseg.atomic import atomic_write_text
 from scseg.report.study import StudySettings, analyse
 from scseg.report.study_page import render, write_forest_plot
-from scseg.report.tidy import collect, read_csv, write_csv
+from scseg.report.tidy import collect, merge_rows, read_csv, write_csv
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="run folders -> tidy per-case CSV")
     c.add_argument("experiment", type=Path, help="experiment folder holding one sub-folder per run")
     c.add_argument("--csv", type=Path, required=True, help="where to write the tidy CSV")
+    c.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of runs already in --csv that the folder does not hold (a run in both: the folder's)",
+    )
     p = sub.add_parser("page", help="tidy per-case CSV -> results page (+ forest plot)")
     p.add_argument("--csv", type=Path, required=True, help="the tidy CSV (scseg-study collect)")
     p.add_argument("--page", type=Path, required=True, help="the Markdown page to write")
@@ -80,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows, notes = collect(args.experiment)
             if not rows:
                 raise ValueError(f"{args.experiment}: no finished run folder to collect")
+            if args.merge and args.csv.is_file():
+                kept = merge_rows(read_csv(args.csv), rows)
+                print(f"--merge: kept {len({r.run for r in kept}) - len({r.run for r in rows})} runs of {args.csv}")
+                rows = kept
             write_csv(rows, args.csv)
             for note in notes:
                 print(note)

@@ -236,6 +236,15 @@ def collect(experiment: Path) -> tuple[list[CaseRow], list[str]]:
     return rows, notes
 
 
+def merge_rows(existing: Iterable[CaseRow], collected: Iterable[CaseRow]) -> list[CaseRow]:
+    """``collected`` plus the rows of ``existing`` whose run it does not hold (a run in both: the newly collected
+    rows). Why: a study's runs can finish on different machines or in different sessions, and the committed CSV is
+    the lasting record of the finished ones; adding a batch of runs must not drop those no longer on disk."""
+    collected = list(collected)
+    fresh = {r.run for r in collected}
+    return [r for r in existing if r.run not in fresh] + collected
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""

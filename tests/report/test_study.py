@@ -108,6 +108,28 @@ def test_collect_round_trips_through_the_csv(tmp_path):
     assert tuple(out.read_text().splitlines()[0].split(",")) == COLUMNS
 
 
+def test_collect_merge_adds_runs_to_the_committed_csv(tmp_path):
+    """Runs finished in an earlier session (folders gone) stay in the CSV; a run collected again is replaced."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    _run_folder(first, "unet-none-seed0-aaaaaaaa", "none", 0, 0.8)
+    _run_folder(first, "unet-scse-add-seed0-bbbbbbbb", "scse", 0, 0.85)
+    _run_folder(second, "unet-scse-add-seed0-bbbbbbbb", "scse", 0, 0.9)  # the same run, evaluated again
+    _run_folder(second, "unet-none-seed1-cccccccc", "none", 1, 0.7)
+    out = tmp_path / "per_case.csv.gz"
+    assert main(["collect", str(first), "--csv", str(out)]) == 0
+    assert main(["collect", str(second), "--csv", str(out), "--merge"]) == 0
+    merged = read_csv(out)
+    liver = {r.run: r.dice for r in merged if r.structure == "liver"}
+    assert liver == {
+        "unet-none-seed0-aaaaaaaa": 0.8,
+        "unet-scse-add-seed0-bbbbbbbb": 0.9,
+        "unet-none-seed1-cccccccc": 0.7,
+    }
+    assert len(merged) == 3 * 2 * 2  # runs x subjects x structures: no duplicate rows
+    assert main(["collect", str(second), "--csv", str(out)]) == 0  # without --merge: the folder's runs only
+    assert {r.run for r in read_csv(out)} == {"unet-scse-add-seed0-bbbbbbbb", "unet-none-seed1-cccccccc"}
+
+
 def test_variant_labels():
     assert variant_label("scse", "add") == "scse"
     assert variant_label("scse", "max") == "scse-max"
