@@ -1,5 +1,9 @@
 """`make gpu-check`: what only a GPU can show, in one script (<= 8 minutes on one H100/H200), no ../shared needed.
 
+0. compiled gradients: one fp32 step of each architecture's scSE network (the demo's width, channels-last) with
+   and without torch.compile on the GPU; the two gradients must agree (cosine >= 0.999). The custom autograd
+   functions of the SE blocks once compiled to wrong gradients on CUDA (cosine 0.41, docs/gpu.md): this row
+   finds such a fault in seconds, before the training checks show it as a network that does not learn;
 1. each architecture trains 300 steps on the phantom with trainer=gpu (CUDA, bf16 autocast, channels-last) and
    torch.compile, and must learn (test foreground Dice >= 0.5); beside them, DDP at world size 1 with NCCL
    (torchrun) trains U-Net and writes its run folder, and two references train the same U-Net without the fast
@@ -30,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("unet", "sdnet", "fcdensenet")
 STEPS = 300
 FLOOR = 0.5
-TRAIN_SHARE = 0.45  # of the budget, for the four training checks together (they run at once)
+TRAIN_SHARE = 0.45  # of the budget, for the training checks together (they run at once)
+GRAD_COSINE = 0.999  # compiled vs eager gradients of one fp32 step: rounding only stays far above this
 
 
 def train_command(runs: Path, arch: str, *extra: str, launcher: Sequence[str] | None = None) -> list[str]:
@@ -99,6 +104,79 @@ def run_result(runs: Path) -> dict:
     return {"dice": summary.get("fg_mean"), "precision": summary.get("precision"), "device": summary.get("device")}
 
 
+def compiled_gradients(arch: str, device: str, overrides: Sequence[str] = ()) -> dict:
+    """One fp32 training step of the demo-width scSE ``arch`` (channels-last), eager and under torch.compile, on
+    ``device``: the cosine between the two gradients and their norms. Dropout is off (the compiled graph draws
+    other random numbers); BatchNorm stays in training mode, whose output the running statistics do not change."""
+    import torch
+
+    from scseg.config import compose_train_config
+    from scseg.engine.run import build_model
+    from scseg.engine.spec import RunSpec
+
+    started = time.perf_counter()
+    spec = RunSpec.from_config(compose_train_config(["experiment=demo", f"model={arch}", "se=scse", *overrides]))
+    classes = 11  # the phantom's label map
+    torch.manual_seed(0)
+    model = build_model(spec, classes, 1).to(device).to(memory_format=torch.channels_last).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 64, 64, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (4, 64, 64), generator=g).to(device)
+
+    def gradients(module: torch.nn.Module) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(module(x).float(), y).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    eager = gradients(model)
+    compiled = gradients(torch.compile(model))
+    cosine = float(torch.nn.functional.cosine_similarity(eager, compiled, dim=0))
+    return {
+        "check": arch,
+        "cosine": cosine,
+        "norm_eager": float(eager.norm()),
+        "norm_compiled": float(compiled.norm()),
+        "seconds": time.perf_counter() - started,
+        "pass": cosine >= GRAD_COSINE,
+    }
+
+
+def gradient_table(rows: list[dict]) -> str:
+    lines = [
+        "### Compiled gradients: one fp32 step, eager against torch.compile (demo width, scSE, channels-last)",
+        "",
+        f"Pass: cosine between the two gradients >= {GRAD_COSINE}.",
+        "",
+        "| arch | cosine | gradient norm eager | compiled | seconds | pass |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['check']} | failed: {r['error']} | - | - | - | no |")
+            continue
+        passed = "yes" if r["pass"] else "no"
+        lines.append(
+            f"| {r['check']} | {r['cosine']:.4f} | {r['norm_eager']:.4g} | {r['norm_compiled']:.4g} | "
+            f"{r['seconds']:.0f} | {passed} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def gradient_checks(device: str) -> list[dict]:
+    """:func:`compiled_gradients` of every architecture; a check that raises is a row saying so."""
+    rows = []
+    for arch in ARCHS:
+        try:
+            rows.append(compiled_gradients(arch, device))
+        except Exception as error:  # noqa: BLE001 - reported in the table, the other checks still run
+            rows.append({"check": arch, "error": f"{type(error).__name__}: {str(error)[:200]}", "pass": False})
+        print(f"compiled gradients {arch}: {rows[-1]}", flush=True)
+    return rows
+
+
 def check_table(rows: list[dict]) -> str:
     lines = [
         f"### Training check: {STEPS} steps on the phantom (experiment=demo, se=scse), all runs at once",
@@ -146,8 +224,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--page", default=str(REPO / "docs" / "benchmarks_gpu.md"), help="the GPU benchmarks page")
     parser.add_argument(
         "--phases",
-        default="train,bench",
-        help="comma-separated: train (the training checks), bench (the GPU benchmark section); default both",
+        default="grads,train,bench",
+        help="comma-separated: grads (compiled vs eager gradients), train (the training checks), bench (the GPU "
+        "benchmark section); default all three",
     )
     return parser.parse_args(argv)
 
@@ -164,9 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     phases = set(args.phases.split(","))
-    if not phases <= {"train", "bench"}:
-        print(f"--phases: expected train and/or bench, got {args.phases!r}")
+    if not phases <= {"grads", "train", "bench"}:
+        print(f"--phases: expected some of grads, train, bench; got {args.phases!r}")
         return 2
+    grads = gradient_checks("cuda") if "grads" in phases else []
     rows = []
     if "train" in phases:
         share = TRAIN_SHARE if "bench" in phases else 1.0
@@ -184,9 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = f"stopped at the {left:.0f} s left of the budget"
     page = Path(args.page)
     results = page.read_text() if page.is_file() and bench == 0 else f"Benchmark: {bench}.\n"
-    page.write_text(gpu_page(results, check_table(rows) if rows else ""))
-    (out / "checks.json").write_text(json.dumps({"checks": rows, "benchmark": bench}, indent=2))
+    tables = (gradient_table(grads) + "\n" if grads else "") + (check_table(rows) if rows else "")
+    page.write_text(gpu_page(results, tables))
+    (out / "checks.json").write_text(json.dumps({"gradients": grads, "checks": rows, "benchmark": bench}, indent=2))
     failed = [r["check"] for r in rows if not (r["state"] == "done" and (r.get("dice") or 0) >= FLOOR)]
+    failed += [f"{r['check']} gradients" for r in grads if not r["pass"]]
     if failed:
         print(f"gpu-check: failed or below the Dice floor {FLOOR}: {', '.join(failed)}")
     print(f"gpu-check: {time.perf_counter() - started:.0f} s; page {page}", flush=True)

@@ -161,3 +161,17 @@ def test_gpu_page_keeps_the_results_under_its_own_introduction():
     assert page.startswith("# GPU benchmarks") and "make bench" not in page
     assert "## Results\n\n| a |" in page and page.endswith("### Training check\n")
     assert gpu_check.gpu_page("Benchmark: not run (--phases).\n", "").startswith(gpu_check.GPU_INTRO)
+
+
+def test_gpu_check_compares_compiled_and_eager_gradients(monkeypatch):
+    """The gradient row on this machine's CPU (what the check runs on CUDA): compiled and eager agree; a check that
+    raises is a failed row, not a crash."""
+    gpu_check = _gpu_check_module()
+    row = gpu_check.compiled_gradients("unet", "cpu")
+    assert row["pass"] and row["cosine"] > gpu_check.GRAD_COSINE and row["norm_eager"] > 0
+    assert abs(row["norm_compiled"] / row["norm_eager"] - 1) < 1e-3
+    monkeypatch.setattr(gpu_check, "ARCHS", ("nonesuch",))
+    (bad,) = gpu_check.gradient_checks("cpu")
+    assert not bad["pass"] and "nonesuch" in bad["error"] or "model" in bad["error"]
+    table = gpu_check.gradient_table([row, bad])
+    assert f"| unet | {row['cosine']:.4f} |" in table and "| nonesuch | failed:" in table and table.count("| no |") == 1

@@ -239,25 +239,3 @@ def test_blocks_take_the_literal_formulas_while_compiling(monkeypatch, variant, 
     torch.testing.assert_close(literal_x.grad, eager_x.grad)
     for p, g in zip(block.parameters(), eager_grads):
         torch.testing.assert_close(p.grad, g)
-
-
-def test_compiled_scse_unet_gradients_equal_eager():
-    """torch.compile (inductor, this machine's CPU) of a small channels-last scSE U-Net: one step's gradients equal
-    the eager step's in fp32 (the H200 run that motivated the literal path measured cosine 0.41 there)."""
-    from scseg.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("unet", num_classes=3, filters=4, depth=2, se="scse").to(memory_format=torch.channels_last)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 1, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 3, (2, 16, 16), generator=g)
-
-    def grads(module):
-        model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(module(x), y).backward()
-        return torch.cat([p.grad.flatten() for p in model.parameters()])
-
-    eager = grads(model)
-    compiled = grads(torch.compile(model))
-    assert torch.nn.functional.cosine_similarity(eager, compiled, dim=0) > 0.9999
-    torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-5)
