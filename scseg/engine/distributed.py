@@ -133,9 +133,12 @@ def shard(items: list, ctx: DistContext) -> list:
     return items[ctx.rank :: ctx.world_size]
 
 
-def cleanup(ctx: DistContext) -> None:
-    """Tear the process group down together: a rank that destroys gloo's pairs while a peer still works on its
-    last step (rank 0 writing files) can take that peer down with SIGABRT, so every rank waits at a barrier first."""
+def cleanup(ctx: DistContext, together: bool = True) -> None:
+    """Leave the process group. ``together`` (a rank that finished normally): wait at a barrier first, because a
+    rank that destroys gloo's pairs while a peer still works on its last step (rank 0 writing files) can take that
+    peer down with SIGABRT. A failing rank passes ``together=False`` and leaves at once: its peers sit in another
+    collective and would never reach the barrier, and torchrun ends them when this rank exits."""
     if ctx.enabled and dist.is_initialized():
-        dist.barrier()
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

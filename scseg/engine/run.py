@@ -267,6 +267,7 @@ def run_training(
     digest, name = identity(cfg)
     folder = run_folder(cfg, name)
     lock = None
+    failed = True  # until the run returns: a failing rank leaves the process group without waiting for its peers
     try:
         decision = "fresh"
         if dist.is_main:
@@ -277,6 +278,7 @@ def run_training(
         decision = broadcast_object(decision, dist)
         if decision == "skip":
             print(f"skipping {folder}: already done with the same config (hash {digest[:8]})", flush=True)
+            failed = False
             return RunResult(folder, "skipped", summary=_read_json(folder / "summary.json"))
         if dist.is_main:
             if decision == "fresh":
@@ -284,7 +286,9 @@ def run_training(
             write_config_snapshot(folder, cfg, overrides or [])
             rd.write_status(folder, "running", digest)
         hashes = (digest, comparison_hash(cfg))
-        return _train_in(spec, folder, hashes, decision, dist, multirun, stop_after_epoch, started)
+        result = _train_in(spec, folder, hashes, decision, dist, multirun, stop_after_epoch, started)
+        failed = False
+        return result
     except BaseException as exc:
         if dist.is_main and folder.exists() and lock is not None and lock.locked:
             try:
@@ -297,7 +301,7 @@ def run_training(
     finally:
         if lock is not None:
             lock.release()
-        cleanup(dist)
+        cleanup(dist, together=not failed)
 
 
 def _train_in(spec: RunSpec, folder, hashes, decision, dist, multirun, stop_after_epoch, started) -> RunResult:

@@ -200,3 +200,46 @@ def test_the_ddp_preset_resolves_to_this_machine():
     spec = RunSpec.from_config(compose_train_config(["trainer=ddp"]))
     if not torch.cuda.is_available():
         assert (spec.trainer.device, spec.trainer.backend) == ("cpu", "gloo")
+
+
+def test_a_finished_rank_waits_for_its_peers_and_a_failing_one_does_not(monkeypatch):
+    """`cleanup` meets the other ranks at a barrier before leaving (no SIGABRT in a peer still writing), except on
+    a failing rank: its peers sit in another collective and would never arrive, so it leaves at once."""
+    import torch.distributed
+
+    from scseg.engine.distributed import DistContext, cleanup
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    ctx = DistContext(group=True)
+    cleanup(ctx)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    cleanup(ctx, together=False)
+    assert calls == ["destroy"]
+    calls.clear()
+    cleanup(DistContext())  # one process, no group: nothing to leave
+    assert calls == []
+
+
+def test_a_failing_run_leaves_the_group_without_waiting(tiny_config, monkeypatch):
+    """run_training tells `cleanup` whether this rank finished: a finished (or skipped) run waits for its peers, a
+    run that raised does not (a barrier there would hang every rank until the collective times out)."""
+    from scseg.engine import run as run_module
+    from scseg.engine import trainer as trainer_module
+
+    seen: list[bool] = []
+    monkeypatch.setattr(run_module, "cleanup", lambda ctx, together=True: seen.append(together))
+    run_module.run_training(tiny_config("unet"))
+    run_module.run_training(tiny_config("unet"))  # the same config again: skipped
+    assert seen == [True, True]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a rank fails mid-training")
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fail)
+    with pytest.raises(RuntimeError, match="mid-training"):
+        run_module.run_training(tiny_config("sdnet"))
+    assert seen == [True, True, False]
