@@ -27,6 +27,8 @@ Sections (``--sections``, comma-separated; default: all):
   training step at the MALC preset), compile time apart.
 - ``precision``: bf16 autocast against fp32 for a U-Net step on this CPU (the measurement behind trainer.amp=auto).
 - ``gpu`` (CUDA only): slices/s per architecture at 256 x 256 with channels-last, bf16 autocast, torch.compile.
+- ``gpu_profile`` (CUDA only): the paper U-Net's scSE against none under the profiler (the operators scSE adds) and
+  the floor a perfectly fused scSE could reach at the device's copy bandwidth.
 
 Timings are only as good as the machine is quiet: run it on an idle machine (``make bench``); the load average
 before and after each section is recorded next to its numbers. ``--quick`` shrinks everything for a smoke test.
@@ -48,6 +50,7 @@ from bench.common import SECTIONS, Section, load_average, machine_info
 from bench.compile import section_compile
 from bench.evaluation import section_evaluation, section_evaluation_runs
 from bench.gpu import section_gpu
+from bench.gpu_profile import section_gpu_profile
 from bench.page import meta_line, output_path, render_page, render_results, render_section, render_targets
 from bench.pipeline import section_pipeline
 from bench.precision import section_precision
@@ -63,6 +66,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "evaluation": section_evaluation,
     "evaluation_runs": section_evaluation_runs,
     "gpu": section_gpu,
+    "gpu_profile": section_gpu_profile,
     "compile": section_compile,
     "precision": section_precision,
 }

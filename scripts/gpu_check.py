@@ -13,7 +13,10 @@
    not timings, and a GPU lease is short;
 2. then, alone on the GPU, the benchmark's GPU section (training slices/s per architecture at 256 x 256 in fp32,
    channels-last, bf16 and compile; the paper U-Net's scSE step time against none, interleaved in the same rounds)
-   is written to docs/benchmarks_gpu.md with the machine named, and the training check's table appended.
+   is written to docs/benchmarks_gpu.md with the machine named, and the training check's table appended;
+3. last, the benchmark's ``gpu_profile`` section: the paper U-Net's none and scSE steps under the profiler (the
+   operators scSE adds, largest first) and the floor a perfectly fused scSE could reach at this GPU's copy
+   bandwidth, appended to the page. It runs in its own process, so running out of budget there loses only it.
 
 Every phase runs under a share of ``--budget-s``; a phase that fails or runs out of time is reported as such and the
 others still run, so one lease gives every answer it can. Each run's output is kept in ``--out``.
@@ -35,6 +38,8 @@ ARCHS = ("unet", "sdnet", "fcdensenet")
 STEPS = 300
 FLOOR = 0.5
 TRAIN_SHARE = 0.45  # of the budget, for the training checks together (they run at once)
+PROFILE_SHARE = 0.3  # of what the benchmark phase finds left, kept for the profile after it
+PHASES = ("grads", "train", "bench", "profile")
 GRAD_COSINE = 0.999  # compiled vs eager gradients of one fp32 step: rounding only stays far above this
 
 
@@ -209,12 +214,31 @@ figures are on [benchmarks.md](benchmarks.md); the protocol is the same.
 """
 
 
-def gpu_page(benchmark_markdown: str, checks: str) -> str:
+def gpu_page(benchmark_markdown: str, checks: str, profile: str = "") -> str:
     """The GPU page: its own introduction, then the benchmark's results (from its ``## Results`` heading on; the
-    benchmark writer's introduction describes the CPU page) and the training check's table."""
+    benchmark writer's introduction describes the CPU page), the training check's table and the profile's
+    sections (:func:`sections_of`)."""
     _, found, results = benchmark_markdown.partition("## Results")
     body = (found + results) if found else benchmark_markdown
-    return GPU_INTRO + "\n" + body.strip("\n") + "\n\n" + checks
+    page = GPU_INTRO + "\n" + body.strip("\n") + "\n\n" + checks
+    return page + ("\n" + profile.strip("\n") + "\n" if profile else "")
+
+
+def sections_of(benchmark_markdown: str) -> str:
+    """A benchmark page's sections and targets (from its first ``###`` heading on), without the page's
+    introduction and machine line: what the profile phase appends to the GPU page."""
+    _, found, rest = benchmark_markdown.partition("\n### ")
+    return "### " + rest if found else benchmark_markdown
+
+
+def run_benchmark(sections: str, out: Path, page: Path, timeout_s: float) -> int | str:
+    """``scripts/benchmark.py --sections ...`` in its own process: its exit status, or why it stopped."""
+    command = [sys.executable, "scripts/benchmark.py", "--sections", sections, "--out", str(out)]
+    command += ["--markdown", str(page), "--command", "make gpu-check"]
+    try:
+        return subprocess.run(command, cwd=REPO, timeout=max(1.0, timeout_s)).returncode
+    except subprocess.TimeoutExpired:
+        return f"stopped at the {timeout_s:.0f} s left of the budget"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -224,9 +248,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--page", default=str(REPO / "docs" / "benchmarks_gpu.md"), help="the GPU benchmarks page")
     parser.add_argument(
         "--phases",
-        default="grads,train,bench",
+        default=",".join(PHASES),
         help="comma-separated: grads (compiled vs eager gradients), train (the training checks), bench (the GPU "
-        "benchmark section); default all three",
+        "benchmark section), profile (where scSE's step time goes, and its floor); default all four",
     )
     return parser.parse_args(argv)
 
@@ -243,8 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     phases = set(args.phases.split(","))
-    if not phases <= {"grads", "train", "bench"}:
-        print(f"--phases: expected some of grads, train, bench; got {args.phases!r}")
+    if not phases <= set(PHASES):
+        print(f"--phases: expected some of {', '.join(PHASES)}; got {args.phases!r}")
         return 2
     grads = gradient_checks("cuda") if "grads" in phases else []
     rows = []
@@ -253,26 +277,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_checks(training_checks(out), out, share * args.budget_s)
     for r in rows:
         print(f"{r['check']}: {r['state']}, test Dice {r.get('dice')}, {r['seconds']:.0f} s", flush=True)
-    left = args.budget_s - (time.perf_counter() - started)
-    command = [sys.executable, "scripts/benchmark.py", "--sections", "gpu", "--out", str(out / "benchmark_gpu.json")]
-    command += ["--markdown", args.page, "--command", "make gpu-check"]
+    page = Path(args.page)
     bench: int | str = "not run (--phases)"
     if "bench" in phases:
-        try:
-            bench = subprocess.run(command, cwd=REPO, timeout=max(1.0, left)).returncode
-        except subprocess.TimeoutExpired:
-            bench = f"stopped at the {left:.0f} s left of the budget"
-    page = Path(args.page)
+        left = args.budget_s - (time.perf_counter() - started)
+        share = left * (1 - PROFILE_SHARE) if "profile" in phases else left
+        bench = run_benchmark("gpu", out / "benchmark_gpu.json", page, share)
     results = page.read_text() if page.is_file() and bench == 0 else f"Benchmark: {bench}.\n"
+    profile: int | str = "not run (--phases)"
+    profile_text = ""
+    if "profile" in phases:
+        profile_page = out / "profile.md"
+        profile = run_benchmark("gpu_profile", out / "profile.json", profile_page, budget_left(args, started))
+        profile_text = sections_of(profile_page.read_text()) if profile == 0 else f"Profile: {profile}.\n"
     tables = (gradient_table(grads) + "\n" if grads else "") + (check_table(rows) if rows else "")
-    page.write_text(gpu_page(results, tables))
-    (out / "checks.json").write_text(json.dumps({"gradients": grads, "checks": rows, "benchmark": bench}, indent=2))
+    page.write_text(gpu_page(results, tables, profile_text))
+    report = {"gradients": grads, "checks": rows, "benchmark": bench, "profile": profile}
+    (out / "checks.json").write_text(json.dumps(report, indent=2))
     failed = [r["check"] for r in rows if not (r["state"] == "done" and (r.get("dice") or 0) >= FLOOR)]
     failed += [f"{r['check']} gradients" for r in grads if not r["pass"]]
     if failed:
         print(f"gpu-check: failed or below the Dice floor {FLOOR}: {', '.join(failed)}")
     print(f"gpu-check: {time.perf_counter() - started:.0f} s; page {page}", flush=True)
-    return 1 if failed or bench not in (0, "not run (--phases)") else 0
+    return 1 if failed or any(r not in (0, "not run (--phases)") for r in (bench, profile)) else 0
+
+
+def budget_left(args: argparse.Namespace, started: float) -> float:
+    return args.budget_s - (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

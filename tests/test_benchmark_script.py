@@ -176,3 +176,57 @@ def test_gpu_check_compares_compiled_and_eager_gradients(monkeypatch):
     assert "nonesuch" in bad["error"] or "model" in bad["error"], bad["error"]
     table = gpu_check.gradient_table([row, bad])
     assert f"| unet | {row['cosine']:.4f} |" in table and "| nonesuch | failed:" in table and table.count("| no |") == 1
+
+
+def test_gpu_page_appends_the_profile_sections():
+    gpu_check = _gpu_check_module()
+    profile_page = "# Benchmarks\n\nintro\n\n## Results\n\nMachine: x\n\n### GPU: where\n\n| t |\n\n### Targets\n"
+    part = gpu_check.sections_of(profile_page)
+    assert part.startswith("### GPU: where") and "Machine" not in part and part.rstrip().endswith("### Targets")
+    page = gpu_check.gpu_page("## Results\n\n| a |\n", "### Training check\n", part)
+    assert page.index("### Training check") < page.index("### GPU: where") and page.endswith("### Targets\n")
+
+
+def _bench_module(name):
+    import importlib
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return importlib.import_module(f"bench.{name}")
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_profile_rows_name_what_scse_adds_and_the_floor_is_seven_passes():
+    """Operators ranked by the time scSE adds, shares of the whole difference summing to 100; the floor is seven
+    passes over the SE sites' bytes at the measured bandwidth, against the none step."""
+    profile = _bench_module("gpu_profile")
+    none = {"conv": 10.0, "bn": 2.0, "gone": 0.5}
+    scse = {"conv": 10.5, "bn": 2.0, "mul": 1.0, "mean": 0.25}
+    rows = profile.added_ops(none, scse)
+    assert [r["op"] for r in rows] == ["mul", "conv", "mean", "(all other operators, net)"]
+    assert rows[-1]["delta_ms"] == pytest.approx(-0.5)  # "gone" left scSE's profile
+    assert sum(r["share"] for r in rows) == pytest.approx(100.0)
+    times = {"none|m": [0.100, 0.102, 0.098], "scse|m": [0.120, 0.118, 0.122]}
+    row = profile.floor_row("m", site_bytes=10**8, bandwidth=10**12, times=times, batch=32)
+    assert row["floor_ms"] == pytest.approx(1000 * 7 * 10**8 / 10**12)
+    assert row["floor_pct"] == pytest.approx(100 * 0.0007 / 0.100)
+    assert row["measured_pct"] == pytest.approx(20.0) and row["slices"] == pytest.approx(320.0)
+
+
+def test_gpu_profile_section_runs_its_code_path_on_the_cpu(tmp_path):
+    """The profile section end to end at quick sizes on the CPU (what make gpu-check runs on CUDA): a floor row with
+    the SE sites' bytes, and an operator table in which scSE's own autograd nodes appear."""
+    out = tmp_path / "profile.json"
+    command = [sys.executable, str(SCRIPT), "--quick", "--threads=1", "--sections=gpu_profile", "--gpu-device=cpu"]
+    result = subprocess.run([*command, f"--out={out}"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["gpu_profile"]
+    assert section["skipped"] is None and not [n for n in section["notes"] if "failed" in n], section["notes"]
+    (floor,) = section["tables"][0]["rows"]
+    # paper U-Net at 32 x 32, batch 2: 8 SE sites of 64 channels (se.positions: 4 encoder and 4 decoder blocks)
+    pixels = 2 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4) * 2
+    assert floor["site_mib"] * 2**20 == 64 * pixels * 2  # bf16 under autocast: 2 bytes an element
+    assert floor["bandwidth"] > 0 and floor["floor_ms"] > 0 and floor["none_ms"] > 0
+    ops = {r["op"] for r in section["tables"][1]["rows"]}
+    assert any("ScSE" in op or "Project" in op for op in ops), ops

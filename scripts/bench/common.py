@@ -27,6 +27,7 @@ SECTIONS = (
     "evaluation",
     "evaluation_runs",
     "gpu",
+    "gpu_profile",
 )
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"

@@ -43,6 +43,18 @@ def gpu_step(cfg: Any, device: Any, images: Any, labels: Any, mode: tuple[bool, 
     return step
 
 
+def synchronized(step: Callable[[], None], device: Any) -> Callable[[], None]:
+    """``step`` followed by a wait for the device, so a timer around it sees the work and not just its launch."""
+    import torch
+
+    def run() -> None:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return run
+
+
 UNET_MODES = tuple(GPU_MODES)  # the paper U-Net: every mode (the issue's targets are on it)
 # SD-Net and FC-DenseNet without compile here: each compile costs a minute of a short GPU lease, and make gpu-check's
 # training check compiles both anyway
@@ -89,14 +101,6 @@ def section_gpu(args: argparse.Namespace) -> Section:
     images, labels = synthetic_batch(batch, size, MALC_NUM_CLASSES)
     images, labels = images.to(device), labels.to(device)
 
-    def synchronized(step: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
-        return run
-
     for arch in archs:
         modes = UNET_MODES if arch == "unet" else OTHER_MODES
         runs: dict[str, Callable[[], None]] = {}
@@ -106,7 +110,7 @@ def section_gpu(args: argparse.Namespace) -> Section:
             for mode in modes:
                 key = f"{se}|{mode}"
                 try:
-                    run = synchronized(gpu_step(cfg, device, images, labels, GPU_MODES[mode]))
+                    run = synchronized(gpu_step(cfg, device, images, labels, GPU_MODES[mode]), device)
                     started = time.perf_counter()
                     run()
                     first[key] = time.perf_counter() - started

@@ -41,7 +41,8 @@ What each section measures:
   per volume) against per-class numpy loops and MONAI's `DiceMetric` (optional: `pip install -e '.[bench]'`),
   checked to give the same numbers.
 - **GPU** (only with CUDA): slices/s per architecture at 256 x 256 with channels-last, bf16 autocast and
-  `torch.compile`.
+  `torch.compile`; where scSE's extra step time goes (profiler) and the least a fused scSE could add at the
+  device's copy bandwidth.
 """
 
 
