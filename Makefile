@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
 .DEFAULT_GOAL := help
-.PHONY: gpu-check help install test test-cpus test-slow lint format demo zoo-demo study paper-cpu paper-studies zoo results zoo-results tb summary bench clean
+.PHONY: gpu-check gpu-wheels help install test test-cpus test-slow lint format demo zoo-demo study paper-cpu paper-studies zoo results zoo-results tb summary bench clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench: install ## the benchmark suite on an idle machine: JSON + docs/benchmarks
 
 gpu-check: install ## on a CUDA machine: every architecture with bf16 + compile, DDP/NCCL, the GPU benchmark (<= 8 min)
 	$(VPY) scripts/gpu_check.py
+
+gpu-wheels: install ## wheels for gpu-check on a GPU machine without network: make gpu-wheels [PY=3.12] (into .whl/)
+	bash scripts/offline_wheels.sh .whl $(or $(PY),3.12)
 
 demo: install ## the four-way comparison on the phantom dataset (CPU, < 15 min)
 	bash scripts/demo.sh $(RUNS)
