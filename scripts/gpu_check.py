@@ -38,7 +38,6 @@ ARCHS = ("unet", "sdnet", "fcdensenet")
 STEPS = 300
 FLOOR = 0.5
 TRAIN_SHARE = 0.45  # of the budget, for the training checks together (they run at once)
-PROFILE_SHARE = 0.3  # of what the benchmark phase finds left, kept for the profile after it
 PHASES = ("grads", "train", "bench", "profile")
 GRAD_COSINE = 0.999  # compiled vs eager gradients of one fp32 step: rounding only stays far above this
 
@@ -280,9 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     page = Path(args.page)
     bench: int | str = "not run (--phases)"
     if "bench" in phases:
-        left = args.budget_s - (time.perf_counter() - started)
-        share = left * (1 - PROFILE_SHARE) if "profile" in phases else left
-        bench = run_benchmark("gpu", out / "benchmark_gpu.json", page, share)
+        # the benchmark first: the profile takes what it leaves (run it alone with --phases profile for more)
+        bench = run_benchmark("gpu", out / "benchmark_gpu.json", page, budget_left(args, started))
     results = page.read_text() if page.is_file() and bench == 0 else f"Benchmark: {bench}.\n"
     profile: int | str = "not run (--phases)"
     profile_text = ""
