@@ -19,7 +19,9 @@
    bandwidth, appended to the page. It runs in its own process, so running out of budget there loses only it.
 
 Every phase runs under a share of ``--budget-s``; a phase that fails or runs out of time is reported as such and the
-others still run, so one lease gives every answer it can. Each run's output is kept in ``--out``.
+others still run, so one lease gives every answer it can. Each run's output is kept in ``--out``; a call with
+``--phases`` takes the phases it does not run from the previous call's ``--out``, so a check split over two calls
+still writes one page.
 On a machine without CUDA it prints `no CUDA device` and exits with status 2 at once (tested).
 """
 
@@ -39,6 +41,8 @@ STEPS = 300
 FLOOR = 0.5
 TRAIN_SHARE = 0.45  # of the budget, for the training checks together (they run at once)
 PHASES = ("grads", "train", "bench", "profile")
+NOT_RUN = "not run (--phases)"
+BENCH_PAGE, PROFILE_PAGE = "benchmark_gpu.md", "profile.md"  # in --out: each phase's page, kept between calls
 GRAD_COSINE = 0.999  # compiled vs eager gradients of one fp32 step: rounding only stays far above this
 
 
@@ -269,35 +273,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not phases <= set(PHASES):
         print(f"--phases: expected some of {', '.join(PHASES)}; got {args.phases!r}")
         return 2
-    grads = gradient_checks("cuda") if "grads" in phases else []
-    rows = []
+    fresh: dict = {}
+    if "grads" in phases:
+        fresh["gradients"] = gradient_checks("cuda")
     if "train" in phases:
         share = TRAIN_SHARE if "bench" in phases else 1.0
-        rows = run_checks(training_checks(out), out, share * args.budget_s)
-    for r in rows:
-        print(f"{r['check']}: {r['state']}, test Dice {r.get('dice')}, {r['seconds']:.0f} s", flush=True)
-    page = Path(args.page)
-    bench: int | str = "not run (--phases)"
+        fresh["checks"] = run_checks(training_checks(out), out, share * args.budget_s)
+        for r in fresh["checks"]:
+            print(f"{r['check']}: {r['state']}, test Dice {r.get('dice')}, {r['seconds']:.0f} s", flush=True)
     if "bench" in phases:
         # the benchmark first: the profile takes what it leaves (run it alone with --phases profile for more)
-        bench = run_benchmark("gpu", out / "benchmark_gpu.json", page, budget_left(args, started))
-    results = page.read_text() if page.is_file() and bench == 0 else f"Benchmark: {bench}.\n"
-    profile: int | str = "not run (--phases)"
-    profile_text = ""
+        fresh["benchmark"] = run_benchmark(
+            "gpu", out / "benchmark_gpu.json", out / BENCH_PAGE, budget_left(args, started)
+        )
     if "profile" in phases:
-        profile_page = out / "profile.md"
-        profile = run_benchmark("gpu_profile", out / "profile.json", profile_page, budget_left(args, started))
-        profile_text = sections_of(profile_page.read_text()) if profile == 0 else f"Profile: {profile}.\n"
-    tables = (gradient_table(grads) + "\n" if grads else "") + (check_table(rows) if rows else "")
-    page.write_text(gpu_page(results, tables, profile_text))
-    report = {"gradients": grads, "checks": rows, "benchmark": bench, "profile": profile}
-    (out / "checks.json").write_text(json.dumps(report, indent=2))
-    failed = [r["check"] for r in rows if not (r["state"] == "done" and (r.get("dice") or 0) >= FLOOR)]
-    failed += [f"{r['check']} gradients" for r in grads if not r["pass"]]
+        fresh["profile"] = run_benchmark(
+            "gpu_profile", out / "profile.json", out / PROFILE_PAGE, budget_left(args, started)
+        )
+    page = Path(args.page)
+    report = write_report(out, page, fresh)
+    failed = [r["check"] for r in report["checks"] if not (r["state"] == "done" and (r.get("dice") or 0) >= FLOOR)]
+    failed += [f"{r['check']} gradients" for r in report["gradients"] if not r["pass"]]
     if failed:
         print(f"gpu-check: failed or below the Dice floor {FLOOR}: {', '.join(failed)}")
     print(f"gpu-check: {time.perf_counter() - started:.0f} s; page {page}", flush=True)
-    return 1 if failed or any(r not in (0, "not run (--phases)") for r in (bench, profile)) else 0
+    return 1 if failed or any(report[k] not in (0, NOT_RUN) for k in ("benchmark", "profile")) else 0
+
+
+def write_report(out: Path, page: Path, fresh: dict) -> dict:
+    """The GPU page and ``out/checks.json`` from this call's phases (``fresh``) and, for the phases it did not run,
+    the previous call's results in the same ``--out``: a lease can split the check over calls (``--phases
+    grads,train``, then ``--phases bench,profile``) and still get one page with every answer."""
+    previous_file = out / "checks.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
+    report = {"gradients": [], "checks": [], "benchmark": NOT_RUN, "profile": NOT_RUN}
+    report.update({k: previous[k] for k in report if k in previous})
+    report.update(fresh)
+    bench, profile = report["benchmark"], report["profile"]
+    results = (out / BENCH_PAGE).read_text() if bench == 0 else f"Benchmark: {bench}.\n"
+    profile_text = ""
+    if profile != NOT_RUN:
+        profile_text = sections_of((out / PROFILE_PAGE).read_text()) if profile == 0 else f"Profile: {profile}.\n"
+    grads, rows = report["gradients"], report["checks"]
+    tables = (gradient_table(grads) + "\n" if grads else "") + (check_table(rows) if rows else "")
+    page.write_text(gpu_page(results, tables, profile_text))
+    previous_file.write_text(json.dumps(report, indent=2))
+    return report
 
 
 def budget_left(args: argparse.Namespace, started: float) -> float:

@@ -230,3 +230,23 @@ def test_gpu_profile_section_runs_its_code_path_on_the_cpu(tmp_path):
     assert floor["bandwidth"] > 0 and floor["floor_ms"] > 0 and floor["none_ms"] > 0
     ops = {r["op"] for r in section["tables"][1]["rows"]}
     assert any("ScSE" in op or "Project" in op for op in ops), ops
+
+
+def test_gpu_check_split_over_two_calls_writes_one_page(tmp_path):
+    """``--phases grads,train`` then ``--phases bench,profile`` in the same --out: the second call's page still
+    holds the first call's tables, and a failed phase of either call is kept in checks.json."""
+    gpu_check = _gpu_check_module()
+    page = tmp_path / "benchmarks_gpu.md"
+    grad = {"check": "unet", "cosine": 1.0, "norm_eager": 1.0, "norm_compiled": 1.0, "seconds": 3, "pass": True}
+    check = {"check": "unet", "state": "done", "dice": 0.8, "precision": "bf16", "seconds": 80}
+    first = gpu_check.write_report(tmp_path, page, {"gradients": [grad], "checks": [check]})
+    assert first["benchmark"] == gpu_check.NOT_RUN and "Benchmark: not run" in page.read_text()
+    (tmp_path / gpu_check.BENCH_PAGE).write_text("# Benchmarks\n\n## Results\n\n| slices |\n")
+    (tmp_path / gpu_check.PROFILE_PAGE).write_text("# B\n\n## Results\n\nMachine: m\n\n### GPU: where\n\n| op |\n")
+    second = gpu_check.write_report(tmp_path, page, {"benchmark": 0, "profile": "stopped at the 5 s left"})
+    text = page.read_text()
+    assert "### Compiled gradients" in text and "| unet | done | 0.800 |" in text and "| slices |" in text
+    assert "Profile: stopped at the 5 s left." in text and "### GPU: where" not in text
+    assert second["checks"] == [check] and second["profile"].startswith("stopped")
+    gpu_check.write_report(tmp_path, page, {"profile": 0})
+    assert "### GPU: where" in page.read_text() and "| unet | done | 0.800 |" in page.read_text()
