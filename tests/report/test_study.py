@@ -378,3 +378,28 @@ def test_runs_trained_unlike_are_named_on_the_page(tmp_path):
     assert any("U-Net scse: its runs have 2 comparison hashes" in line for line in analysis.unlike)
     assert any("differs from none's" in line for line in analysis.unlike)
     assert "**Unlike runs.**" in render_page(analysis, odd)
+
+
+def _none_run(arch: str, fold: int | None, seed: int, val: float):
+    from scseg.report.tidy import CaseRow
+
+    return CaseRow(
+        arch=arch, variant="none", se="none", aggregation="", gate_scale=1.0, capacity_match="", seed=seed,
+        fold=fold, run=f"{arch}-{seed}-{fold}", n_params=1, comparison_hash="h", commit="c", dirty="", cpu="x",
+        se_kernels="aten", val_dice=val, subject="s1", class_id=1, structure="liver", n_ref=1.0, dice=0.8,
+    )  # fmt: skip
+
+
+def test_under_trained_compares_architectures_on_the_folds_both_have():
+    """A sweep that reached only the hard fold of FC-DenseNet is not held against all five folds of U-Net; a network
+    that is worse on the same fold is flagged, and the reason names the folds; without folds, the mean over runs."""
+    from scseg.report.study import under_trained
+
+    unet = [_none_run("unet", f, 0, 0.66 if f == 0 else 0.88) for f in range(5)]
+    assert under_trained([*unet, _none_run("fcdensenet", 0, 0, 0.65)], 0.03) == {}
+    flagged = under_trained([*unet, _none_run("fcdensenet", 0, 0, 0.60), _none_run("fcdensenet", 0, 1, 0.62)], 0.03)
+    assert set(flagged) == {"fcdensenet"} and "0.610 is 0.050 below" in flagged["fcdensenet"]
+    assert flagged["fcdensenet"].endswith("(margin 0.03, on folds 0)")
+    plain = [_none_run("unet", None, s, 0.85) for s in range(5)] + [_none_run("sdnet", None, 0, 0.80)]
+    assert under_trained(plain, 0.03) == {"sdnet": "`none` validation Dice 0.800 is 0.050 below the best "
+                                          "architecture's 0.850 (margin 0.03)"}  # fmt: skip
