@@ -6,8 +6,8 @@ Whether a fused kernel could meet that target is a question of memory traffic, n
 tiny, and every SE block passes over the full-size feature map it recalibrates. Two answers, per mode:
 
 1. **Profile.** ``torch.profiler`` over a few training steps of ``none`` and of ``scse`` (the same seeded backbone,
-   the benchmark's batch and size): self device time per ATen operator (compiled: per generated kernel), per step.
-   The table lists the operators whose time scSE adds, largest first, so a session with a lease sees what to fuse.
+   the benchmark's batch and size): device time per CUDA kernel (compiled: the generated ones), per step. The table
+   lists the kernels whose time scSE adds, largest first, so a session with a lease sees what to fuse.
 2. **Floor.** The full-size passes a perfectly fused scSE block cannot avoid at each site: forward, one read of
    ``x`` for both squeezes (the channel mean and the spatial projection) and one read of ``x`` plus one write of
    the output for the recalibration; backward, one read each of the incoming gradient and of ``x`` for the gates'
@@ -32,6 +32,7 @@ from bench.training import compose, seeded_model, synthetic_batch
 FLOOR_PASSES = 7  # forward: read x (squeezes), read x + write out; backward: read grad + x, read grad + write grad_x
 PROFILE_MODES = ("bf16 channels-last", "bf16 channels-last compile")
 TOP_OPS = 12
+NAME_CHARS = 90  # CUDA kernel names are whole template signatures
 
 
 def se_site_bytes(cfg: Any, device: Any, images: Any, mode: tuple[bool, bool, bool]) -> int:
@@ -77,9 +78,11 @@ def copy_bandwidth(device: Any, nbytes: int, repeats: int = 5) -> float:
 
 
 def op_times(step: Callable[[], None], device: Any, steps: int) -> dict[str, float]:
-    """Self time per operator (device time on CUDA, CPU time elsewhere), milliseconds per step, over ``steps``
-    profiled steps after one warm-up step."""
+    """Milliseconds per step over ``steps`` profiled steps after one warm-up step: on CUDA the device time of each
+    kernel (names cut to ``NAME_CHARS``; an operator's own row would count its kernels a second time), elsewhere
+    each operator's self CPU time."""
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     step()
@@ -91,9 +94,12 @@ def op_times(step: Callable[[], None], device: Any, steps: int) -> dict[str, flo
             torch.cuda.synchronize(device)
     times: dict[str, float] = {}
     for event in prof.key_averages():
+        if device.type == "cuda" and event.device_type != DeviceType.CUDA:
+            continue
         micros = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
         if micros > 0:
-            times[event.key] = times.get(event.key, 0.0) + micros / 1000.0 / steps
+            name = event.key[:NAME_CHARS].replace("|", "/")
+            times[name] = times.get(name, 0.0) + micros / 1000.0 / steps
     return times
 
 
@@ -185,9 +191,9 @@ def section_gpu_profile(args: argparse.Namespace) -> Section:
         floors.rows.append(row)
         section.raw[mode] = {"times": times, "ops": profiles}
         ops = Table(
-            f"Operators scSE adds per step ({mode}), largest first",
+            f"What scSE adds per step ({mode}), largest first (CUDA: kernels; CPU: operators)",
             [
-                ("op", "operator", "s"),
+                ("op", "kernel or operator", "s"),
                 ("none_ms", "none ms", ".3f"),
                 ("scse_ms", "scSE ms", ".3f"),
                 ("delta_ms", "added ms", "+.3f"),
