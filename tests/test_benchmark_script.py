@@ -228,8 +228,11 @@ def test_gpu_profile_section_runs_its_code_path_on_the_cpu(tmp_path):
     pixels = 2 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4) * 2
     assert floor["site_mib"] * 2**20 == 64 * pixels * 2  # bf16 under autocast: 2 bytes an element
     assert floor["bandwidth"] > 0 and floor["floor_ms"] > 0 and floor["none_ms"] > 0
-    ops = {r["op"] for r in section["tables"][1]["rows"]}
-    assert any("ScSE" in op or "Project" in op for op in ops), ops
+    # scSE's own autograd nodes are profiled in its step and absent from none's (the ranked table of added time
+    # depends on timings, which a busy 2-core machine reorders; the profiles themselves do not)
+    profiles = section["raw"]["bf16 channels-last"]["ops"]
+    assert any("ScSE" in op for op in profiles["scse"]) and not any("ScSE" in op for op in profiles["none"])
+    assert len(section["tables"][1]["rows"]) >= 2  # at least one operator scSE adds, then the net rest
 
 
 def test_gpu_check_split_over_two_calls_writes_one_page(tmp_path):
