@@ -127,10 +127,12 @@ paper-studies: install ## all the studies behind docs/results (hours; resumable)
 zoo: install ## the module zoo on MALC at the CPU preset: make zoo RUNS=... [STEPS=libraries attention control quicknat]
 	bash scripts/zoo_study.sh "$(RUNS)" $(STEPS)
 
-zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_cpu.md from the zoo runs in RUNS
-	$(VENV)/bin/scseg-study collect "$(RUNS)/zoo_malc_cpu" --csv docs/results/zoo_malc_cpu/per_case.csv.gz
-	$(VENV)/bin/scseg-study page --csv docs/results/zoo_malc_cpu/per_case.csv.gz --page docs/results/zoo_malc_cpu.md \
-	  --settings configs/report/zoo_malc.yaml --command "make zoo-results"
+ZOO_CSV = docs/results/zoo_malc_cpu/per_case.csv.gz
+ZOO_PAGE = scseg-study page --csv $(ZOO_CSV) --page docs/results/zoo_malc_cpu.md --settings configs/report/zoo_malc.yaml
+zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_cpu.md from the zoo runs in RUNS (MERGE=1: add to the CSV)
+	@test -d "$(RUNS)/zoo_malc_cpu" || { echo "usage: make zoo-results RUNS=<folder holding zoo_malc_cpu/> [MERGE=1]"; exit 2; }
+	$(VENV)/bin/scseg-study collect "$(RUNS)/zoo_malc_cpu" --csv $(ZOO_CSV) $(if $(MERGE),--merge,)
+	$(VENV)/bin/$(ZOO_PAGE) --command "$(ZOO_PAGE)"
 
 # Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu_study/per_case.csv.gz,
 # committed), then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis

@@ -106,9 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     task = args.task or title or args.csv.parent.name
     figure = None if args.no_figures else args.page.with_name(f"{args.page.stem}_effects.png")
-    if figure is not None and write_forest_plot(analysis, figure, task=task) is None:
-        print("matplotlib is not installed (pip install -e .[report]): no forest plot", file=sys.stderr)
-        figure = None
+    if figure is not None:
+        figure, why_not = write_forest_plot(analysis, figure, task=task)
+        if why_not:
+            print(f"no forest plot: {why_not}", file=sys.stderr)
     command = args.command or (
         f"scseg-study page --csv {_relative(args.csv)} --page {_relative(args.page)}"
         + (f" --settings {_relative(args.settings)}" if args.settings else "")

@@ -363,19 +363,24 @@ def render(
     return "\n".join(out)
 
 
-def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: int = 120) -> Path | None:
-    """Effect vs none with its interval for every architecture x variant; the equivalence band shaded and the
-    paper's +4-9 % band marked for the magnitude claim's architecture. None without matplotlib."""
+def write_forest_plot(
+    analysis: StudyAnalysis, path: Path, *, task: str, dpi: int = 120
+) -> tuple[Path | None, str | None]:
+    """Effect vs none with its interval for every architecture x variant, then the other modules and the controls;
+    the equivalence band shaded and the paper's +4-9 % band marked for the magnitude claim's architecture.
+
+    Returns (path, None), or (None, why nothing was drawn): matplotlib missing, or no effect to plot.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # the optional report extra
-        return None
-    rows = [(a, e) for a, e in analysis.vs_none] + [(a, e) for a, e, _ in analysis.controls]
+        return None, "matplotlib is not installed (pip install -e .[report])"
+    rows = list(analysis.vs_none) + list(analysis.others_vs_none) + [(a, e) for a, e, _ in analysis.controls]
     if not rows:
-        return None
+        return None, "no effect to plot yet (no cell has a paired `none`)"
     s = analysis.settings
     height = 0.42 * len(rows) + 1.9
     fig, ax = plt.subplots(figsize=(7.5, height))
@@ -410,7 +415,7 @@ def write_forest_plot(analysis: StudyAnalysis, path: Path, *, task: str, dpi: in
     fig.savefig(buffer, dpi=dpi, format="png", metadata={"Software": None})
     plt.close(fig)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return path
+    return path, None
 
 
 __all__: Sequence[str] = ["render", "variant_name", "write_forest_plot"]

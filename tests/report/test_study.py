@@ -265,6 +265,24 @@ def test_a_library_preset_is_its_own_cell_and_other_modules_get_their_own_family
     assert "## Other modules and library presets vs none" in page and "| U-Net | CBAM |" in page
 
 
+def test_forest_plot_draws_other_modules_and_says_why_when_it_draws_nothing(tmp_path):
+    """A zoo page has no paper variant beside `none`, only other modules: they are its picture. With nothing to
+    plot, the reason says so (not "matplotlib is not installed")."""
+    import dataclasses as dc
+
+    pytest.importorskip("matplotlib")
+    from scseg.report.study_page import write_forest_plot
+
+    base = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant == "none"]
+    cbam = [dc.replace(r, variant="cbam", se="cbam", dice=r.dice + 0.03) for r in base]
+    analysis = analyse(base + cbam, StudySettings(n_boot=200))
+    assert not analysis.vs_none and analysis.others_vs_none
+    path, why_not = write_forest_plot(analysis, tmp_path / "zoo_effects.png", task="zoo")
+    assert why_not is None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path, why_not = write_forest_plot(analyse(base, StudySettings(n_boot=200)), tmp_path / "none.png", task="t")
+    assert path is None and "no effect to plot" in why_not and not (tmp_path / "none.png").exists()
+
+
 def test_see_also_lines_become_their_own_section_and_nothing_without_them():
     rows = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant in ("none", "cse")]
     plain = render_page(analyse(rows, StudySettings(n_boot=200)), rows)
