@@ -5,6 +5,7 @@ Usage::
     scseg-study collect RUNS/<experiment> --csv docs/results/<task>/per_case.csv [--merge]
     scseg-study page --csv docs/results/<task>/per_case.csv --page docs/results/<task>.md \\
         --settings configs/report/<task>.yaml --task "MALC 2012 ..."
+    scseg-study reproduce --csv A.csv.gz --against B.csv.gz
 
 ``collect`` reads every finished run folder (``summary.json`` and ``per_case.csv``) and writes one row per run x
 test subject x structure (scseg/report/tidy.py); it prints the folders it left out. ``--merge`` adds the folder's
@@ -13,6 +14,9 @@ runs to an existing CSV (runs finished elsewhere or in an earlier session stay; 
 paper's claims, controls; scseg/report/study.py) and writes the Markdown page and, with matplotlib,
 ``<page stem>_effects.png`` beside it.
 The settings file (``configs/report/<task>.yaml``) holds the analysis knobs; ``--set key=value`` overrides one.
+``reproduce`` pairs the runs of two CSVs that trained the same network (architecture, parameters, SE settings,
+precision, seed, fold; scseg/report/reproduce.py) and says whether their per-case Dice are bit-identical: whether
+runs of two commits or machines can be pooled.
 
 Exit status: 0 written, 2 bad input (a missing folder or file, a malformed CSV, an unknown setting).
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from scseg.atomic import atomic_write_text
+from scseg.report.reproduce import pair_runs, render_pairs
 from scseg.report.study import StudySettings, analyse
 from scseg.report.study_page import render, write_forest_plot
 from scseg.report.tidy import collect, merge_rows, read_csv, write_csv
@@ -54,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="the task named in the page's title (default: the CSV's folder)")
     p.add_argument("--no-figures", action="store_true", help="do not draw the forest plot")
     p.add_argument("--command", default=None, help="the command the page says made it (default: this one)")
+    r = sub.add_parser("reproduce", help="did the same network train the same in two CSVs (commits, machines)?")
+    r.add_argument("--csv", type=Path, required=True, help="one tidy CSV (scseg-study collect)")
+    r.add_argument("--against", type=Path, required=True, help="the other tidy CSV")
     return parser
 
 
@@ -83,6 +91,12 @@ def load_settings(path: Path | None, overrides: Sequence[str]) -> tuple[StudySet
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "reproduce":
+            for path in (args.csv, args.against):
+                if not path.is_file():
+                    raise ValueError(f"{path}: no such file")
+            print(render_pairs(pair_runs(read_csv(args.csv), read_csv(args.against))))
+            return 0
         if args.command == "collect":
             rows, notes = collect(args.experiment)
             if not rows:
