@@ -265,6 +265,32 @@ def test_a_library_preset_is_its_own_cell_and_other_modules_get_their_own_family
     assert "## Other modules and library presets vs none" in page and "| U-Net | CBAM |" in page
 
 
+def test_an_architecture_with_part_of_the_grid_never_reproduces_an_every_claim():
+    """QuickNAT trained with none and scSE only (the zoo): its scSE gain cannot show that every variant improves
+    every architecture (C1) or that scSE beats both its parts (C3). Alone it leaves both not tested; beside complete
+    architectures it keeps them from "reproduced"; a loss still contradicts."""
+    import dataclasses as dc
+
+    rows = read_csv(FIXTURE / "per_case.csv")
+    unet = [r for r in rows if r.arch == "unet" and r.variant in ("none", "cse", "sse", "scse")]
+    gain = [dc.replace(r, arch="quicknat", dice=r.dice + (0.05 if r.variant == "scse" else 0.0)) for r in unet]
+    quicknat = [r for r in gain if r.variant in ("none", "scse")]
+    alone = {c.key: c for c in analyse(quicknat, StudySettings(n_boot=500)).claims}
+    assert dict(analyse(quicknat, StudySettings(n_boot=500)).vs_none)["quicknat"].verdict == "better"
+    for key in ("C1", "C3"):
+        assert alone[key].verdict == "not tested" and "QuickNAT" in alone[key].detail
+    # beside a complete U-Net whose every variant gains (C1 reproduced on its own): no longer reproduced
+    complete = [dc.replace(r, dice=r.dice + (0.05 if r.variant != "none" else 0.0)) for r in unet]
+    c1 = {c.key: c for c in analyse(complete, StudySettings(n_boot=500)).claims}["C1"]
+    assert c1.verdict == "reproduced" and not c1.detail
+    both = {c.key: c for c in analyse(complete + quicknat, StudySettings(n_boot=500)).claims}
+    assert both["C1"].verdict == "inconclusive" and "whole set" in both["C1"].detail
+    # a loss on the partial architecture contradicts C1 whatever else is missing
+    loss = [dc.replace(r, dice=r.dice - 0.10 if r.variant == "scse" else r.dice) for r in quicknat]
+    lost = {c.key: c for c in analyse(loss, StudySettings(n_boot=500)).claims}
+    assert lost["C1"].verdict == "contradicted" and lost["C1"].deciding == ("QuickNAT",)
+
+
 def test_forest_plot_draws_other_modules_and_says_why_when_it_draws_nothing(tmp_path):
     """A zoo page has no paper variant beside `none`, only other modules: they are its picture. With nothing to
     plot, the reason says so (not "matplotlib is not installed")."""
