@@ -136,8 +136,9 @@ zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_c
 
 # Each task: the tidy per-case CSV from its finished run folders (docs/results/<task>_cpu_study/per_case.csv.gz,
 # committed), then the page and its forest plot from that CSV alone (configs/report/<task>.yaml holds the analysis
-# settings; the page names the command that remakes it from the CSV alone). The _study names keep the older
-# subject-level pages (<task>_cpu.md) apart until they are retired. MERGE=1 adds RUNS' runs to the committed CSV
+# settings; the page names the command that remakes it from the CSV alone), then the results index's copies of
+# its tables (scripts/sync_readme_results.py; the first, subject-level pages are in docs/results/archive/).
+# MERGE=1 adds RUNS' runs to the committed CSV
 # (runs of earlier sessions, whose folders are gone, stay; a run in both is replaced); without it the CSV holds
 # exactly the runs in RUNS.
 MERGE ?=
@@ -149,7 +150,8 @@ results: install ## docs/results/<task>_cpu_study/per_case.csv.gz and <task>_cpu
 	  page="scseg-study page --csv docs/results/$${task}_cpu_study/per_case.csv.gz --page docs/results/$${task}_cpu_study.md"; \
 	  page="$$page --settings configs/report/$${task}.yaml"; \
 	  $(VENV)/bin/$$page --command "$$page" || exit 1; \
-	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }
+	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }; \
+	$(VENV)/bin/python scripts/sync_readme_results.py
 
 tb: install ## TensorBoard on the runs folder (RUNS=..., PORT=...)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)

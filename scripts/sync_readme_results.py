@@ -1,16 +1,16 @@
-"""Copy the headline tables of the generated results pages into docs/results/README.md (the results index), so no
+"""Copy the headline tables of the generated study pages into docs/results/README.md (the results index), so no
 page but a generated one holds a typed number.
 
-The index marks one block per page::
+The index marks one block per page and table::
 
-    <!-- results:malc_cpu:main -->        the page's main table (architecture x SE variant)
-    <!-- results:malc_cpu:vs-none -->     each variant vs none (Wilcoxon, Holm)
-    <!-- results:malc_cpu:claims -->      the paper's claims and their verdicts
-    <!-- /results -->                     ends any block
+    <!-- results:malc_cpu_study:claims -->     the paper's claims and their verdicts
+    <!-- results:malc_cpu_study:main -->       the cells (mean Dice per architecture x variant)
+    <!-- results:malc_cpu_study:vs-none -->    each variant vs none, with its interval and verdict
+    <!-- /results -->                          ends any block
 
-Everything between a start marker and the next ``<!-- /results -->`` is replaced by the table found on
-``docs/results/malc_cpu.md`` (the first table after the page's matching heading). ``make results`` runs this after
-regenerating the pages; ``--check`` exits 1 when README is out of date (the test suite runs it that way).
+Everything between a start marker and the next ``<!-- /results -->`` is replaced by the first table after the
+page's matching heading on ``docs/results/<page>.md``. ``make results`` runs this after regenerating the pages;
+``--check`` exits 1 when the index is out of date (the test suite runs it that way).
 
     python scripts/sync_readme_results.py [--readme docs/results/README.md] [--pages docs/results] [--check]
 """
@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# block name -> the page heading whose first table the block copies (None: the table before the first "## ")
+# block name -> the study page's heading whose first table the block copies (scseg/report/study_page.py)
 SECTIONS: dict[str, str | None] = {
-    "claims": None,
-    "main": "## Main table",
+    "claims": "## The paper's claims",
+    "main": "## Cells",
     "vs-none": "## Each SE variant vs none",
 }
 START = re.compile(r"<!-- results:(?P<page>[a-z0-9_]+):(?P<section>[a-z-]+) -->")

@@ -13,23 +13,29 @@ sync_readme = load_script("sync_readme_results")
 
 PAGE = """# Results: a task
 
-| Claim | Verdict | Deciding p (Holm) |
+Generated from ...
+
+## The paper's claims
+
+| Claim | Verdict | Decided by |
 |---|---|---|
-| C1 x | reproduced | 0.01 |
+| C1 x | reproduced | U-Net |
 
 ## Reading this page
 
 - words
 
-## Main table
+## Cells
 
-Mean ± std.
+Mean foreground Dice over test subjects.
 
 | Architecture | none | cSE |
 |---|---|---|
 | U-Net | 0.800 | 0.810 |
 
-## Each SE variant vs none (9 comparisons, Holm over all of them)
+## Each SE variant vs none
+
+![effects vs none](task_cpu_effects.png)
 
 | Architecture | Variant | Verdict |
 |---|---|---|
@@ -55,7 +61,7 @@ def test_stale_blocks_are_replaced_and_text_around_them_kept(tmp_path):
     synced = sync_readme.sync(readme, tmp_path)
     assert "| old | table |" not in synced
     assert "| U-Net | 0.800 | 0.810 |" in synced
-    assert "| C1 x | reproduced | 0.01 |" in synced
+    assert "| C1 x | reproduced | U-Net |" in synced
     assert "| U-Net | cSE | inconclusive |" in synced
     assert synced.startswith("intro\n") and "\nbetween\n" in synced and synced.endswith("end\n")
     assert sync_readme.sync(synced, tmp_path) == synced  # idempotent
