@@ -94,12 +94,19 @@ zoo-demo: install ## U-Net with every recalibration module and library preset on
 # STUDY_ARGS="data=folder data.layout.images=... label_map@data.label_map=mymap" for a plain folder, or seed=0,1,2.
 STUDY_NAME ?= study
 STUDY_ARGS ?=
-study: install ## the 3 x 4 comparison on your data: make study DATA=<nnU-Net folder> [RUNS=runs] [STUDY_ARGS=...]
-	@test -n "$(DATA)" || { echo "usage: make study DATA=/path/to/DatasetXXX_Name [RUNS=runs] [STUDY_ARGS=...]"; exit 2; }
+# Seeds (or folds, via STUDY_ARGS="data.folds=5 data.fold=0,1,2,3,4") are the runs a verdict needs: with one seed
+# the study page says "too few runs" instead of claiming an effect a rerun could undo; STUDY_SEEDS=0,1,2 for three.
+STUDY_SEEDS ?= 0
+STUDY_OUT = $(RUNS)/$(STUDY_NAME)_study
+study: install ## the 3 x 4 comparison on your data, then its study page: make study DATA=<nnU-Net folder> [RUNS=runs] [STUDY_SEEDS=0,1,2] [STUDY_ARGS=...]
+	@test -n "$(DATA)" || { echo "usage: make study DATA=/path/to/DatasetXXX_Name [RUNS=runs] [STUDY_SEEDS=0] [STUDY_ARGS=...]"; exit 2; }
 	$(VENV)/bin/scseg-train -m experiment=quickstart experiment_name=$(STUDY_NAME) launcher=joblib \
-	  model=unet,sdnet,fcdensenet se=none,cse,sse,scse data=nnunet "data.layout.root='$(abspath $(DATA))'" \
-	  "paths.runs_dir=$(RUNS)" $(STUDY_ARGS); status=$$?; \
-	$(VENV)/bin/scseg-compare "$(RUNS)/$(STUDY_NAME)"; exit $$status
+	  model=unet,sdnet,fcdensenet se=none,cse,sse,scse seed=$(STUDY_SEEDS) data=nnunet \
+	  "data.layout.root='$(abspath $(DATA))'" "paths.runs_dir=$(RUNS)" $(STUDY_ARGS); status=$$?; \
+	$(VENV)/bin/scseg-compare "$(RUNS)/$(STUDY_NAME)" || status=1; \
+	$(VENV)/bin/scseg-study collect "$(RUNS)/$(STUDY_NAME)" --csv "$(STUDY_OUT)/per_case.csv.gz" && \
+	$(VENV)/bin/scseg-study page --csv "$(STUDY_OUT)/per_case.csv.gz" --page "$(STUDY_OUT).md" \
+	  --task "$(STUDY_NAME) ($(notdir $(abspath $(DATA))))" || status=1; exit $$status
 
 # The paper's four-way comparison on real data at the CPU presets, then its results page. Each task's grid
 # runs two jobs of one thread each (LAUNCHER=local: one job at a time with all threads; same run folders either way; ~7 %

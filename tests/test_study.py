@@ -1,4 +1,5 @@
-"""`make study DATA=<nnU-Net folder>`: the 3 x 4 grid with the quick-start settings, then the report."""
+"""`make study DATA=<nnU-Net folder>`: the 3 x 4 grid with the quick-start settings, then the report and the study
+page (intervals over runs and subjects)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,7 @@ def test_make_study_runs_the_grid_and_writes_the_report(tmp_path):
     assert len(folders) == 12 and all((p / "summary.json").is_file() for p in folders), sorted(names)
     assert {n.split("-")[0] for n in names} == {"unet", "sdnet", "fcdensenet"}
     assert any((runs / "study").rglob("*.md")), "no report written"
+    # the study page: one seed is one run per cell, so no verdict is claimed (training variance is not seen)
+    page = (runs / "study_study.md").read_text(encoding="utf-8")
+    assert (runs / "study_study" / "per_case.csv.gz").is_file()
+    assert "| U-Net | cSE |" in page and "too few runs" in page and "| better |" not in page

@@ -125,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if why_not:
             print(f"no forest plot: {why_not}", file=sys.stderr)
     command = args.command or (
-        f"scseg-study page --csv {_relative(args.csv)} --page {_relative(args.page)}"
-        + (f" --settings {_relative(args.settings)}" if args.settings else "")
+        f"scseg-study page --csv {_relative(args.csv, args.page)} --page {_relative(args.page, args.page)}"
+        + (f" --settings {_relative(args.settings, args.page)}" if args.settings else "")
         + "".join(f" --set {s}" for s in args.set)
         + (f" --task '{args.task}'" if args.task else "")
     )
@@ -145,12 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _relative(path: Path) -> str:
-    """A path as typed relative to the working directory when inside it (pages must not name machine folders)."""
+def _relative(path: Path, page: Path) -> str:
+    """A path as typed relative to the working directory when inside it, else relative to the page's folder (the
+    command then reruns from there): pages must not name machine folders."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        return path.name
+        return os.path.relpath(path.resolve(), page.resolve().parent)
 
 
 if __name__ == "__main__":

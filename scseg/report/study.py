@@ -275,8 +275,10 @@ def _compare(scores, arch, a, b, family, settings, seed) -> Effect:
 
 def _decide(effects: Sequence[tuple[str, Effect]], need: str = "all") -> tuple[str, tuple[str, ...]]:
     """``all``: reproduced when every comparison is better, contradicted when any is worse or equivalent;
-    ``any``: reproduced when one is better, contradicted when every one is worse or equivalent."""
-    if not effects:
+    ``any``: reproduced when one is better, contradicted when every one is worse or equivalent. Comparisons with
+    too few runs test nothing (one network per cell cannot see a rerun's move): they keep a claim from being
+    reproduced (``all``) or contradicted (``any``), and with only those it is "not tested"."""
+    if all(e.verdict == "too few runs" for _, e in effects):
         return "not tested", ()
     better = [a for a, e in effects if e.verdict == "better"]
     against = [a for a, e in effects if e.verdict in ("worse", "equivalent")]

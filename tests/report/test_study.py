@@ -291,6 +291,26 @@ def test_an_architecture_with_part_of_the_grid_never_reproduces_an_every_claim()
     assert lost["C1"].verdict == "contradicted" and lost["C1"].deciding == ("QuickNAT",)
 
 
+def test_one_run_per_cell_tests_no_claim_and_the_page_command_reruns_from_the_page_folder(tmp_path, monkeypatch):
+    """`make study` with one seed: every effect is "too few runs", so C1-C3 are not tested (not "inconclusive", as
+    if something had been weighed). The page lives outside the working directory: its command names the CSV
+    relative to the page's folder, never a machine path."""
+    rows = [r for r in read_csv(FIXTURE / "per_case.csv") if r.seed == 0]
+    claims = {c.key: c.verdict for c in analyse(rows, StudySettings(n_boot=200)).claims}
+    assert claims["C1"] == claims["C2"] == claims["C3"] == "not tested"
+    out = tmp_path / "runs"
+    (out / "study_study").mkdir(parents=True)
+    shutil.copy(FIXTURE / "per_case.csv", out / "study_study" / "per_case.csv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    csv_arg, page_arg = str(out / "study_study" / "per_case.csv"), str(out / "study_study.md")
+    assert main(["page", "--csv", csv_arg, "--page", page_arg, "--no-figures", "--set", "n_boot=200"]) == 0
+    text = (out / "study_study.md").read_text(encoding="utf-8")
+    assert "by `scseg-study page --csv study_study/per_case.csv --page study_study.md --set n_boot=200`" in text
+    assert str(tmp_path) not in text
+
+
 def test_forest_plot_draws_other_modules_and_says_why_when_it_draws_nothing(tmp_path):
     """A zoo page has no paper variant beside `none`, only other modules: they are its picture. With nothing to
     plot, the reason says so (not "matplotlib is not installed")."""
