@@ -6,6 +6,7 @@ Usage::
     scseg-study page --csv docs/results/<task>/per_case.csv --page docs/results/<task>.md \\
         --settings configs/report/<task>.yaml --task "MALC 2012 ..."
     scseg-study reproduce --csv A.csv.gz --against B.csv.gz
+    scseg-study status RUNS/<experiment>
 
 ``collect`` reads every finished run folder (``summary.json`` and ``per_case.csv``) and writes one row per run x
 test subject x structure (scseg/report/tidy.py); it prints the folders it left out. ``--merge`` adds the folder's
@@ -16,7 +17,9 @@ paper's claims, controls; scseg/report/study.py) and writes the Markdown page an
 The settings file (``configs/report/<task>.yaml``) holds the analysis knobs; ``--set key=value`` overrides one.
 ``reproduce`` pairs the runs of two CSVs that trained the same network (architecture, parameters, SE settings,
 precision, seed, fold; scseg/report/reproduce.py) and says whether their per-case Dice are bit-identical: whether
-runs of two commits or machines can be pooled.
+runs of two commits or machines can be pooled. ``status`` says where a (running) sweep of the experiment folder
+stands: runs done, training (epoch), interrupted or failed, and about how long the rest will take
+(scseg/engine/progress.py); it only reads, so it is safe beside the sweep.
 
 Exit status: 0 written, 2 bad input (a missing folder or file, a malformed CSV, an unknown setting).
 """
@@ -32,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from scseg.atomic import atomic_write_text
+from scseg.engine.progress import render_progress
 from scseg.report.reproduce import pair_runs, render_pairs
 from scseg.report.study import StudySettings, analyse
 from scseg.report.study_page import render, write_forest_plot
@@ -62,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="did the same network train the same in two CSVs (commits, machines)?")
     r.add_argument("--csv", type=Path, required=True, help="one tidy CSV (scseg-study collect)")
     r.add_argument("--against", type=Path, required=True, help="the other tidy CSV")
+    s = sub.add_parser("status", help="where a sweep stands: runs done, training, failed; the time left")
+    s.add_argument("experiment", type=Path, help="experiment folder holding one sub-folder per run")
     return parser
 
 
@@ -91,6 +97,9 @@ def load_settings(path: Path | None, overrides: Sequence[str]) -> tuple[StudySet
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "status":
+            print(render_progress(args.experiment))
+            return 0
         if args.command == "reproduce":
             for path in (args.csv, args.against):
                 if not path.is_file():

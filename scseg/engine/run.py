@@ -328,6 +328,17 @@ def _train_in(spec: RunSpec, folder, hashes, decision, dist, multirun, stop_afte
     trainer = Trainer(
         spec, model, dm, folder, dist, logger, show_progress=_progress_wanted(spec.trainer.progress_bar, multirun)
     )
+    if dist.is_main:
+        status_started = rd.read_status(folder) or {}
+        since = status_started.get("started_at", status_started.get("updated_at"))
+
+        def record_epoch(epoch: int, epochs: int) -> None:
+            try:
+                rd.write_status(folder, "running", digest, started_at=since, epoch=epoch, epochs=epochs)
+            except OSError as error:  # progress is a convenience: a full disk must not end the run here
+                print(f"warning: could not record progress in {folder / rd.STATUS_FILE}: {error}", flush=True)
+
+        trainer.on_epoch_end = record_epoch
     try:
         if decision == "resume":
             used = trainer.restore(folder / "checkpoints")

@@ -22,7 +22,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,9 @@ class Trainer:
         self.show_progress = show_progress and self.dist.is_main
         self.device = torch.device(self.settings.device)
         self.state = TrainState()
+        # called on the main process after each epoch's checkpoint with (epochs done, max epochs): run.py records
+        # it in status.json, where `scseg-study status` reads a sweep's progress
+        self.on_epoch_end: Callable[[int, int], None] | None = None
 
         self.amp_enabled = resolve_amp(self.settings.amp, self.device.type)
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[str(self.settings.amp_dtype)]
@@ -293,6 +296,8 @@ class Trainer:
                 self.state.step,
             )
             self.save(best=improved or not self.dm.subjects("val"))
+            if self.on_epoch_end is not None and self.dist.is_main:
+                self.on_epoch_end(self.state.epoch, max_epochs)
             self._print_epoch(record, max_epochs)
             if patience is not None and self.state.bad_validations >= int(patience):
                 self._print(f"early stopping: no better validation Dice for {patience} validations")

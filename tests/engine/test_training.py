@@ -84,6 +84,8 @@ def test_resume_gives_identical_weights(tiny_config, tmp_path, arch):
     first = run_training(interrupted_cfg, stop_after_epoch=1)
     assert first.state == "interrupted"
     assert ckpt.load_checkpoint(first.run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+    status = json.loads((first.run_dir / "status.json").read_text())  # the progress `scseg-study status` reads
+    assert (status["state"], status["epoch"], status["epochs"]) == ("running", 1, 3) and status["started_at"]
     resumed = run_training(interrupted_cfg)
     assert resumed.state == "done"
     a = ckpt.load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")
