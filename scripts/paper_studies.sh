@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The studies behind docs/results/malc_cpu_study.md and chaos_cpu_study.md, in the order that matters most when they cannot all
-# finish in one sitting: MALC U-Net -> MALC SD-Net -> CHAOS U-Net -> the rest. Each step is a resumable sweep (two
+# The studies behind docs/results/malc_cpu_study.md and chaos_cpu_study.md, in the order that matters most when
+# they cannot all finish in one sitting: MALC U-Net -> MALC SD-Net -> CHAOS U-Net -> the rest. Each step is a resumable sweep (two
 # one-thread jobs at a time): rerunning this script skips finished runs and resumes interrupted ones. Seeds come first
 # in each sweep, so the variants vary fastest: a sweep stopped half-way leaves whole seeds (every variant of them).
 #
