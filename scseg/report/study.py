@@ -37,6 +37,7 @@ VARIANT_PAIRS: tuple[tuple[str, str], ...] = (("sse", "cse"), ("scse", "cse"), (
 CONTROL_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("scse", "none-wide-scse", "scSE against a network without SE of the same parameter count"),
     ("cse", "none-wide-cse", "cSE against a network without SE of the same parameter count"),
+    ("none-wide-scse", "none", "the backbone widened to scSE's parameter count against the plain one: capacity alone"),
     ("scse-max", "scse", "scSE by element-wise max (gates in (0, 1)) against by addition (gates sum to (0, 2))"),
     ("scse-max", "none", "scSE by max (the authors' code, the TMI paper's best) against no SE"),
     ("scse-max", "cse", "concurrency without the gate-range confound: scSE max has cSE's gate range"),
@@ -309,12 +310,20 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
     plan = [(a, v) for a in archs for v in variants if v in PAPER_VARIANTS and (a, v) in cells and (a, "none") in cells]
     for i, (arch, variant) in enumerate(plan):
         analysis.vs_none.append((arch, _compare(scores, arch, variant, "none", len(plan), settings, seed=i)))
-    controls_of = {x for x, _, _ in CONTROL_PAIRS} | {y for _, y, _ in CONTROL_PAIRS}
+    # a cell some control of this study compares (per architecture) is shown there; any other non-paper cell (a
+    # module, a library preset, or a control cell whose partner was not trained) is compared with none in its own family
+    controlled = {
+        (a, v) for a in archs for x, y, _ in CONTROL_PAIRS if (a, x) in cells and (a, y) in cells for v in (x, y)
+    }
     others = [
         (a, v)
         for a in archs
         for v in variants
-        if v != "none" and v not in PAPER_VARIANTS and v not in controls_of and (a, v) in cells and (a, "none") in cells
+        if v != "none"
+        and v not in PAPER_VARIANTS
+        and (a, v) not in controlled
+        and (a, v) in cells
+        and (a, "none") in cells
     ]
     for i, (arch, variant) in enumerate(others):
         analysis.others_vs_none.append((arch, _compare(scores, arch, variant, "none", len(others), settings, 500 + i)))

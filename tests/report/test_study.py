@@ -311,6 +311,28 @@ def test_one_run_per_cell_tests_no_claim_and_the_page_command_reruns_from_the_pa
     assert str(tmp_path) not in text
 
 
+def test_a_capacity_matched_none_is_always_compared_and_a_control_without_its_partner_is_not_dropped():
+    """The zoo trains U-Net `none` widened to scSE's parameters but no plain scSE (only library presets): the
+    widened `none` still meets `none` (capacity alone, a control), and scSE max without scSE add or cSE/sSE still
+    meets `none` (its own control row); nothing trained is left out of every table."""
+    import dataclasses as dc
+
+    rows = read_csv(FIXTURE / "per_case.csv")
+    unet = [r for r in rows if r.arch == "unet" and r.variant in ("none", "scse-max")]
+    wide = [
+        dc.replace(r, variant="none-wide-scse", capacity_match="scse")
+        for r in rows
+        if r.arch == "unet" and r.variant == "none"
+    ]
+    smp = [dc.replace(r, variant="smp_scse") for r in rows if r.arch == "unet" and r.variant == "scse"]
+    analysis = analyse(unet + wide + smp, StudySettings(n_boot=200))
+    controls = {(e.a, e.b) for _, e, _ in analysis.controls}
+    assert ("none-wide-scse", "none") in controls and ("scse-max", "none") in controls
+    assert {e.a for _, e in analysis.others_vs_none} == {"smp_scse"}
+    shown = controls | {(e.a, e.b) for _, e in analysis.others_vs_none} | {(e.a, e.b) for _, e in analysis.vs_none}
+    assert {a for a, _ in shown} | {b for _, b in shown} == {"none", "scse-max", "none-wide-scse", "smp_scse"}
+
+
 def test_forest_plot_draws_other_modules_and_says_why_when_it_draws_nothing(tmp_path):
     """A zoo page has no paper variant beside `none`, only other modules: they are its picture. With nothing to
     plot, the reason says so (not "matplotlib is not installed")."""
