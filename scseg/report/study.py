@@ -79,6 +79,9 @@ class StudySettings:
     # Markdown lines for a "See also" section: measurements of the same task made outside the study's runs (another
     # evaluation protocol, another page), each naming where its command is. Not analysed, only linked.
     see_also: tuple[str, ...] = ()
+    # each paper variant vs none on every structure, one Bonferroni family per architecture x variant (the
+    # structures); secondary, decides no claim. Off for a quick re-analysis of a large CSV.
+    per_structure: bool = True
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> StudySettings:
@@ -133,6 +136,10 @@ class StudyAnalysis:
     claims: list[Claim] = field(default_factory=list)
     # (metric, arch, effect): each SE variant vs none on a boundary metric (see BOUNDARY_METRICS)
     boundary: list[tuple[str, str, Effect]] = field(default_factory=list)
+    # (arch, structure, effect): each paper variant vs none on one structure (see _per_structure)
+    per_structure: list[tuple[str, str, Effect]] = field(default_factory=list)
+    # structure -> mean reference volume of `none`'s cases (voxels of the file's grid), smallest first
+    structure_volumes: dict[str, float] = field(default_factory=dict)
     # runs that should have been trained alike and were not (see unlike_runs)
     unlike: list[str] = field(default_factory=list)
 
@@ -336,6 +343,8 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
         analysis.controls.append((arch, effect, why))
     _small_vs_large(analysis, rows, settings)
     _boundary(analysis, rows, plan, settings)
+    if settings.per_structure:
+        _per_structure(analysis, rows, plan, settings)
     analysis.claims = _claims(analysis, settings)
     return analysis
 
@@ -369,6 +378,30 @@ def _boundary(
             if lower_is_better:  # relative to none's distance, not the variant's
                 effect = dataclasses.replace(effect, relative=effect.estimate / float(np.nanmean(ma)))
             analysis.boundary.append((metric, arch, effect))
+
+
+def _per_structure(
+    analysis: StudyAnalysis, rows: Sequence[CaseRow], plan: Sequence[tuple[str, str]], settings: StudySettings
+) -> None:
+    """Each paper variant vs none on each structure's Dice, by the same estimator as the main effects (runs and
+    subjects resampled), Bonferroni over the structures of one architecture x variant: which structures move.
+    Structures run from the smallest mean reference volume to the largest (the paper's small-structure claim)."""
+    volumes: dict[str, list[float]] = defaultdict(list)
+    by_structure: dict[str, list[CaseRow]] = defaultdict(list)
+    for row in rows:
+        by_structure[row.structure].append(row)
+        if row.variant == "none" and row.n_ref > 0:
+            volumes[row.structure].append(row.n_ref)
+    order = sorted(volumes, key=lambda s: float(np.mean(volumes[s])))
+    analysis.structure_volumes = {s: float(np.mean(volumes[s])) for s in order}
+    scores = {s: subject_scores(by_structure[s]) for s in order}
+    for i, (arch, variant) in enumerate(plan):
+        for j, structure in enumerate(order):
+            cell, base = _cell_map(scores[structure], arch, variant), _cell_map(scores[structure], arch, "none")
+            if not cell or not base:
+                continue
+            effect = _compare(scores[structure], arch, variant, "none", len(order), settings, 1000 + 100 * i + j)
+            analysis.per_structure.append((arch, structure, effect))
 
 
 def _small_vs_large(analysis: StudyAnalysis, rows: Sequence[CaseRow], settings: StudySettings) -> None:

@@ -140,6 +140,37 @@ BOUNDARY_TITLES = {
 }
 
 
+VERDICT_MARKS = {"better": "▲", "worse": "▼", "equivalent": "="}
+
+
+def _per_structure_section(analysis: StudyAnalysis) -> list[str]:
+    """Each paper variant vs none per structure: estimate and verdict mark, smallest structure first."""
+    if not analysis.per_structure:
+        return []
+    columns = list(dict.fromkeys((a, e.a) for a, _, e in analysis.per_structure))
+    effects = {(a, e.a, s): e for a, s, e in analysis.per_structure}
+    level = f"{100 * analysis.per_structure[0][2].level:.2f} %"
+    out = [
+        "",
+        "## Per structure: each SE variant vs none",
+        "",
+        f"Δ Dice in points per structure, by the same estimator over runs and subjects; {level} intervals, Bonferroni "
+        "over the structures of each column. ▲ better and ▼ worse (the interval excludes 0), = equivalent (inside "
+        "the margin), no mark: inconclusive. Structures from the smallest mean reference volume (`none`'s test "
+        "cases, voxels of each file's grid) to the largest. Secondary: decides no claim.",
+        "",
+        "| Structure | volume | " + " | ".join(f"{arch_name(a)} {variant_name(v)}" for a, v in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
+    ]
+    for structure, volume in analysis.structure_volumes.items():
+        cells = []
+        for a, v in columns:
+            e = effects.get((a, v, structure))
+            cells.append("-" if e is None else f"{100 * e.estimate:+.2f} {VERDICT_MARKS.get(e.verdict, '')}".rstrip())
+        out.append(f"| {structure} | {volume:,.0f} | " + " | ".join(cells) + " |")
+    return out
+
+
 def _boundary_section(analysis: StudyAnalysis) -> list[str]:
     """Each SE variant vs none on HD95 and NSD (only where the runs computed them)."""
     if not analysis.boundary:
@@ -350,6 +381,7 @@ def render(
             "mean reference volume (voxels): positive means cSE does relatively worse on smaller structures.",
         ]
     out += [
+        *_per_structure_section(analysis),
         *_boundary_section(analysis),
         *_see_also(s.see_also),
         "",

@@ -333,6 +333,29 @@ def test_a_capacity_matched_none_is_always_compared_and_a_control_without_its_pa
     assert {a for a, _ in shown} | {b for _, b in shown} == {"none", "scse-max", "none-wide-scse", "smp_scse"}
 
 
+def test_per_structure_effects_find_the_structure_that_moved_and_order_by_volume():
+    """scSE lifts one structure by 5 points in every run and subject and leaves the others as they were: only that
+    structure reads better; rows run from the smallest structure to the largest; the section can be turned off."""
+    import dataclasses as dc
+
+    rows = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant in ("none", "scse")]
+    none = [r for r in rows if r.variant == "none"]
+    target = sorted({r.structure for r in none})[0]
+    scse = [
+        dc.replace(r, variant="scse", dice=min(r.dice + (0.05 if r.structure == target else 0.0), 1.0)) for r in none
+    ]
+    analysis = analyse(none + scse, StudySettings(n_boot=500))
+    verdicts = {s: e.verdict for a, s, e in analysis.per_structure}
+    assert verdicts[target] == "better"
+    assert all(v in ("equivalent", "inconclusive") for s, v in verdicts.items() if s != target)
+    volumes = list(analysis.structure_volumes.values())
+    assert volumes == sorted(volumes) and set(analysis.structure_volumes) == set(verdicts)
+    page = render_page(analysis, none + scse)
+    assert "## Per structure: each SE variant vs none" in page and f"| {target} |" in page and "▲" in page
+    off = analyse(none + scse, StudySettings(n_boot=500, per_structure=False))
+    assert not off.per_structure and "## Per structure" not in render_page(off, none + scse)
+
+
 def test_forest_plot_draws_other_modules_and_says_why_when_it_draws_nothing(tmp_path):
     """A zoo page has no paper variant beside `none`, only other modules: they are its picture. With nothing to
     plot, the reason says so (not "matplotlib is not installed")."""
