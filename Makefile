@@ -135,7 +135,8 @@ zoo: install ## the module zoo on MALC at the CPU preset: make zoo RUNS=... [STE
 	bash scripts/zoo_study.sh "$(RUNS)" $(STEPS)
 
 ZOO_CSV = docs/results/zoo_malc_cpu/per_case.csv.gz
-ZOO_PAGE = scseg-study page --csv $(ZOO_CSV) --page docs/results/zoo_malc_cpu.md --settings configs/report/zoo_malc.yaml
+ZOO_PAGE = scseg-study page --csv $(ZOO_CSV) --page docs/results/zoo_malc_cpu.md --settings configs/report/zoo_malc.yaml \
+  --effects-csv docs/results/zoo_malc_cpu/effects.csv
 zoo-results: install ## docs/results/zoo_malc_cpu/per_case.csv.gz and zoo_malc_cpu.md from the zoo runs in RUNS (MERGE=1: add to the CSV)
 	@test -d "$(RUNS)/zoo_malc_cpu" || { echo "usage: make zoo-results RUNS=<folder holding zoo_malc_cpu/> [MERGE=1]"; exit 2; }
 	$(VENV)/bin/scseg-study collect "$(RUNS)/zoo_malc_cpu" --csv $(ZOO_CSV) $(if $(MERGE),--merge,)
@@ -155,7 +156,7 @@ results: install ## docs/results/<task>_cpu_study/per_case.csv.gz and <task>_cpu
 	  $(VENV)/bin/scseg-study collect "$$dir" --csv docs/results/$${task}_cpu_study/per_case.csv.gz \
 	    $(if $(MERGE),--merge,) || exit 1; \
 	  page="scseg-study page --csv docs/results/$${task}_cpu_study/per_case.csv.gz --page docs/results/$${task}_cpu_study.md"; \
-	  page="$$page --settings configs/report/$${task}.yaml"; \
+	  page="$$page --settings configs/report/$${task}.yaml --effects-csv docs/results/$${task}_cpu_study/effects.csv"; \
 	  $(VENV)/bin/$$page --command "$$page" || exit 1; \
 	done; [ $$found = 1 ] || { echo "no paper_*_cpu runs under $(RUNS)"; exit 2; }; \
 	$(VENV)/bin/python scripts/sync_readme_results.py

@@ -36,6 +36,7 @@ import yaml
 
 from scseg.atomic import atomic_write_text
 from scseg.engine.progress import render_progress
+from scseg.report.effects_table import write_effects_csv
 from scseg.report.reproduce import pair_runs, render_pairs
 from scseg.report.study import StudySettings, analyse
 from scseg.report.study_page import render, write_forest_plot
@@ -63,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="the task named in the page's title (default: the CSV's folder)")
     p.add_argument("--no-figures", action="store_true", help="do not draw the forest plot")
     p.add_argument("--command", default=None, help="the command the page says made it (default: this one)")
+    p.add_argument(
+        "--effects-csv",
+        type=Path,
+        default=None,
+        help="also write every effect of the page, unrounded, as a CSV (scseg/report/effects_table.py)",
+    )
     r = sub.add_parser("reproduce", help="did the same network train the same in two CSVs (commits, machines)?")
     r.add_argument("--csv", type=Path, required=True, help="one tidy CSV (scseg-study collect)")
     r.add_argument("--against", type=Path, required=True, help="the other tidy CSV")
@@ -148,9 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         figure_name=figure.name if figure else None,
     )
     atomic_write_text(args.page, text)
+    if args.effects_csv is not None:
+        write_effects_csv(analysis, args.effects_csv)
     for claim in analysis.claims:
         print(f"{claim.key}: {claim.verdict} ({', '.join(claim.deciding) or '-'})")
-    print(f"Wrote {args.page}" + (f", {figure}" if figure else ""))
+    written = [args.page, figure, args.effects_csv]
+    print("Wrote " + ", ".join(str(path) for path in written if path is not None))
     return 0
 
 

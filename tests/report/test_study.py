@@ -197,9 +197,14 @@ def test_each_committed_page_regenerates_from_its_committed_csv(csv_path, tmp_pa
     named = re.search(r"--settings (\S+)", command)  # the settings the command names, else the task's
     settings = REPO / named.group(1) if named else REPO / "configs" / "report" / f"{task}.yaml"
     args += ["--settings", str(settings), "--command", command]
+    effects = re.search(r"--effects-csv (\S+)", command)  # the page's numbers as a CSV, committed beside it
+    if effects:
+        args += ["--effects-csv", str(tmp_path / "effects.csv")]
     assert main(args) == 0
     committed = page.read_text(encoding="utf-8").replace(f"![effects vs none]({page.stem}_effects.png)\n\n", "")
     assert out.read_text(encoding="utf-8") == committed
+    if effects:
+        assert (tmp_path / "effects.csv").read_bytes() == (REPO / effects.group(1)).read_bytes()
 
 
 def test_boundary_metrics_are_compared_with_lower_hd95_as_better():
