@@ -179,10 +179,15 @@ def render_progress(experiment: Path, now: datetime.datetime | None = None) -> s
         progress = sweep_progress(sweep, runs)
         told = ", ".join(f"{n} {s}" for s, n in progress.counts.items())
         lines.append(f"newest sweep {progress.name}: {progress.jobs} jobs: {told}")
-        if progress.eta_s is not None:
+        if progress.eta_s is not None and progress.counts["running"]:
             lines.append(
-                f"  about {_duration(progress.eta_s)} left at {max(progress.counts['running'], 1)} job(s) at a time "
+                f"  about {_duration(progress.eta_s)} left at {progress.counts['running']} job(s) at a time "
                 "(the median wall time of finished runs)"
+            )
+        elif progress.eta_s is not None:  # jobs wait but none runs: the sweep's process is gone
+            lines.append(
+                f"  no job is running: the sweep stopped; rerun its command to continue (about "
+                f"{_duration(progress.eta_s)} of work left at one job at a time)"
             )
     return "\n".join(lines)
 

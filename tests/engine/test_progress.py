@@ -114,3 +114,12 @@ def test_cli_names_a_missing_folder(tmp_path, capsys):
 
 def test_reads_the_status_file_the_runs_write():
     assert STATUS_FILE == rd.STATUS_FILE
+
+
+def test_a_sweep_whose_jobs_wait_with_none_running_is_said_to_have_stopped(tmp_path):
+    exp = tmp_path / "exp"
+    _run(exp, "a-done", "done", wall=600.0)
+    _sweep(exp, "2026-12-04_11-00-00-2", {0: {"state": "done", "run_dir": str(exp / "a-done")}, 1: None, 2: None})
+    text = render_progress(exp, NOW)
+    assert "3 jobs: 1 done, 0 skipped, 0 failed, 0 running, 2 waiting" in text
+    assert "no job is running: the sweep stopped" in text and "about 20 min of work left" in text
