@@ -105,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "status":
-            print(render_progress(args.experiment))
+            try:
+                print(render_progress(args.experiment), flush=True)
+            except BrokenPipeError:  # `scseg-study status ... | head`: the reader left, which is fine
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python docs' SIGPIPE recipe)
             return 0
         if args.command == "reproduce":
             for path in (args.csv, args.against):
