@@ -148,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f" --settings {_relative(args.settings, args.page)}" if args.settings else "")
         + "".join(f" --set {s}" for s in args.set)
         + (f" --task '{args.task}'" if args.task else "")
+        + (f" --effects-csv {_relative(args.effects_csv, args.page)}" if args.effects_csv else "")
     )
     text = render(
         analysis,
