@@ -79,7 +79,7 @@ class StudySettings:
     # Markdown lines for a "See also" section: measurements of the same task made outside the study's runs (another
     # evaluation protocol, another page), each naming where its command is. Not analysed, only linked.
     see_also: tuple[str, ...] = ()
-    # each paper variant vs none on every structure, one Bonferroni family per architecture x variant (the
+    # each variant or module vs none on every structure, one Bonferroni family per architecture x variant (the
     # structures); secondary, decides no claim. Off for a quick re-analysis of a large CSV.
     per_structure: bool = True
 
@@ -344,7 +344,7 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
     _small_vs_large(analysis, rows, settings)
     _boundary(analysis, rows, plan, settings)
     if settings.per_structure:
-        _per_structure(analysis, rows, plan, settings)
+        _per_structure(analysis, rows, [*plan, *others], settings)
     analysis.claims = _claims(analysis, settings)
     return analysis
 
@@ -383,8 +383,8 @@ def _boundary(
 def _per_structure(
     analysis: StudyAnalysis, rows: Sequence[CaseRow], plan: Sequence[tuple[str, str]], settings: StudySettings
 ) -> None:
-    """Each paper variant vs none on each structure's Dice, by the same estimator as the main effects (runs and
-    subjects resampled), Bonferroni over the structures of one architecture x variant: which structures move.
+    """Each paper variant (and other module) vs none on each structure's Dice, by the same estimator as the main
+    effects (runs and subjects resampled), Bonferroni over the structures of one column: which structures move.
     Structures run from the smallest mean reference volume to the largest (the paper's small-structure claim)."""
     volumes: dict[str, list[float]] = defaultdict(list)
     by_structure: dict[str, list[CaseRow]] = defaultdict(list)

@@ -144,7 +144,7 @@ VERDICT_MARKS = {"better": "▲", "worse": "▼", "equivalent": "="}
 
 
 def _per_structure_section(analysis: StudyAnalysis) -> list[str]:
-    """Each paper variant vs none per structure: estimate and verdict mark, smallest structure first."""
+    """Each variant or module vs none per structure: estimate and verdict mark, smallest structure first."""
     if not analysis.per_structure:
         return []
     columns = list(dict.fromkeys((a, e.a) for a, _, e in analysis.per_structure))
@@ -152,7 +152,7 @@ def _per_structure_section(analysis: StudyAnalysis) -> list[str]:
     level = f"{100 * analysis.per_structure[0][2].level:.2f} %"
     out = [
         "",
-        "## Per structure: each SE variant vs none",
+        "## Per structure: each SE variant or module vs none",
         "",
         f"Δ Dice in points per structure, by the same estimator over runs and subjects; {level} intervals, Bonferroni "
         "over the structures of each column. ▲ better and ▼ worse (the interval excludes 0), = equivalent (inside "

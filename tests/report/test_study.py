@@ -356,7 +356,7 @@ def test_per_structure_effects_find_the_structure_that_moved_and_order_by_volume
     volumes = list(analysis.structure_volumes.values())
     assert volumes == sorted(volumes) and set(analysis.structure_volumes) == set(verdicts)
     page = render_page(analysis, none + scse)
-    assert "## Per structure: each SE variant vs none" in page and f"| {target} |" in page and "▲" in page
+    assert "## Per structure: each SE variant or module vs none" in page and f"| {target} |" in page and "▲" in page
     off = analyse(none + scse, StudySettings(n_boot=500, per_structure=False))
     assert not off.per_structure and "## Per structure" not in render_page(off, none + scse)
 
