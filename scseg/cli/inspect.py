@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import nibabel as nib
 import numpy as np
@@ -198,7 +199,7 @@ def _file_orientation(meta: PreprocessMeta) -> tuple[str, tuple[int, ...], tuple
     return codes, tuple(int(s) for s in geometry.shape), spacing
 
 
-def inspect_dataset(name: str, overrides: Sequence[str] = (), seed: int = 0, out=None) -> list[str]:
+def inspect_dataset(name: str, overrides: Sequence[str] = (), seed: int = 0, out: TextIO | None = None) -> list[str]:
     """Prepare (cache) every subject of the dataset, print what was found and warn about what would go wrong.
 
     Returns the warnings (also printed, each prefixed `warning:`).

@@ -226,6 +226,7 @@ def folder_cases(
 
 
 def folder_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
+    """Cases of a plain folder of images and labels matched by patterns (``data=folder``), split by a file or seed."""
     root = _root(cfg, "folder")
     for key in ("images", "case_id"):
         if not cfg.get(key):
@@ -322,6 +323,7 @@ def group_images(folder: Path, modalities: int) -> dict[str, list[Path]]:
 
 # ---- nnU-Net --------------------------------------------------------------------------------------
 def nnunet_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
+    """Cases of an nnU-Net raw dataset (``dataset.json``, imagesTr/labelsTr, channels as ``_0000`` files)."""
     root = _root(cfg, "nnunet")
     ds_path = root / "dataset.json"
     meta = read_dataset_json(ds_path)
@@ -409,6 +411,7 @@ CHAOS_ID = r"^(?:image|label)_(.+?)\.nii\.gz$"
 
 
 def chaos_layout(cfg: Mapping[str, Any]) -> dict[str, list[Case]]:
+    """Cases of the CHAOS T2 folder (``image_*.nii.gz`` / ``label_*.nii.gz``, its ``split.json`` by default)."""
     root = _root(cfg, "chaos")
     cases = folder_cases(root, CHAOS_IMAGE, CHAOS_LABEL, CHAOS_ID)
     return _split_cases(cases, {"split_file": cfg.get("split_file") or "split.json"}, root, "data.layout")

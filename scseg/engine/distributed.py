@@ -97,6 +97,7 @@ def wrap_ddp(model: nn.Module, device_ids: list[int] | None) -> nn.Module:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every process of a distributed run (a no-op in a single process)."""
     if ctx.enabled:
         dist.barrier()
 

@@ -384,6 +384,7 @@ def counts_to_rows(
 
 
 def subject_id(subject: Any) -> str:
+    """The id a subject is reported under (per_case.csv, summary.json)."""
     return str(subject.id)
 
 

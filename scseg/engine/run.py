@@ -173,6 +173,7 @@ def build_model(spec: RunSpec, num_classes: int, in_channels: int) -> torch.nn.M
 
 
 def build_datamodule(spec: RunSpec) -> DataModule:
+    """The run's data: its subjects, cache and loaders, seeded like the run."""
     return DataModule(spec.data, seed=spec.seed)
 
 

@@ -42,6 +42,7 @@ def write_job_record(job_dir: str | Path, record: dict) -> None:
 
 
 def read_job_records(sweep_dir: str | Path) -> list[dict]:
+    """Every job record of a sweep folder, by job number; an unreadable record reads as a failed job."""
     records = []
     for path in sorted(Path(sweep_dir).glob(f"*/{RECORD}"), key=lambda p: (len(p.parent.name), p.parent.name)):
         try:

@@ -67,6 +67,7 @@ class TrainState:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's global and torch's generators: what a run draws before its own generators exist."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global RNG: third-party code may draw from it)
     torch.manual_seed(seed)

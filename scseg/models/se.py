@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -406,7 +406,7 @@ def is_recalibration(module: nn.Module) -> bool:
     return isinstance(getattr(module, "se_name", None), str)
 
 
-def outermost_blocks(model: nn.Module, is_block) -> list[nn.Module]:
+def outermost_blocks(model: nn.Module, is_block: Callable[[nn.Module], bool]) -> list[nn.Module]:
     """The modules of ``model`` (in ``named_modules`` order) for which ``is_block`` holds and that sit inside no
     other such module."""
     found: list[nn.Module] = []

@@ -86,6 +86,7 @@ class Effect:
 
 
 def z_two_sided(level: float) -> float:
+    """The normal quantile of a two-sided interval at ``level`` (0.95 -> 1.96)."""
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 

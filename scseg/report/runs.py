@@ -238,6 +238,7 @@ def _is_run_folder(path: Path) -> bool:
 
 
 def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; ValueError naming the file otherwise."""
     with path.open(encoding="utf-8") as fh:
         data = json.load(fh)
     if not isinstance(data, dict):
@@ -246,6 +247,7 @@ def read_json_object(path: Path) -> dict:
 
 
 def as_float(value: object) -> float:
+    """A CSV or JSON value as a float, NaN where it is empty or missing."""
     if value is None or value == "":
         return math.nan
     return float(value)  # type: ignore[arg-type]

@@ -176,6 +176,7 @@ def unlike_runs(rows: Sequence[CaseRow]) -> list[str]:
 
 
 def arch_name(arch: str) -> str:
+    """An architecture's name as the pages print it (``unet`` -> U-Net)."""
     return ARCH_NAMES.get(arch, arch)
 
 

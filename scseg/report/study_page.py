@@ -43,6 +43,7 @@ VARIANT_NAMES = {
 
 
 def variant_name(variant: str) -> str:
+    """A variant's or module's name as the pages print it (``scse-max`` -> scSE max)."""
     return VARIANT_NAMES.get(variant, variant)
 
 
@@ -250,6 +251,7 @@ def render(
     csv_name: str,
     figure_name: str | None,
 ) -> str:
+    """The study page's Markdown: claims, cells, effects, controls, per structure, boundary metrics, provenance."""
     s = analysis.settings
     archs, variants = analysis.archs, analysis.variants
     out = [

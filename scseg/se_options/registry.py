@@ -265,6 +265,7 @@ def find_module(name: str) -> ModuleSpec | None:
 
 
 def module_specs() -> tuple[ModuleSpec, ...]:
+    """Every registered recalibration module, in registration order."""
     return tuple(_REGISTRY.values())
 
 
