@@ -119,7 +119,12 @@ def newest_sweep(experiment: Path) -> Path | None:
 
 def sweep_progress(sweep: Path, runs: Sequence[RunProgress]) -> SweepProgress:
     """The jobs of one sweep by state, and the time left at the median wall time of the finished runs."""
-    jobs = json.loads((sweep / JOBS_FILE).read_text())
+    try:
+        jobs = json.loads((sweep / JOBS_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{sweep / JOBS_FILE}: not a readable sweep job list ({err})") from err
+    if not isinstance(jobs, dict):
+        raise ValueError(f"{sweep / JOBS_FILE}: expected a JSON object of job number -> overrides")
     by_name = {r.name: r for r in runs}
     counts = dict.fromkeys(("done", "skipped", "failed", "running", "waiting"), 0)
     running: list[RunProgress] = []

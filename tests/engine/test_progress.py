@@ -123,3 +123,12 @@ def test_a_sweep_whose_jobs_wait_with_none_running_is_said_to_have_stopped(tmp_p
     text = render_progress(exp, NOW)
     assert "3 jobs: 1 done, 0 skipped, 0 failed, 0 running, 2 waiting" in text
     assert "no job is running: the sweep stopped" in text and "about 20 min of work left" in text
+
+
+def test_a_corrupt_job_list_is_named(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    _run(exp, "a-done", "done", wall=600.0)
+    sweep = _sweep(exp, "2026-12-04_11-00-00-2", {0: None})
+    (sweep / "jobs.json").write_text("{not json")
+    assert main(["status", str(exp)]) == 2
+    assert "jobs.json: not a readable sweep job list" in capsys.readouterr().err
