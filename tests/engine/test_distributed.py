@@ -48,13 +48,11 @@ def _counts_worker(rank: int, world: int, port: int, overrides: list[str], out: 
 BUCKET_WARNING = "Grad strides do not match bucket view strides"
 
 
-def _ddp_steps_worker(rank: int, world: int, port: int, bucket_views: bool, out: str) -> None:
-    """Three SGD steps of a channels-last scSE U-Net (1x1 kernels: sSE, classifier) under DDP on gloo."""
+def _ddp_steps(rank: int, bucket_views: bool) -> dict:
+    """Three SGD steps of a channels-last scSE U-Net (1x1 kernels: sSE, classifier) under DDP on gloo. The DDP
+    module lives only in this frame, so its reducer is gone before the caller leaves the process group."""
     import warnings
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     from scseg.engine.distributed import wrap_ddp
     from scseg.models import create_model
 
@@ -70,10 +68,23 @@ def _ddp_steps_worker(rank: int, world: int, port: int, bucket_views: bool, out:
             optimizer.zero_grad(set_to_none=not bucket_views)
             module(images).square().mean().backward()
             optimizer.step()
+    warned = any(BUCKET_WARNING in str(w.message) for w in caught)
+    return {"warned": warned, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+def _ddp_steps_worker(rank: int, world: int, port: int, bucket_views: bool, out: str) -> None:
+    """Leaves gloo the way scseg.engine.run does: the DDP module already freed (a live reducer torn down with its
+    group aborted a rank in CI, "terminate called without an active exception"), then a barrier, then destroy."""
+    import gc
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    result = _ddp_steps(rank, bucket_views)
+    gc.collect()
     if rank == 0:
-        warned = any(BUCKET_WARNING in str(w.message) for w in caught)
-        torch.save({"warned": warned, "state": {k: v.clone() for k, v in model.state_dict().items()}}, out)
-    torch.distributed.barrier()  # no rank tears gloo down while the other still writes (SIGABRT in CI otherwise)
+        torch.save(result, out)
+    torch.distributed.barrier()  # no rank tears gloo down while the other still writes
     torch.distributed.destroy_process_group()
 
 
