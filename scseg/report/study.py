@@ -82,6 +82,10 @@ class StudySettings:
     # each variant or module vs none on every structure, one Bonferroni family per architecture x variant (the
     # structures); secondary, decides no claim. Off for a quick re-analysis of a large CSV.
     per_structure: bool = True
+    # cells compared with each other, every pair in one Bonferroni family, on each architecture that has both: the
+    # zoo's library presets, where the question is which one to pick, not whether it beats none
+    head_to_head: tuple[str, ...] = ()
+    head_to_head_title: str = "Head to head"
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> StudySettings:
@@ -90,7 +94,7 @@ class StudySettings:
         if unknown:
             raise ValueError(f"unknown report setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         values = dict(data)
-        for key in ("small_structures", "magnitude_band", "see_also"):
+        for key in ("small_structures", "magnitude_band", "see_also", "head_to_head"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -130,6 +134,8 @@ class StudyAnalysis:
     # every other module or preset (CBAM, ECA, smp_scse, ...) vs none: its own family, never in the paper's claims
     others_vs_none: list[tuple[str, Effect]] = field(default_factory=list)
     between: list[tuple[str, Effect]] = field(default_factory=list)
+    # the cells of settings.head_to_head against each other, a - b in the settings' order (one family)
+    head_to_head: list[tuple[str, Effect]] = field(default_factory=list)
     controls: list[tuple[str, Effect, str]] = field(default_factory=list)
     small_vs_large: list[tuple[str, Effect]] = field(default_factory=list)
     volume_slopes: dict[str, float] = field(default_factory=dict)
@@ -338,6 +344,15 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
     pairs = [(a, x, y) for a in archs for x, y in VARIANT_PAIRS if (a, x) in cells and (a, y) in cells]
     for i, (arch, x, y) in enumerate(pairs):
         analysis.between.append((arch, _compare(scores, arch, x, y, len(pairs), settings, seed=100 + i)))
+    duels = [
+        (a, x, y)
+        for a in archs
+        for i, x in enumerate(settings.head_to_head)
+        for y in settings.head_to_head[i + 1 :]
+        if (a, x) in cells and (a, y) in cells
+    ]
+    for i, (arch, x, y) in enumerate(duels):
+        analysis.head_to_head.append((arch, _compare(scores, arch, x, y, len(duels), settings, seed=300 + i)))
     controls = [(a, x, y, why) for a in archs for x, y, why in CONTROL_PAIRS if (a, x) in cells and (a, y) in cells]
     for i, (arch, x, y, why) in enumerate(controls):
         effect = _compare(scores, arch, x, y, len(controls), settings, seed=200 + i)

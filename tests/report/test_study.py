@@ -270,6 +270,38 @@ def test_a_library_preset_is_its_own_cell_and_other_modules_get_their_own_family
     assert "## Other modules and library presets vs none" in page and "| U-Net | CBAM |" in page
 
 
+def test_head_to_head_compares_every_pair_of_the_named_cells_in_one_family(tmp_path):
+    """The zoo asks which library's SE to pick: `head_to_head` compares each named cell with each other one (a - b
+    in the settings' order) in its own Bonferroni family, skips names without a cell, and puts them on the page and
+    in the effects CSV."""
+    import csv as csv_module
+    import dataclasses as dc
+    import io
+
+    from scseg.report.effects_table import effects_csv_text
+
+    none = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant == "none"]
+    shift = {"authors_scse": 0.03, "smp_scse": 0.0, "monai_cse": 0.03}
+    presets = [dc.replace(r, variant=v, se=v, dice=r.dice + d) for v, d in shift.items() for r in none]
+    names = ("authors_scse", "smp_scse", "monai_cse", "nnunet_cse")  # nnunet_cse was not trained
+    settings = StudySettings(n_boot=2000, head_to_head=names, head_to_head_title="Library presets")
+    analysis = analyse(none + presets, settings)
+    got = [(arch, e.a, e.b, e.verdict) for arch, e in analysis.head_to_head]
+    assert got == [
+        ("unet", "authors_scse", "smp_scse", "better"),
+        ("unet", "authors_scse", "monai_cse", "equivalent"),
+        ("unet", "smp_scse", "monai_cse", "worse"),
+    ]
+    assert {round(e.level, 6) for _, e in analysis.head_to_head} == {round(1 - 0.05 / 3, 6)}
+    assert all(e.b != "none" for _, e in analysis.head_to_head)
+    page = render_page(analysis, none + presets)
+    assert "## Library presets" in page and "| U-Net | scSE (authors' code) - scSE (SMP) |" in page
+    tables = [row["table"] for row in csv_module.DictReader(io.StringIO(effects_csv_text(analysis)))]
+    assert tables.count("head_to_head") == 3
+    # without the setting: no such section
+    assert "## Library presets" not in render_page(analyse(none + presets, StudySettings(n_boot=200)), none + presets)
+
+
 def test_an_architecture_with_part_of_the_grid_never_reproduces_an_every_claim():
     """QuickNAT trained with none and scSE only (the zoo): its scSE gain cannot show that every variant improves
     every architecture (C1) or that scSE beats both its parts (C3). Alone it leaves both not tested; beside complete
