@@ -52,8 +52,9 @@ def _rows(analysis: StudyAnalysis) -> Iterator[tuple[str, str, Effect, str, str,
         yield "vs_none", arch, effect, "", "dice", ""
     for arch, effect in analysis.others_vs_none:
         yield "others_vs_none", arch, effect, "", "dice", ""
-    for arch, effect in analysis.head_to_head:
-        yield "head_to_head", arch, effect, "", "dice", ""
+    for family, effects in analysis.families:
+        for arch, effect in effects:
+            yield family.key, arch, effect, "", "dice", ""
     for arch, effect in analysis.between:
         yield "variant_vs_variant", arch, effect, "", "dice", ""
     for arch, effect, why in analysis.controls:

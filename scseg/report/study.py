@@ -63,6 +63,36 @@ ARCH_NAMES: dict[str, str] = {"unet": "U-Net", "sdnet": "SD-Net", "fcdensenet": 
 
 
 @dataclass(frozen=True)
+class ComparisonFamily:
+    """A table of its own: each of ``cells`` minus ``reference`` when one is named, else every pair of ``cells``
+    (a - b in the given order), on every architecture that has both cells; Bonferroni over the table. Cells without
+    runs are skipped. ``key`` names the table in the effects CSV."""
+
+    key: str
+    title: str
+    cells: tuple[str, ...]
+    reference: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> ComparisonFamily:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        missing = sorted({"key", "title", "cells"} - set(data))
+        if unknown or missing:
+            raise ValueError(
+                f"report setting families: {'unknown ' + ', '.join(unknown) if unknown else ''}"
+                f"{'; ' if unknown and missing else ''}{'missing ' + ', '.join(missing) if missing else ''} "
+                f"(each family has key, title, cells and optionally reference)"
+            )
+        return cls(**{**data, "cells": tuple(data["cells"])})
+
+    def pairs(self) -> list[tuple[str, str]]:
+        if self.reference is not None:
+            return [(c, self.reference) for c in self.cells if c != self.reference]
+        return [(x, y) for i, x in enumerate(self.cells) for y in self.cells[i + 1 :]]
+
+
+@dataclass(frozen=True)
 class StudySettings:
     """The analysis knobs (``configs/report/<task>.yaml``)."""
 
@@ -82,10 +112,9 @@ class StudySettings:
     # each variant or module vs none on every structure, one Bonferroni family per architecture x variant (the
     # structures); secondary, decides no claim. Off for a quick re-analysis of a large CSV.
     per_structure: bool = True
-    # cells compared with each other, every pair in one Bonferroni family, on each architecture that has both: the
-    # zoo's library presets, where the question is which one to pick, not whether it beats none
-    head_to_head: tuple[str, ...] = ()
-    head_to_head_title: str = "Head to head"
+    # more comparisons beside those against none, each its own table and Bonferroni family (see ComparisonFamily):
+    # the zoo's library presets against each other, its attention modules against the paper's scSE
+    families: tuple[ComparisonFamily, ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> StudySettings:
@@ -94,9 +123,11 @@ class StudySettings:
         if unknown:
             raise ValueError(f"unknown report setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         values = dict(data)
-        for key in ("small_structures", "magnitude_band", "see_also", "head_to_head"):
+        for key in ("small_structures", "magnitude_band", "see_also"):
             if key in values:
                 values[key] = tuple(values[key])
+        if "families" in values:
+            values["families"] = tuple(ComparisonFamily.from_mapping(f) for f in values["families"])
         return cls(**values)
 
 
@@ -134,8 +165,8 @@ class StudyAnalysis:
     # every other module or preset (CBAM, ECA, smp_scse, ...) vs none: its own family, never in the paper's claims
     others_vs_none: list[tuple[str, Effect]] = field(default_factory=list)
     between: list[tuple[str, Effect]] = field(default_factory=list)
-    # the cells of settings.head_to_head against each other, a - b in the settings' order (one family)
-    head_to_head: list[tuple[str, Effect]] = field(default_factory=list)
+    # (family, [(arch, effect)]) for each of settings.families that has a comparison
+    families: list[tuple[ComparisonFamily, list[tuple[str, Effect]]]] = field(default_factory=list)
     controls: list[tuple[str, Effect, str]] = field(default_factory=list)
     small_vs_large: list[tuple[str, Effect]] = field(default_factory=list)
     volume_slopes: dict[str, float] = field(default_factory=dict)
@@ -344,15 +375,14 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
     pairs = [(a, x, y) for a in archs for x, y in VARIANT_PAIRS if (a, x) in cells and (a, y) in cells]
     for i, (arch, x, y) in enumerate(pairs):
         analysis.between.append((arch, _compare(scores, arch, x, y, len(pairs), settings, seed=100 + i)))
-    duels = [
-        (a, x, y)
-        for a in archs
-        for i, x in enumerate(settings.head_to_head)
-        for y in settings.head_to_head[i + 1 :]
-        if (a, x) in cells and (a, y) in cells
-    ]
-    for i, (arch, x, y) in enumerate(duels):
-        analysis.head_to_head.append((arch, _compare(scores, arch, x, y, len(duels), settings, seed=300 + i)))
+    for k, family in enumerate(settings.families):
+        duels = [(a, x, y) for a in archs for x, y in family.pairs() if (a, x) in cells and (a, y) in cells]
+        effects = [
+            (arch, _compare(scores, arch, x, y, len(duels), settings, seed=1000 * (k + 1) + i))
+            for i, (arch, x, y) in enumerate(duels)
+        ]
+        if effects:
+            analysis.families.append((family, effects))
     controls = [(a, x, y, why) for a in archs for x, y, why in CONTROL_PAIRS if (a, x) in cells and (a, y) in cells]
     for i, (arch, x, y, why) in enumerate(controls):
         effect = _compare(scores, arch, x, y, len(controls), settings, seed=200 + i)

@@ -355,17 +355,18 @@ def render(
         out += _effect_table(
             ["Architecture", "Module"], [((arch_name(a), variant_name(e.a)), e) for a, e in analysis.others_vs_none]
         )
-    if analysis.head_to_head:
+    for family, effects in analysis.families:
+        against = f"Each minus {variant_name(family.reference)}" if family.reference else "Each pair a - b"
         out += [
             "",
-            f"## {s.head_to_head_title}",
+            f"## {family.title}",
             "",
-            "Each pair a - b on the runs both hold; one family (Bonferroni over this table).",
+            f"{against} on the runs both hold; one family (Bonferroni over this table).",
             "",
         ]
         out += _effect_table(
             ["Architecture", "Comparison"],
-            [((arch_name(a), f"{variant_name(e.a)} - {variant_name(e.b)}"), e) for a, e in analysis.head_to_head],
+            [((arch_name(a), f"{variant_name(e.a)} - {variant_name(e.b)}"), e) for a, e in effects],
         )
     out += ["", "## Variant vs variant", ""]
     out += _effect_table(

@@ -20,7 +20,7 @@ def test_one_row_per_effect_with_the_page_identity_and_unrounded_numbers():
     expected = (
         len(analysis.vs_none)
         + len(analysis.others_vs_none)
-        + len(analysis.head_to_head)
+        + sum(len(effects) for _, effects in analysis.families)
         + len(analysis.between)
         + len(analysis.controls)
         + len(analysis.small_vs_large)

@@ -270,36 +270,60 @@ def test_a_library_preset_is_its_own_cell_and_other_modules_get_their_own_family
     assert "## Other modules and library presets vs none" in page and "| U-Net | CBAM |" in page
 
 
-def test_head_to_head_compares_every_pair_of_the_named_cells_in_one_family(tmp_path):
-    """The zoo asks which library's SE to pick: `head_to_head` compares each named cell with each other one (a - b
-    in the settings' order) in its own Bonferroni family, skips names without a cell, and puts them on the page and
-    in the effects CSV."""
+def test_comparison_families_pair_every_cell_or_each_against_a_reference_each_in_its_own_table():
+    """The zoo asks which library's SE to pick (every preset against every other, a - b in the settings' order) and
+    whether the paper's scSE beats the attention modules (each module minus it): each family is its own table and
+    Bonferroni family, skips cells without runs, and reaches the page and the effects CSV under its key."""
     import csv as csv_module
     import dataclasses as dc
     import io
 
     from scseg.report.effects_table import effects_csv_text
+    from scseg.report.study import ComparisonFamily
 
     none = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant == "none"]
-    shift = {"authors_scse": 0.03, "smp_scse": 0.0, "monai_cse": 0.03}
-    presets = [dc.replace(r, variant=v, se=v, dice=r.dice + d) for v, d in shift.items() for r in none]
-    names = ("authors_scse", "smp_scse", "monai_cse", "nnunet_cse")  # nnunet_cse was not trained
-    settings = StudySettings(n_boot=2000, head_to_head=names, head_to_head_title="Library presets")
-    analysis = analyse(none + presets, settings)
-    got = [(arch, e.a, e.b, e.verdict) for arch, e in analysis.head_to_head]
-    assert got == [
-        ("unet", "authors_scse", "smp_scse", "better"),
-        ("unet", "authors_scse", "monai_cse", "equivalent"),
-        ("unet", "smp_scse", "monai_cse", "worse"),
-    ]
-    assert {round(e.level, 6) for _, e in analysis.head_to_head} == {round(1 - 0.05 / 3, 6)}
-    assert all(e.b != "none" for _, e in analysis.head_to_head)
-    page = render_page(analysis, none + presets)
+    shift = {"authors_scse": 0.03, "smp_scse": 0.0, "monai_cse": 0.03, "cbam": 0.0, "eca": 0.03}
+    rows = none + [dc.replace(r, variant=v, se=v, dice=r.dice + d) for v, d in shift.items() for r in none]
+    settings = StudySettings.from_mapping(
+        {
+            "n_boot": 2000,
+            "families": [
+                # nnunet_cse and coord were not trained: skipped
+                {
+                    "key": "presets",
+                    "title": "Library presets",
+                    "cells": ["authors_scse", "smp_scse", "monai_cse", "nnunet_cse"],
+                },
+                {
+                    "key": "vs_scse",
+                    "title": "Modules vs scSE",
+                    "cells": ["cbam", "eca", "coord"],
+                    "reference": "authors_scse",
+                },
+            ],
+        }
+    )
+    analysis = analyse(rows, settings)
+    got = {f.key: [(a, e.a, e.b, e.verdict) for a, e in effects] for f, effects in analysis.families}
+    assert got == {
+        "presets": [
+            ("unet", "authors_scse", "smp_scse", "better"),
+            ("unet", "authors_scse", "monai_cse", "equivalent"),
+            ("unet", "smp_scse", "monai_cse", "worse"),
+        ],
+        "vs_scse": [("unet", "cbam", "authors_scse", "worse"), ("unet", "eca", "authors_scse", "equivalent")],
+    }
+    levels = {f.key: {round(e.level, 6) for _, e in effects} for f, effects in analysis.families}
+    assert levels == {"presets": {round(1 - 0.05 / 3, 6)}, "vs_scse": {round(1 - 0.05 / 2, 6)}}
+    page = render_page(analysis, rows)
     assert "## Library presets" in page and "| U-Net | scSE (authors' code) - scSE (SMP) |" in page
+    assert "## Modules vs scSE" in page and "Each minus scSE (authors' code)" in page
     tables = [row["table"] for row in csv_module.DictReader(io.StringIO(effects_csv_text(analysis)))]
-    assert tables.count("head_to_head") == 3
-    # without the setting: no such section
-    assert "## Library presets" not in render_page(analyse(none + presets, StudySettings(n_boot=200)), none + presets)
+    assert (tables.count("presets"), tables.count("vs_scse")) == (3, 2)
+    # without families: no such tables; a family with a misspelt field is one clear error
+    assert "## Library presets" not in render_page(analyse(rows, StudySettings(n_boot=200)), rows)
+    with pytest.raises(ValueError, match="unknown referenc.*key, title, cells"):
+        ComparisonFamily.from_mapping({"key": "k", "title": "t", "cells": ["a"], "referenc": "b"})
 
 
 def test_an_architecture_with_part_of_the_grid_never_reproduces_an_every_claim():
