@@ -165,8 +165,10 @@ class StudyAnalysis:
     # every other module or preset (CBAM, ECA, smp_scse, ...) vs none: its own family, never in the paper's claims
     others_vs_none: list[tuple[str, Effect]] = field(default_factory=list)
     between: list[tuple[str, Effect]] = field(default_factory=list)
-    # (family, [(arch, effect)]) for each of settings.families that has a comparison
+    # (family, [(arch, effect)]) for each of settings.families, in their order
     families: list[tuple[ComparisonFamily, list[tuple[str, Effect]]]] = field(default_factory=list)
+    # family key -> the cells it names that no run of this study has
+    family_absent: dict[str, tuple[str, ...]] = field(default_factory=dict)
     controls: list[tuple[str, Effect, str]] = field(default_factory=list)
     small_vs_large: list[tuple[str, Effect]] = field(default_factory=list)
     volume_slopes: dict[str, float] = field(default_factory=dict)
@@ -381,8 +383,11 @@ def analyse(rows: Sequence[CaseRow], settings: StudySettings | None = None) -> S
             (arch, _compare(scores, arch, x, y, len(duels), settings, seed=1000 * (k + 1) + i))
             for i, (arch, x, y) in enumerate(duels)
         ]
-        if effects:
-            analysis.families.append((family, effects))
+        analysis.families.append((family, effects))
+        names = (*family.cells, *([family.reference] if family.reference else []))
+        absent = tuple(n for n in dict.fromkeys(names) if n not in variants)
+        if absent:  # a cell not trained yet, or a misspelt name: said on the page, never silently dropped
+            analysis.family_absent[family.key] = absent
     controls = [(a, x, y, why) for a in archs for x, y, why in CONTROL_PAIRS if (a, x) in cells and (a, y) in cells]
     for i, (arch, x, y, why) in enumerate(controls):
         effect = _compare(scores, arch, x, y, len(controls), settings, seed=200 + i)

@@ -368,6 +368,9 @@ def render(
             ["Architecture", "Comparison"],
             [((arch_name(a), f"{variant_name(e.a)} - {variant_name(e.b)}"), e) for a, e in effects],
         )
+        if family.key in analysis.family_absent:
+            names = ", ".join(f"`{n}`" for n in analysis.family_absent[family.key])
+            out += ["", f"Named in the settings, without runs in this study (left out): {names}."]
     out += ["", "## Variant vs variant", ""]
     out += _effect_table(
         ["Architecture", "Comparison"],

@@ -320,6 +320,9 @@ def test_comparison_families_pair_every_cell_or_each_against_a_reference_each_in
     assert "## Modules vs scSE" in page and "Each minus scSE (authors' code)" in page
     tables = [row["table"] for row in csv_module.DictReader(io.StringIO(effects_csv_text(analysis)))]
     assert (tables.count("presets"), tables.count("vs_scse")) == (3, 2)
+    # a name without runs (not trained yet, or misspelt) is said, not dropped silently
+    assert analysis.family_absent == {"presets": ("nnunet_cse",), "vs_scse": ("coord",)}
+    assert "without runs in this study (left out): `coord`." in page
     # without families: no such tables; a family with a misspelt field is one clear error
     assert "## Library presets" not in render_page(analyse(rows, StudySettings(n_boot=200)), rows)
     with pytest.raises(ValueError, match="unknown referenc.*key, title, cells"):
