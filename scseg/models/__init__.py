@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -140,6 +141,14 @@ def create_model(
     )
     model = build(se_factory, widened)
     changed = {k: widened[k] for k in WIDTH_KNOBS[arch]}
+    if params == count_on_meta(build, factory=se_factory, kwargs=arch_kwargs):
+        warnings.warn(
+            f"model.capacity_match={capacity_match}: {capacity_match} adds {target - params:,} parameters to {arch} "
+            f"({100 * (target / params - 1):.1f} %), and no wider {'/'.join(WIDTH_KNOBS[arch])} is nearer "
+            f"{target:,} than the plain network's {params:,}: this run is the plain network (se=none) again, and "
+            "its control measures nothing. Capacity cannot explain an effect this small at this width.",
+            stacklevel=2,
+        )
     model.capacity = {  # type: ignore[assignment]
         "variant": capacity_match,
         "target_params": target,

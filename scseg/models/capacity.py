@@ -7,7 +7,10 @@ parameters without SE" (``model.capacity_match``). The widths searched are each 
 
 Granularity: U-Net and SD-Net have one knob (``filters``), and one filter more is ~6 % more parameters at 32
 filters, so they land within ~3 % of a target; FC-DenseNet's two knobs (``first_filters``, ``growth_rate``) land
-within 1-2 %. The run records the ratio it reached (summary.json ``capacity_ratio``).
+within 1-2 %. The run records the ratio it reached (summary.json ``capacity_ratio``). When SE adds less than half a
+width step (cSE or scSE at r = 2 on U-Net and SD-Net: 1.5-2 %), the nearest match is the plain network itself:
+``create_model`` warns, since such a run repeats ``se=none`` and its control measures nothing (capacity cannot
+explain an effect of a module that small there).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scseg.atomic import atomic_write
 from scseg.report.effects import Effect, format_points
-from scseg.report.study import ARCH_NAMES, StudyAnalysis, arch_name
+from scseg.report.study import ARCH_NAMES, SAME_NETWORK, StudyAnalysis, arch_name
 from scseg.report.tidy import CaseRow
 
 VARIANT_NAMES = {
@@ -102,6 +102,13 @@ def control_sentence(arch: str, effect: Effect, why: str, margin: float) -> str:
     size = f"{format_points(effect.estimate)} points, {_ci(effect, format_points)}"
     head = f"{arch_name(arch)}, {a} - {b} ({why}): {size}"
     band = f"+-{100 * margin:g} point(s)"
+    if SAME_NETWORK in effect.note:
+        why_same = (
+            " (the module adds less than half a width step of parameters, so no wider backbone is nearer its count)"
+            if "none-wide" in effect.a or "none-wide" in effect.b
+            else ""
+        )
+        return f"{head}: {a} and {b} trained the same network{why_same}, so this comparison measures nothing here."
     if effect.verdict == "better":
         return f"{head}: {a} scored higher than {b}, by at least {format_points(effect.ci_low, signed=False)} points."
     if effect.verdict == "worse":

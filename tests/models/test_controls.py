@@ -55,15 +55,25 @@ def test_gate_scale_one_is_bit_identical_and_hash_neutral():
 )
 def test_capacity_match_lands_within_two_percent_of_the_se_network(arch, width):
     """At r = 2 SE adds ~1.5 % to U-Net and SD-Net (their configured width already matches) and ~17 % to
-    FC-DenseNet (widened); every matched backbone lands within +-2 % of the scSE network's parameter count."""
+    FC-DenseNet (widened); every matched backbone lands within +-2 % of the scSE network's parameter count. A match
+    that is the plain network warns: that run repeats se=none and its control measures nothing (the zoo trained
+    U-Net's three times before this said so)."""
+    import warnings
+
     overrides = [f"model={arch}", *width, "experiment_name=t"]
     target = count_parameters(build_model(spec_of([*overrides, "se=scse"]), 28, 1))
-    matched = build_model(spec_of([*overrides, "model.capacity_match=scse"]), 28, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        matched = build_model(spec_of([*overrides, "model.capacity_match=scse"]), 28, 1)
+    warned = any("this run is the plain network" in str(w.message) for w in caught)
     n = count_parameters(matched)
     assert abs(n / target - 1) <= 0.02, (arch, n, target)
     record = capacity_of(matched)
     assert record["target_params"] == target and record["params"] == n and record["variant"] == "scse"
     plain = count_parameters(build_model(spec_of(overrides), 28, 1))
+    assert warned == (n == plain), (arch, n, plain)
+    if arch == "unet":
+        assert warned
     if target / plain - 1 > 0.05:  # a real widening, not the configured width
         assert n > plain and any(v for v in record["widened"].values())
 

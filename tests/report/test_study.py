@@ -329,6 +329,26 @@ def test_comparison_families_pair_every_cell_or_each_against_a_reference_each_in
         ComparisonFamily.from_mapping({"key": "k", "title": "t", "cells": ["a"], "referenc": "b"})
 
 
+def test_two_cells_of_one_network_are_named_the_same_network_not_evidence_of_equivalence():
+    """A capacity match that found no wider width nearer scSE's count than the plain one (U-Net at 32 filters: scSE
+    adds 1.6 %, one filter 6 %) trains `none` again: its control reads +0.00 [+0.00, +0.00] "equivalent", which is
+    no evidence about capacity. The page says the two cells are the same network."""
+    import dataclasses as dc
+
+    none = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant == "none"]
+    wide = [dc.replace(r, variant="none-wide-scse", capacity_match="scse") for r in none]
+    analysis = analyse(none + wide, StudySettings(n_boot=500))
+    (arch, effect, _), *_ = analysis.controls
+    assert (effect.a, effect.b, effect.estimate) == ("none-wide-scse", "none", 0.0)
+    assert "the same network" in effect.note
+    page = render_page(analysis, none + wide)
+    assert "trained the same network" in page and "measures nothing here" in page
+    # one case apart: an ordinary comparison again
+    nudged = [dc.replace(r, dice=r.dice + 0.01) if i == 0 else r for i, r in enumerate(wide)]
+    (_, effect, _), *_ = analyse(none + nudged, StudySettings(n_boot=500)).controls
+    assert "the same network" not in effect.note
+
+
 def test_an_architecture_with_part_of_the_grid_never_reproduces_an_every_claim():
     """QuickNAT trained with none and scSE only (the zoo): its scSE gain cannot show that every variant improves
     every architecture (C1) or that scSE beats both its parts (C3). Alone it leaves both not tested; beside complete
