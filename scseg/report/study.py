@@ -109,6 +109,10 @@ class StudySettings:
     # Markdown lines for a "See also" section: measurements of the same task made outside the study's runs (another
     # evaluation protocol, another page), each naming where its command is. Not analysed, only linked.
     see_also: tuple[str, ...] = ()
+    # A Markdown paragraph printed under the claims table: what the verdicts are about when a page's architectures or
+    # protocol are not the paper's (the zoo decides the claims on QuickNAT, the authors' follow-up, not on the
+    # paper's three networks). Not analysed; empty: nothing printed.
+    claims_scope: str = ""
     # each variant or module vs none on every structure, one Bonferroni family per architecture x variant (the
     # structures); secondary, decides no claim. Off for a quick re-analysis of a large CSV.
     per_structure: bool = True

@@ -280,6 +280,8 @@ def render(
         for claim in analysis.claims:
             extra = f" {claim.detail}" if claim.detail else ""
             out.append(f"- **{claim.key}**: {claim.rule}.{extra}")
+    if s.claims_scope:
+        out += ["", f"**Scope.** {s.claims_scope.strip()}"]
     if analysis.unlike:
         out += [
             "",

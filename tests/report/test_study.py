@@ -596,3 +596,13 @@ def test_under_trained_compares_architectures_on_the_folds_both_have():
     plain = [_none_run("unet", None, s, 0.85) for s in range(5)] + [_none_run("sdnet", None, 0, 0.80)]
     assert under_trained(plain, 0.03) == {"sdnet": "`none` validation Dice 0.800 is 0.050 below the best "
                                           "architecture's 0.850 (margin 0.03)"}  # fmt: skip
+
+
+def test_claims_scope_is_printed_under_the_claims_and_nothing_without_it():
+    rows = [r for r in read_csv(FIXTURE / "per_case.csv") if r.arch == "unet" and r.variant in ("none", "cse")]
+    plain = render_page(analyse(rows, StudySettings(n_boot=200)), rows)
+    assert "**Scope.**" not in plain
+    settings = StudySettings.from_mapping({"n_boot": 200, "claims_scope": "Decided on QuickNAT alone.\n"})
+    page = render_page(analyse(rows, settings), rows)
+    claims = page[page.index("## The paper's claims") : page.index("## Reading this page")]
+    assert "**Scope.** Decided on QuickNAT alone." in claims
