@@ -131,8 +131,9 @@ paper-studies: install ## all the studies behind docs/results (hours; resumable)
 	LAUNCHER=$(LAUNCHER) bash scripts/paper_studies.sh "$(RUNS)" $(STEPS)
 
 # The recalibration zoo on MALC (configs/experiment/zoo_malc_cpu.yaml; hours, resumable; after paper-studies).
-zoo: install ## the module zoo on MALC at the CPU preset: make zoo RUNS=... [STEPS=libraries attention control quicknat paper-presets]
-	bash scripts/zoo_study.sh "$(RUNS)" $(STEPS)
+ZOO_SEEDS ?= 0,1,2
+zoo: install ## the module zoo on MALC at the CPU preset: make zoo RUNS=... [STEPS=libraries attention control quicknat paper-presets] [ZOO_SEEDS=0,1,2]
+	ZOO_SEEDS='$(ZOO_SEEDS)' bash scripts/zoo_study.sh "$(RUNS)" $(STEPS)
 
 ZOO_CSV = docs/results/zoo_malc_cpu/per_case.csv.gz
 ZOO_PAGE = scseg-study page --csv $(ZOO_CSV) --page docs/results/zoo_malc_cpu.md --settings configs/report/zoo_malc.yaml \

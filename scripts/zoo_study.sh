@@ -4,8 +4,11 @@
 #
 #   bash scripts/zoo_study.sh RUNS_DIR [STEP ...]     # steps: libraries attention control quicknat paper-presets
 #
+# ZOO_SEEDS (default 0,1,2, the page's seeds; any Hydra sweep value, e.g. "range(3,11)") trains more seeds of the
+# same cells for a fixed-size follow-up (decide its size first: the page's "runs to decide").
+#
 # The authors' scSE and MONAI's cSE are the paper's scSE max and cSE networks at r = 2 on the same positions
-# (bit-identical to the MALC study's runs at seed 0 on one CPU: `scseg-study reproduce`), so they run last, after
+# (bit-identical to the MALC study's runs at seeds 0-2 on one CPU: `scseg-study reproduce`), so they run last, after
 # everything that is new evidence.
 set -uo pipefail
 runs=${1:?usage: bash scripts/zoo_study.sh RUNS_DIR [STEP ...]}
@@ -14,7 +17,7 @@ steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(libraries attention control quicknat paper-presets)
 here=$(cd "$(dirname "$0")/.." && pwd)
 train="${SCSEG_TRAIN:-$here/.venv/bin/scseg-train}"
-zoo=(experiment=zoo_malc_cpu launcher=joblib "paths.runs_dir=$runs" seed=0,1,2)
+zoo=(experiment=zoo_malc_cpu launcher=joblib "paths.runs_dir=$runs" "seed=${ZOO_SEEDS:-0,1,2}")
 status=0
 sweep() { echo "== $*"; "$train" -m "$@" || status=1; }
 for step in "${steps[@]}"; do

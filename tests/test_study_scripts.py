@@ -30,7 +30,7 @@ def _launches(tmp_path: Path, script: str, *steps: str) -> tuple[int, list[str]]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_zoo_runs_new_evidence_first_and_the_paper_presets_last(tmp_path):
+def test_zoo_runs_new_evidence_first_and_the_paper_presets_last(tmp_path, monkeypatch):
     code, calls = _launches(tmp_path, "zoo_study.sh")
     assert code == 0 and len(calls) == 5
     assert all(c.startswith("-m experiment=zoo_malc_cpu ") and "seed=0,1,2" in c for c in calls)
@@ -53,6 +53,10 @@ def test_zoo_runs_new_evidence_first_and_the_paper_presets_last(tmp_path):
         "authors_scse",
         "monai_cse",
     }
+    monkeypatch.setenv("ZOO_SEEDS", "range(3,11)")
+    code, calls = _launches(tmp_path / "more", "zoo_study.sh", "paper-presets")
+    monkeypatch.delenv("ZOO_SEEDS")
+    assert code == 0 and len(calls) == 1 and "seed=range(3,11)" in calls[0] and "seed=0,1,2" not in calls[0]
     code, calls = _launches(tmp_path / "one", "zoo_study.sh", "quicknat")
     assert code == 0 and calls == [c for c in calls if "model=quicknat" in c] and len(calls) == 1
     code, _ = _launches(tmp_path / "bad", "zoo_study.sh", "nonsense")
