@@ -130,6 +130,8 @@ class StudySettings:
         for key in ("small_structures", "magnitude_band", "see_also"):
             if key in values:
                 values[key] = tuple(values[key])
+        if not isinstance(values.get("claims_scope", ""), str):
+            raise ValueError(f"report setting claims_scope must be one Markdown string, got {values['claims_scope']!r}")
         if "families" in values:
             values["families"] = tuple(ComparisonFamily.from_mapping(f) for f in values["families"])
         return cls(**values)

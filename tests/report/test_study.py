@@ -606,3 +606,5 @@ def test_claims_scope_is_printed_under_the_claims_and_nothing_without_it():
     page = render_page(analyse(rows, settings), rows)
     claims = page[page.index("## The paper's claims") : page.index("## Reading this page")]
     assert "**Scope.** Decided on QuickNAT alone." in claims
+    with pytest.raises(ValueError, match="claims_scope must be one Markdown string"):
+        StudySettings.from_mapping({"claims_scope": ["a", "b"]})
