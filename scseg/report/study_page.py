@@ -422,6 +422,20 @@ def render(
     return "\n".join(out)
 
 
+FOREST_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
+FOREST_SAME_NETWORK = "same network (measures nothing)"
+
+
+def forest_style(effect: Effect) -> tuple[str, str]:
+    """(legend key, colour) of an effect in the forest plot. Two cells that trained the same network (a capacity match
+    that widened nothing) get their own hollow grey mark: their zero-width interval is no evidence of equivalence."""
+    if SAME_NETWORK in effect.note:
+        return FOREST_SAME_NETWORK, "0.6"
+    if effect.verdict in FOREST_COLOURS:
+        return effect.verdict, FOREST_COLOURS[effect.verdict]
+    return "inconclusive or too few runs", "0.3"
+
+
 def write_forest_plot(
     analysis: StudyAnalysis, path: Path, *, task: str, dpi: int = 120
 ) -> tuple[Path | None, str | None]:
@@ -446,15 +460,14 @@ def write_forest_plot(
     margin = 100 * s.equivalence_margin
     ax.axvspan(-margin, margin, color="0.88", label=f"equivalence band (+-{margin:g} point)")
     ax.axvline(0, color="0.4", lw=0.8)
-    colours = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue"}
     labels, shown = [], set()
     for i, (arch, effect) in enumerate(reversed(rows)):
         y = i
-        colour = colours.get(effect.verdict, "0.3")
+        key, colour = forest_style(effect)
         if math.isfinite(effect.ci_low):
             ax.plot([100 * effect.ci_low, 100 * effect.ci_high], [y, y], color=colour, lw=2)
-        key = effect.verdict if effect.verdict in colours else "inconclusive or too few runs"
-        ax.plot([100 * effect.estimate], [y], "o", color=colour, label=None if key in shown else key)
+        face = "white" if key == FOREST_SAME_NETWORK else colour
+        ax.plot([100 * effect.estimate], [y], "o", color=colour, mfc=face, label=None if key in shown else key)
         shown.add(key)
         labels.append(f"{ARCH_NAMES.get(arch, arch)}: {variant_name(effect.a)} - {variant_name(effect.b)}")
         if arch == s.magnitude_arch and (effect.a, effect.b) == ("scse", "none") and math.isfinite(effect.relative):

@@ -343,10 +343,15 @@ def test_two_cells_of_one_network_are_named_the_same_network_not_evidence_of_equ
     assert "the same network" in effect.note
     page = render_page(analysis, none + wide)
     assert "trained the same network" in page and "measures nothing here" in page
+    # the forest plot marks it apart too, not as a blue "equivalent"
+    from scseg.report.study_page import FOREST_SAME_NETWORK, forest_style
+
+    assert effect.verdict == "equivalent" and forest_style(effect)[0] == FOREST_SAME_NETWORK
     # one case apart: an ordinary comparison again
     nudged = [dc.replace(r, dice=r.dice + 0.01) if i == 0 else r for i, r in enumerate(wide)]
     (_, effect, _), *_ = analyse(none + nudged, StudySettings(n_boot=500)).controls
     assert "the same network" not in effect.note
+    assert forest_style(effect)[0] != FOREST_SAME_NETWORK
 
 
 def test_an_architecture_with_part_of_the_grid_never_reproduces_an_every_claim():
